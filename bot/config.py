@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,7 +21,12 @@ from pydantic_settings import (
 DEFAULT_MODEL_ID = "CompVis/stable-diffusion-v1-4"
 
 
-class DiscordSettings(BaseModel):
+class _Section(BaseModel):
+    # A typo in a key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DiscordSettings(_Section):
     token: SecretStr | None = None
     api_base: str = "https://discord.com/api/v10"
     gateway_url: str = "wss://gateway.discord.gg"
@@ -30,7 +35,9 @@ class DiscordSettings(BaseModel):
     guild_ready_timeout: float = 2.0
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Section):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
     id: str = DEFAULT_MODEL_ID
     variant: str | None = "fp16"
     device: str = "auto"
@@ -43,7 +50,7 @@ class ModelSettings(BaseModel):
         return None if value in ("", "none", "None") else value
 
 
-class GenerationSettings(BaseModel):
+class GenerationSettings(_Section):
     scheduler: str = "dpmpp_2m_karras"
     steps: int = Field(25, ge=1, le=150)
     guidance: float = Field(7.5, ge=0.0, le=30.0)
@@ -63,16 +70,16 @@ class GenerationSettings(BaseModel):
     warmup: bool = True
 
 
-class StorageSettings(BaseModel):
+class StorageSettings(_Section):
     # Single images of every job are kept here so U/V buttons work after a restart.
     images_dir: Path = Path("data/images")
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///imagine.db"
 
 
-class QuotaSettings(BaseModel):
+class QuotaSettings(_Section):
     # Images a member may generate per period when no server rule applies; None: unlimited.
     default_limit: int | None = Field(100, ge=0)
     default_period: Literal["day", "week"] = "day"
