@@ -1,0 +1,311 @@
+"""The schema: guilds and their settings, members, jobs, quotas, usage, bans, audit log.
+
+Portable by construction, because a later deployment runs it on PostgreSQL:
+Discord ids are `BigInteger` (snowflakes overflow int32), times are `UTCDateTime`
+(aware, UTC), prompts are `Text`, enums are short strings with CHECK constraints.
+Every constraint has a name (see `NAMING_CONVENTION`) so Alembic's batch mode can
+recreate SQLite tables and PostgreSQL can drop constraints by name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.db.types import StrEnumType, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Surrogate keys: 64-bit on PostgreSQL, SQLite's INTEGER rowid alias (autoincrement) there.
+SurrogateKey = BigInteger().with_variant(Integer(), "sqlite")
+
+# `usage_counters.user_id` for the row that counts the whole guild (for the server-wide cap).
+GUILD_TOTAL = 0
+
+
+class JobKind(StrEnum):
+    TXT2IMG = "txt2img"
+    VARIATION = "variation"
+    REROLL = "reroll"
+    UPSCALE = "upscale"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+
+
+class NsfwPolicy(StrEnum):
+    """What happens to an image the safety checker flags."""
+
+    BLOCK = "block"
+    SPOILER = "spoiler"
+    AGE_RESTRICTED = "age_restricted"
+
+
+class QuotaScope(StrEnum):
+    """Who a quota rule applies to. `cap` is the server-wide total, on top of the others."""
+
+    SERVER = "server"
+    ROLE = "role"
+    MEMBER = "member"
+    CAP = "cap"
+
+
+class Period(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+
+
+class LedgerKind(StrEnum):
+    RESERVE = "reserve"
+    CHARGE = "charge"
+    REFUND = "refund"
+    RESET = "reset"
+
+
+def _one_of(column: str, enum_cls: type[StrEnum]) -> str:
+    values = ", ".join(f"'{member.value}'" for member in enum_cls)
+    return f"{column} IN ({values})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class Guild(Base):
+    """A Discord server and its bot settings; rows appear the first time the bot needs one."""
+
+    __tablename__ = "guilds"
+    __table_args__ = (CheckConstraint(_one_of("nsfw_policy", NsfwPolicy), name="nsfw_policy"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    nsfw_policy: Mapped[NsfwPolicy] = mapped_column(
+        StrEnumType(NsfwPolicy), default=NsfwPolicy.BLOCK
+    )
+    admin_role_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class AllowedChannel(Base):
+    """A channel where `/imagine` may run; no rows for a guild means every channel."""
+
+    __tablename__ = "allowed_channels"
+
+    guild_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    added_by: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class BlockedWord(Base):
+    """A word or phrase refused in prompts, stored normalised (see moderation.normalize)."""
+
+    __tablename__ = "blocked_words"
+    __table_args__ = (UniqueConstraint("guild_id", "word"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    word: Mapped[str] = mapped_column(String(200))
+    added_by: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class Member(Base):
+    """A member the bot has seen in a guild (first and last interaction)."""
+
+    __tablename__ = "members"
+
+    guild_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
+class Job(Base):
+    """One generation (or upscale) request, with everything needed to redo or re-post it.
+
+    The id is the generation service's uuid hex, so buttons can carry it in custom_ids.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", JobKind), name="kind"),
+        CheckConstraint(_one_of("status", JobStatus), name="status"),
+        Index(None, "guild_id", "created_at", "id"),
+        Index(None, "guild_id", "user_id", "created_at", "id"),
+        Index(None, "user_id", "status"),
+        Index(None, "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    count: Mapped[int] = mapped_column(Integer)
+    scheduler: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    # Concrete per-image seeds once known (JSON list of ints).
+    seeds: Mapped[list[int] | None] = mapped_column(JSON)
+    strength: Mapped[float | None] = mapped_column(Float)
+    model_id: Mapped[str] = mapped_column(String(255))
+
+    kind: Mapped[JobKind] = mapped_column(StrEnumType(JobKind), default=JobKind.TXT2IMG)
+    parent_job_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    # Which image of the parent's grid an upscale or variation is made from (0-based).
+    image_index: Mapped[int | None] = mapped_column(Integer)
+
+    status: Mapped[JobStatus] = mapped_column(StrEnumType(JobStatus), default=JobStatus.QUEUED)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    gpu_seconds: Mapped[float | None] = mapped_column(Float)
+
+    result_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    result_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Per-image safety-checker flags (JSON list of bools).
+    nsfw: Mapped[list[bool] | None] = mapped_column(JSON)
+
+
+class QuotaRule(Base):
+    """A limit in images per period. target_id is the role or member id; 0 for server/cap."""
+
+    __tablename__ = "quota_rules"
+    __table_args__ = (
+        UniqueConstraint("guild_id", "scope", "target_id"),
+        CheckConstraint(_one_of("scope", QuotaScope), name="scope"),
+        CheckConstraint(_one_of("period", Period), name="period"),
+        CheckConstraint("limit_images >= 0", name="limit_images"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    scope: Mapped[QuotaScope] = mapped_column(StrEnumType(QuotaScope))
+    target_id: Mapped[int] = mapped_column(BigInteger)
+    limit_images: Mapped[int] = mapped_column(Integer)
+    period: Mapped[Period] = mapped_column(StrEnumType(Period, length=8))
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class UsageEntry(Base):
+    """The usage ledger: one row per reserve, charge, refund (per job) and admin reset.
+
+    (job_id, kind) is unique, which is what makes charge and refund idempotent.
+    job_id is not a foreign key: images are reserved before the job row exists.
+    """
+
+    __tablename__ = "usage_ledger"
+    __table_args__ = (
+        UniqueConstraint("job_id", "kind"),
+        CheckConstraint(_one_of("kind", LedgerKind), name="kind"),
+        CheckConstraint(_one_of("period", Period), name="period"),
+        CheckConstraint("n >= 0", name="n"),
+        Index(None, "guild_id", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[LedgerKind] = mapped_column(StrEnumType(LedgerKind, length=8))
+    n: Mapped[int] = mapped_column(Integer)
+    # The period the entry counted against (the member's effective period at the time).
+    period: Mapped[Period] = mapped_column(StrEnumType(Period, length=8))
+    period_start: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class UsageCounter(Base):
+    """Images used by a member (or the whole guild: user_id 0) in one day or week.
+
+    Reservations are a conditional UPDATE of this row (`used + n <= limit`), which is
+    atomic on SQLite and PostgreSQL alike. Day and week counters are both kept, so a
+    rule's period can change without losing count.
+    """
+
+    __tablename__ = "usage_counters"
+    __table_args__ = (
+        CheckConstraint(_one_of("period", Period), name="period"),
+        CheckConstraint("used >= 0", name="used"),
+    )
+
+    guild_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    period: Mapped[Period] = mapped_column(StrEnumType(Period, length=8), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Ban(Base):
+    """A member banned from the bot in one guild."""
+
+    __tablename__ = "bans"
+
+    guild_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    banned_by: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """An admin action: who did what, with JSON details."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "guild_id", "id"),)
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    actor_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]

@@ -1,0 +1,58 @@
+"""The bot's domain services over the database: quotas, history, moderation, audit.
+
+No Discord here: the cogs translate interactions into these calls and `ServiceError`s
+back into messages. Build them once at start-up with `build_services`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import JobKind, JobStatus, NsfwPolicy, Period, QuotaScope
+from bot.services.audit import AuditService
+from bot.services.clock import Clock, utcnow
+from bot.services.history import HistoryService
+from bot.services.moderation import ModerationService
+from bot.services.quota import QuotaService
+
+__all__ = [
+    "AuditService",
+    "HistoryService",
+    "JobKind",
+    "JobStatus",
+    "ModerationService",
+    "NsfwPolicy",
+    "Period",
+    "QuotaScope",
+    "QuotaService",
+    "Services",
+    "build_services",
+]
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the cogs need from storage, passed into the bot's constructor."""
+
+    quota: QuotaService
+    history: HistoryService
+    moderation: ModerationService
+    audit: AuditService
+
+
+def build_services(
+    sessions: async_sessionmaker[AsyncSession],
+    default_limit: int | None,
+    default_period: Period | str = Period.DAY,
+    clock: Clock | None = None,
+) -> Services:
+    """Wire the services to one session factory and one clock (tests pass a fake clock)."""
+    now = clock or utcnow
+    return Services(
+        quota=QuotaService(sessions, default_limit, default_period, clock=now),
+        history=HistoryService(sessions, clock=now),
+        moderation=ModerationService(sessions, clock=now),
+        audit=AuditService(sessions, clock=now),
+    )

@@ -1,0 +1,508 @@
+"""Prompt history: every job with its parameters and status transitions.
+
+Parameters live here rather than in PNG metadata or CDN links (Discord strips the one and
+expires the other), so buttons and `/show` keep working after a restart. Lists are newest
+first with keyset pagination on (created_at, id): stable while new jobs arrive, and the
+cursor is short enough for a button's custom_id.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import Job, JobKind, JobStatus
+from bot.services._guilds import ensure_guild
+from bot.services.clock import Clock, utcnow
+from bot.services.errors import InvalidArgument, InvalidTransition, NotFound
+
+JOBS: Table = Job.__table__  # type: ignore[assignment]
+MAX_PAGE = 100
+MAX_ERROR_CHARS = 4000
+
+# Which statuses a job may move to, from which. BLOCKED may follow SUCCEEDED: the safety
+# checker's verdict and the server's NSFW policy are applied after the images exist.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED}),
+    JobStatus.SUCCEEDED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.BLOCKED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED}),
+}
+UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+CSV_COLUMNS = (
+    "job_id",
+    "created_at",
+    "user_id",
+    "channel_id",
+    "kind",
+    "status",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "seeds",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "count",
+    "scheduler",
+    "model_id",
+    "parent_job_id",
+    "image_index",
+    "gpu_seconds",
+    "nsfw",
+    "error",
+    "result_url",
+)
+# A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A new job as the bot knows it when queueing. `id`: the generation job id, if known."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    prompt: str
+    model_id: str
+    negative_prompt: str = ""
+    steps: int = 25
+    guidance: float = 7.5
+    width: int = 512
+    height: int = 512
+    count: int = 4
+    scheduler: str = "dpmpp_2m_karras"
+    seed: int | None = None
+    seeds: tuple[int, ...] | None = None
+    strength: float | None = None
+    kind: JobKind = JobKind.TXT2IMG
+    parent_job_id: str | None = None
+    image_index: int | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position in a newest-first list: the last item shown. `encode()` fits a custom_id."""
+
+    created_at: datetime
+    job_id: str
+
+    def encode(self) -> str:
+        micros = int(self.created_at.timestamp() * 1_000_000)
+        return f"{micros}.{self.job_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Parse `encode()`'s output; ValueError if it is not one."""
+        micros, sep, job_id = text.partition(".")
+        if not sep or not micros.isdigit() or not job_id or len(job_id) > 32:
+            raise ValueError(f"not a history cursor: {text!r}")
+        seconds, rest = divmod(int(micros), 1_000_000)
+        created = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
+        return cls(created_at=created, job_id=job_id)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job in full, as stored."""
+
+    id: str
+    guild_id: int
+    channel_id: int
+    user_id: int
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    count: int
+    scheduler: str
+    seed: int | None
+    seeds: tuple[int, ...] | None
+    strength: float | None
+    model_id: str
+    kind: JobKind
+    parent_job_id: str | None
+    image_index: int | None
+    status: JobStatus
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    gpu_seconds: float | None
+    result_channel_id: int | None
+    result_message_id: int | None
+    nsfw: tuple[bool, ...] | None
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(self.created_at, self.id)
+
+    @property
+    def result_url(self) -> str | None:
+        """Link to the message holding the result, if one was posted."""
+        if self.result_channel_id is None or self.result_message_id is None:
+            return None
+        return (
+            f"https://discord.com/channels/{self.guild_id}/"
+            f"{self.result_channel_id}/{self.result_message_id}"
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    """Items newest first; pass `next_cursor` as `before` for the next page (None: last)."""
+
+    items: list[JobView] = field(default_factory=list)
+    next_cursor: Cursor | None = None
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """Totals over succeeded jobs."""
+
+    jobs: int
+    images: int
+    gpu_seconds: float
+
+
+class HistoryService:
+    """Record jobs and their transitions; list, show and export them per guild."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock = utcnow) -> None:
+        self._sessions = sessions
+        self._now = clock
+
+    async def create_job(self, record: JobRecord) -> str:
+        """Store a queued job; returns its id (`record.id`, or a new uuid hex)."""
+        job_id = record.id or uuid.uuid4().hex
+        if len(job_id) > 32:
+            raise InvalidArgument(f"Job ids have at most 32 characters, got {job_id!r}.")
+        now = self._now()
+        job = Job(
+            id=job_id,
+            guild_id=record.guild_id,
+            channel_id=record.channel_id,
+            user_id=record.user_id,
+            prompt=record.prompt,
+            negative_prompt=record.negative_prompt,
+            steps=record.steps,
+            guidance=record.guidance,
+            width=record.width,
+            height=record.height,
+            count=record.count,
+            scheduler=record.scheduler,
+            seed=record.seed,
+            seeds=list(record.seeds) if record.seeds is not None else None,
+            strength=record.strength,
+            model_id=record.model_id,
+            kind=record.kind,
+            parent_job_id=record.parent_job_id,
+            image_index=record.image_index,
+            status=JobStatus.QUEUED,
+            created_at=now,
+        )
+        async with self._sessions() as session:
+            await ensure_guild(session, record.guild_id, now)
+            session.add(job)
+            await session.commit()
+        return job_id
+
+    async def mark_running(self, job_id: str) -> bool:
+        """queued -> running. Returns False if it already was running."""
+        return await self._transition(job_id, JobStatus.RUNNING, started_at=self._now())
+
+    async def mark_succeeded(
+        self,
+        job_id: str,
+        seeds: Sequence[int],
+        nsfw: Sequence[bool],
+        gpu_seconds: float | None,
+    ) -> bool:
+        """-> succeeded, with the concrete seeds, per-image NSFW flags and GPU time."""
+        return await self._transition(
+            job_id,
+            JobStatus.SUCCEEDED,
+            finished_at=self._now(),
+            seeds=[int(s) for s in seeds],
+            nsfw=[bool(f) for f in nsfw],
+            gpu_seconds=gpu_seconds,
+        )
+
+    async def mark_failed(self, job_id: str, error: str) -> bool:
+        """-> failed, with the error text (shortened to MAX_ERROR_CHARS)."""
+        return await self._transition(
+            job_id, JobStatus.FAILED, finished_at=self._now(), error=error[:MAX_ERROR_CHARS]
+        )
+
+    async def mark_cancelled(self, job_id: str) -> bool:
+        """-> cancelled (by the member, or on shutdown)."""
+        return await self._transition(job_id, JobStatus.CANCELLED, finished_at=self._now())
+
+    async def mark_blocked(
+        self, job_id: str, reason: str | None = None, nsfw: Sequence[bool] | None = None
+    ) -> bool:
+        """-> blocked: the result was withheld (e.g. NSFW under the 'block' policy)."""
+        values: dict[str, Any] = {"finished_at": self._now(), "error": reason}
+        if nsfw is not None:
+            values["nsfw"] = [bool(f) for f in nsfw]
+        return await self._transition(job_id, JobStatus.BLOCKED, **values)
+
+    async def set_result_message(self, job_id: str, channel_id: int, message_id: int) -> None:
+        """Remember where the result was posted (for links and `/show`)."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id)
+                .values(result_channel_id=channel_id, result_message_id=message_id)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotFound(f"There is no job `{job_id}`.")
+            await session.commit()
+
+    async def get(self, job_id: str, *, guild_id: int | None = None) -> JobView | None:
+        """One job in full; None if missing or (with `guild_id`) from another guild."""
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+        if job is None or (guild_id is not None and job.guild_id != guild_id):
+            return None
+        return _view(job)
+
+    async def require(self, job_id: str, *, guild_id: int | None = None) -> JobView:
+        """Like `get`, but raises NotFound (with a message for the member)."""
+        view = await self.get(job_id, guild_id=guild_id)
+        if view is None:
+            raise NotFound(f"There is no job `{job_id}` on this server.")
+        return view
+
+    async def list(
+        self,
+        guild_id: int,
+        *,
+        user_id: int | None = None,
+        text: str | None = None,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10,
+        before: Cursor | None = None,
+    ) -> Page:
+        """A page of a guild's jobs, newest first, filtered.
+
+        `text`: case-insensitive substring of the prompt. `since` inclusive, `until`
+        exclusive. `before`: the previous page's `next_cursor`.
+        """
+        limit = max(1, min(limit, MAX_PAGE))
+        query = select(Job).where(*_filters(guild_id, user_id, text, status, since, until))
+        if before is not None:
+            query = query.where(
+                or_(
+                    Job.created_at < before.created_at,
+                    and_(Job.created_at == before.created_at, Job.id < before.job_id),
+                )
+            )
+        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        async with self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        items = [_view(row) for row in rows[:limit]]
+        next_cursor = items[-1].cursor if len(rows) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def export_csv(
+        self,
+        guild_id: int,
+        *,
+        user_id: int | None = None,
+        text: str | None = None,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> str:
+        """The guild's history (newest first) as CSV that is safe to open in a spreadsheet.
+
+        The csv module quotes commas, quotes and newlines; cells a spreadsheet would run
+        as a formula get a leading apostrophe.
+        """
+        query = (
+            select(Job)
+            .where(*_filters(guild_id, user_id, text, status, since, until))
+            .order_by(Job.created_at.desc(), Job.id.desc())
+        )
+        out = io.StringIO()
+        writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(CSV_COLUMNS)
+        async with self._sessions() as session:
+            for job in (await session.scalars(query)).all():
+                writer.writerow([_cell(value) for value in _csv_row(_view(job))])
+        return out.getvalue()
+
+    async def stats(self, guild_id: int, user_id: int | None = None) -> JobStats:
+        """Succeeded jobs, their images and GPU seconds, for a guild or one member."""
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(Job.count), 0),
+            func.coalesce(func.sum(Job.gpu_seconds), 0.0),
+        ).where(Job.guild_id == guild_id, Job.status == JobStatus.SUCCEEDED)
+        if user_id is not None:
+            query = query.where(Job.user_id == user_id)
+        async with self._sessions() as session:
+            jobs, images, seconds = (await session.execute(query)).one()
+        return JobStats(jobs=int(jobs), images=int(images), gpu_seconds=float(seconds))
+
+    async def fail_unfinished(
+        self, error: str = "The bot restarted before this job finished."
+    ) -> list[JobView]:
+        """Mark every queued or running job failed (at start-up: the queue lived in memory).
+
+        Returns them, so the caller can refund their images and tell their owners.
+        """
+        now = self._now()
+        async with self._sessions() as session:
+            rows = (await session.scalars(select(Job).where(Job.status.in_(UNFINISHED)))).all()
+            if not rows:
+                return []
+            await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id.in_([row.id for row in rows]), JOBS.c.status.in_(UNFINISHED))
+                .values(status=JobStatus.FAILED, finished_at=now, error=error)
+            )
+            await session.commit()
+        return [
+            replace(_view(row), status=JobStatus.FAILED, finished_at=now, error=error)
+            for row in rows
+        ]
+
+    async def _transition(self, job_id: str, target: JobStatus, **values: Any) -> bool:
+        """Move a job to `target` with one conditional UPDATE (no read-then-write race)."""
+        allowed = sorted(TRANSITIONS[target])
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id, JOBS.c.status.in_(allowed))
+                .values(status=target, **values)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                await session.commit()
+                return True
+            await session.rollback()
+            current = await session.scalar(select(Job.status).where(Job.id == job_id))
+        if current is None:
+            raise NotFound(f"There is no job `{job_id}`.")
+        if current is target:
+            return False
+        raise InvalidTransition(job_id, current.value, target.value)
+
+
+def _statuses(
+    status: JobStatus | str | Iterable[JobStatus | str],
+) -> list[JobStatus]:
+    if isinstance(status, str):
+        return [JobStatus(status)]
+    return [JobStatus(s) for s in status]
+
+
+def _filters(
+    guild_id: int,
+    user_id: int | None,
+    text: str | None,
+    status: JobStatus | str | Iterable[JobStatus | str] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [Job.guild_id == guild_id]
+    if user_id is not None:
+        conditions.append(Job.user_id == user_id)
+    if text:
+        # lower(prompt) LIKE lower(:text) on SQLite (Unicode lower(), see db.session),
+        # ILIKE on PostgreSQL; % and _ in the text are escaped, not wildcards.
+        conditions.append(Job.prompt.icontains(text, autoescape=True))
+    if status is not None:
+        conditions.append(Job.status.in_(_statuses(status)))
+    if since is not None:
+        conditions.append(Job.created_at >= since)
+    if until is not None:
+        conditions.append(Job.created_at < until)
+    return conditions
+
+
+def _view(job: Job) -> JobView:
+    return JobView(
+        id=job.id,
+        guild_id=job.guild_id,
+        channel_id=job.channel_id,
+        user_id=job.user_id,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        steps=job.steps,
+        guidance=job.guidance,
+        width=job.width,
+        height=job.height,
+        count=job.count,
+        scheduler=job.scheduler,
+        seed=job.seed,
+        seeds=tuple(job.seeds) if job.seeds is not None else None,
+        strength=job.strength,
+        model_id=job.model_id,
+        kind=job.kind,
+        parent_job_id=job.parent_job_id,
+        image_index=job.image_index,
+        status=job.status,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        gpu_seconds=job.gpu_seconds,
+        result_channel_id=job.result_channel_id,
+        result_message_id=job.result_message_id,
+        nsfw=tuple(job.nsfw) if job.nsfw is not None else None,
+    )
+
+
+def _csv_row(job: JobView) -> list[object]:
+    return [
+        job.id,
+        job.created_at.isoformat(),
+        job.user_id,
+        job.channel_id,
+        job.kind.value,
+        job.status.value,
+        job.prompt,
+        job.negative_prompt,
+        job.seed,
+        " ".join(str(s) for s in job.seeds or ()),
+        job.steps,
+        job.guidance,
+        job.width,
+        job.height,
+        job.count,
+        job.scheduler,
+        job.model_id,
+        job.parent_job_id,
+        job.image_index,
+        job.gpu_seconds,
+        " ".join("1" if flag else "0" for flag in job.nsfw or ()),
+        job.error,
+        job.result_url,
+    ]
+
+
+def _cell(value: object) -> str:
+    """A CSV cell as text, with formula triggers neutralised by a leading apostrophe."""
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_TRIGGERS):
+        return "'" + text
+    return text

@@ -1,0 +1,119 @@
+"""Engines and sessions: SQLite pragmas, 64-bit ids, aware datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.db.models import Guild, Job, JobKind, JobStatus
+from bot.db.session import SQLITE_BUSY_TIMEOUT_MS, open_database
+from tests.db.fixtures import sqlite_url
+
+BIG = 2**63 - 1
+
+
+def _job(guild_id: int, created_at: datetime) -> Job:
+    return Job(
+        id="a" * 32,
+        guild_id=guild_id,
+        channel_id=BIG - 1,
+        user_id=BIG - 2,
+        prompt="p",
+        steps=25,
+        guidance=7.5,
+        width=512,
+        height=512,
+        count=4,
+        scheduler="ddim",
+        seed=2**63 - 5,
+        model_id="builtin:tiny-random",
+        created_at=created_at,
+    )
+
+
+async def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(
+    engine: AsyncEngine,
+) -> None:
+    """Every pooled SQLite connection is configured by the connect hook."""
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+        assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+        timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+        assert timeout == SQLITE_BUSY_TIMEOUT_MS
+
+
+async def test_sqlite_lower_folds_unicode(engine: AsyncEngine) -> None:
+    """lower() on SQLite folds non-ASCII letters (used by case-insensitive search)."""
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT lower('ÉCLAIR Ü')"))).scalar() == "éclair ü"
+
+
+async def test_foreign_keys_are_enforced(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A job for a guild that does not exist is refused (foreign_keys=ON)."""
+    async with sessions() as session:
+        session.add(_job(12345, datetime.now(UTC)))
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            await session.commit()
+
+
+async def test_64_bit_ids_round_trip(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Snowflake-sized ids (up to 2**63-1) come back unchanged."""
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        session.add(Guild(id=BIG, admin_role_id=BIG - 3, created_at=now, updated_at=now))
+        session.add(_job(BIG, now))
+        await session.commit()
+    async with sessions() as session:
+        job = (await session.scalars(select(Job))).one()
+        guild = await session.get(Guild, BIG)
+    assert (job.guild_id, job.channel_id, job.user_id, job.seed) == (
+        BIG,
+        BIG - 1,
+        BIG - 2,
+        2**63 - 5,
+    )
+    assert guild is not None and guild.admin_role_id == BIG - 3
+    assert job.kind is JobKind.TXT2IMG and job.status is JobStatus.QUEUED
+
+
+async def test_aware_datetimes_round_trip_as_utc(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A datetime in any zone is stored as UTC and loaded aware, equal to the original."""
+    ist = timezone(timedelta(hours=5, minutes=30))
+    moment = datetime(2026, 3, 1, 2, 15, 30, 123456, tzinfo=ist)
+    async with sessions() as session:
+        session.add(Guild(id=1, created_at=moment, updated_at=moment))
+        await session.commit()
+    async with sessions() as session:
+        guild = await session.get(Guild, 1)
+        found = await session.scalar(select(Guild.id).where(Guild.created_at == moment))
+    assert guild is not None
+    assert guild.created_at == moment
+    assert guild.created_at.tzinfo is UTC
+    assert guild.created_at.hour == 20  # 02:15 at +05:30 is 20:45 UTC the day before
+    assert found == 1
+
+
+async def test_naive_datetimes_are_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A naive datetime never reaches the database (PostgreSQL would misread it)."""
+    naive = datetime(2026, 3, 1, 12, 0)
+    async with sessions() as session:
+        session.add(Guild(id=1, created_at=naive, updated_at=naive))
+        with pytest.raises(StatementError, match="naive datetime"):
+            await session.commit()
+
+
+async def test_open_database_migrates_and_returns_sessions(tmp_path: Path) -> None:
+    """open_database upgrades a new file to head and hands back a working session factory."""
+    engine, sessions = await open_database(sqlite_url(tmp_path / "new" / "bot.db"))
+    try:
+        async with sessions() as session:
+            assert (await session.scalars(select(Guild))).all() == []
+    finally:
+        await engine.dispose()

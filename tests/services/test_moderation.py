@@ -1,0 +1,227 @@
+"""Moderation: blocked-word normalisation, bans, the pre-queue check, settings, channels."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import NsfwPolicy, UsageEntry
+from bot.services import Services
+from bot.services.errors import (
+    Banned,
+    BlockedWord,
+    BotDisabled,
+    ChannelNotAllowed,
+    InvalidArgument,
+    QuotaExceeded,
+)
+from bot.services.moderation import find_blocked, normalize
+from tests.db.fixtures import FakeClock
+
+GUILD = 2**63 - 1
+OTHER_GUILD = 7
+ALICE = 2**63 - 10
+ADMIN = 42
+CHANNEL = 2**62 + 1
+OTHER_CHANNEL = 2**62 + 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("BAD Word", "bad word"),
+        ("ｂａｄ", "bad"),  # full-width
+        ("b\u200bad", "bad"),  # zero-width space
+        ("b\u200c\u200da\u2060d\ufeff", "bad"),  # ZWNJ, ZWJ, word joiner, BOM
+        ("b\u00adad", "bad"),  # soft hyphen
+        ("b\u0336a\u0336d\u0336", "bad"),  # strike-through overlay marks
+        ("ⓑⓐⓓ", "bad"),  # circled letters (NFKC)
+        ("  spaced \t out\n ", "spaced out"),
+        ("STRASSE", "strasse"),
+        ("Straße", "strasse"),  # casefold
+        ("café", "café"),  # precomposed accents are kept
+    ],
+)
+def test_normalize(raw: str, expected: str) -> None:
+    """Case, width, invisible characters and decorations do not change the text compared."""
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "hit"),
+    [
+        ("a BAD dog", "bad"),
+        ("a ｂａｄ dog", "bad"),
+        ("a b\u200ba\u200bd dog", "bad"),
+        ("bad", "bad"),
+        ("(bad)", "bad"),
+        ("so_bad_", "bad"),
+        ("a badge", None),
+        ("badbad", None),
+        ("not bad2", None),
+        ("a teddy bear", "teddy bear"),
+        ("a TEDDY-bear", "teddy bear"),
+        ("a teddy\u200b  bear", "teddy bear"),
+        ("a teddybear", None),
+        ("a teddy", None),
+    ],
+)
+def test_find_blocked_whole_words(prompt: str, hit: str | None) -> None:
+    """Words and phrases match whole words after normalisation, never inside other words."""
+    assert find_blocked(prompt, ["bad", "teddy bear"]) == hit
+
+
+async def test_blocked_words_are_stored_normalised(services: Services) -> None:
+    """Adding stores the normalised form once; removing works with any spelling."""
+    moderation = services.moderation
+    assert await moderation.add_blocked_word(GUILD, "  ＢＡＤ\u200b ", ADMIN) == "bad"
+    assert await moderation.add_blocked_word(GUILD, "bad", ADMIN) == "bad"
+    await moderation.add_blocked_word(GUILD, "Teddy   Bear", ADMIN)
+    assert await moderation.blocked_words(GUILD) == ["bad", "teddy bear"]
+    assert await moderation.blocked_words(OTHER_GUILD) == []
+
+    assert await moderation.remove_blocked_word(GUILD, "BAD", ADMIN)
+    assert not await moderation.remove_blocked_word(GUILD, "bad", ADMIN)
+    assert await moderation.blocked_words(GUILD) == ["teddy bear"]
+
+    actions = [e.action for e in (await services.audit.list(GUILD)).items]
+    assert actions == ["blocklist.remove", "blocklist.add", "blocklist.add"]
+    with pytest.raises(InvalidArgument):
+        await moderation.add_blocked_word(GUILD, "\u200b \u00ad", ADMIN)
+
+
+async def test_check_refuses_blocked_words_in_any_disguise(services: Services) -> None:
+    """check() raises BlockedWord for case, full-width and zero-width variants only."""
+    moderation = services.moderation
+    await moderation.add_blocked_word(GUILD, "gore", ADMIN)
+    for prompt in ("GORE everywhere", "ｇｏｒｅ", "g\u200bo\u200dr\ufeffe", "blood and gore!"):
+        with pytest.raises(BlockedWord) as caught:
+            await moderation.check(GUILD, ALICE, prompt)
+        assert caught.value.word == "gore"
+        assert "gore" in caught.value.user_message
+    await moderation.check(GUILD, ALICE, "a gorey gorilla, gorgeous")  # substrings are fine
+    await moderation.check(OTHER_GUILD, ALICE, "gore")  # other servers are not affected
+
+
+async def test_negative_prompt_is_not_matched(services: Services) -> None:
+    """A blocked word in the negative prompt (what to avoid) is allowed."""
+    await services.moderation.add_blocked_word(GUILD, "nude", ADMIN)
+    await services.moderation.check(GUILD, ALICE, "a portrait", "nude, nsfw")
+    with pytest.raises(BlockedWord):
+        await services.moderation.check(GUILD, ALICE, "a nude portrait", "")
+
+
+async def test_ban_unban(services: Services) -> None:
+    """A banned member is refused with the reason; unban lifts it; both audited."""
+    moderation = services.moderation
+    info = await moderation.ban(GUILD, ALICE, ADMIN, reason="spam")
+    assert (info.user_id, info.reason, info.banned_by) == (ALICE, "spam", ADMIN)
+    assert await moderation.is_banned(GUILD, ALICE)
+    assert not await moderation.is_banned(OTHER_GUILD, ALICE)
+    with pytest.raises(Banned) as caught:
+        await moderation.check(GUILD, ALICE, "a cat")
+    assert caught.value.reason == "spam" and "spam" in caught.value.user_message
+
+    await moderation.ban(GUILD, ALICE, ADMIN, reason="still spam")
+    bans = await moderation.list_bans(GUILD)
+    assert [(b.user_id, b.reason) for b in bans] == [(ALICE, "still spam")]
+
+    assert await moderation.unban(GUILD, ALICE, ADMIN)
+    assert not await moderation.unban(GUILD, ALICE, ADMIN)
+    await moderation.check(GUILD, ALICE, "a cat")
+    actions = [e.action for e in (await services.audit.list(GUILD)).items]
+    assert actions == ["unban", "ban", "ban"]
+
+
+async def test_ban_is_checked_before_quota(
+    services: Services, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A banned member (even one out of quota, with a blocked word) hears only of the ban,
+    and the documented order (check, then reserve) reserves nothing."""
+    await services.quota.set_rule(GUILD, "member", ALICE, 0, "day", ADMIN)
+    await services.moderation.add_blocked_word(GUILD, "gore", ADMIN)
+    await services.moderation.ban(GUILD, ALICE, ADMIN, reason="abuse")
+
+    async def request() -> None:
+        await services.moderation.check(GUILD, ALICE, "gore", "")
+        await services.quota.reserve(GUILD, ALICE, [], 4, "a" * 32)
+
+    with pytest.raises(Banned):
+        await request()
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(UsageEntry)) == 0
+
+    await services.moderation.unban(GUILD, ALICE, ADMIN)
+    with pytest.raises(BlockedWord):
+        await request()
+    await services.moderation.remove_blocked_word(GUILD, "gore", ADMIN)
+    with pytest.raises(QuotaExceeded):
+        await request()
+
+
+async def test_settings_defaults_and_updates(services: Services) -> None:
+    """Unconfigured guilds get defaults; updates change only what is given; audited."""
+    moderation = services.moderation
+    settings = await moderation.get_settings(GUILD)
+    assert (settings.enabled, settings.nsfw_policy, settings.admin_role_id) == (
+        True,
+        NsfwPolicy.BLOCK,
+        None,
+    )
+    updated = await moderation.update_settings(
+        GUILD, ADMIN, nsfw_policy="spoiler", admin_role_id=2**63 - 5
+    )
+    assert (updated.nsfw_policy, updated.admin_role_id, updated.enabled) == (
+        NsfwPolicy.SPOILER,
+        2**63 - 5,
+        True,
+    )
+    updated = await moderation.update_settings(GUILD, ADMIN, admin_role_id=None)
+    assert (updated.nsfw_policy, updated.admin_role_id) == (NsfwPolicy.SPOILER, None)
+    with pytest.raises(InvalidArgument):
+        await moderation.update_settings(GUILD, ADMIN, nsfw_policy="anything goes")
+
+    entry = (await services.audit.list(GUILD)).items[-1]
+    assert entry.details == {"nsfw_policy": "spoiler", "admin_role_id": 2**63 - 5}
+    assert (await moderation.get_settings(OTHER_GUILD)).nsfw_policy is NsfwPolicy.BLOCK
+
+
+async def test_disabled_guild_refuses(services: Services) -> None:
+    """When an admin switches the bot off, check() raises BotDisabled."""
+    await services.moderation.update_settings(GUILD, ADMIN, enabled=False)
+    with pytest.raises(BotDisabled):
+        await services.moderation.check(GUILD, ALICE, "a cat")
+    await services.moderation.update_settings(GUILD, ADMIN, enabled=True)
+    await services.moderation.check(GUILD, ALICE, "a cat")
+
+
+async def test_channel_allow_list(services: Services) -> None:
+    """An empty list allows every channel; otherwise only listed channels pass check()."""
+    moderation = services.moderation
+    await moderation.check(GUILD, ALICE, "a cat", channel_id=OTHER_CHANNEL)
+    assert await moderation.set_channel_allowed(GUILD, CHANNEL, True, ADMIN)
+    assert not await moderation.set_channel_allowed(GUILD, CHANNEL, True, ADMIN)
+    assert await moderation.allowed_channels(GUILD) == frozenset({CHANNEL})
+    assert await moderation.is_channel_allowed(GUILD, CHANNEL)
+    assert not await moderation.is_channel_allowed(GUILD, OTHER_CHANNEL)
+
+    await moderation.check(GUILD, ALICE, "a cat", channel_id=CHANNEL)
+    with pytest.raises(ChannelNotAllowed) as caught:
+        await moderation.check(GUILD, ALICE, "a cat", channel_id=OTHER_CHANNEL)
+    assert f"<#{CHANNEL}>" in caught.value.user_message
+
+    assert await moderation.set_channel_allowed(GUILD, CHANNEL, False, ADMIN)
+    assert await moderation.is_channel_allowed(GUILD, OTHER_CHANNEL)
+    actions = [e.action for e in (await services.audit.list(GUILD)).items]
+    assert actions == ["channel.disallow", "channel.allow"]
+
+
+async def test_touch_member_keeps_first_seen(services: Services, clock: FakeClock) -> None:
+    """first_seen stays at the first interaction, last_seen moves forward."""
+    first = clock.now
+    await services.moderation.touch_member(GUILD, ALICE)
+    later = clock.advance(hours=3)
+    await services.moderation.touch_member(GUILD, ALICE)
+    assert await services.moderation.member_seen(GUILD, ALICE) == (first, later)
+    assert await services.moderation.member_seen(OTHER_GUILD, ALICE) is None
