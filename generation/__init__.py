@@ -1,0 +1,17 @@
+"""Image generation: Stable Diffusion v1.x in-process with diffusers, behind an asyncio service.
+
+No Discord here (and no import of `bot`): the bot, the CLI and a future remote worker pool all
+use this package through `generation.service.GenerationService` (or the
+`generation.interfaces.GenerationBackend` protocol it implements).
+
+Modules, from the member's request inwards:
+
+- `request`: `GenerationRequest`, `Limits`, `parse_aspect`, `SCHEDULERS` (validation).
+- `service`: `GenerationService` (queue + one worker thread), `Job`; `events`: its events and
+  `GenerationResult`; `queue_policy`: fair round-robin and batching; `factory.build_service`.
+- `engine`: `DiffusersEngine`, runs pipeline calls; `loading`: model, device, dtype, schedulers;
+  `tiny`: the `builtin:tiny-random` test model (random weights, its images are noise).
+- `grid`: grids and PNG/WebP/JPEG encoding; `cli`: `imagine generate`.
+
+Importing this package is cheap: torch and diffusers are only imported by `engine`/`loading`.
+"""

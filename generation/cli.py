@@ -1,0 +1,278 @@
+"""`imagine generate`: make a grid of images from a prompt on the command line.
+
+Runs the same `GenerationService` the Discord bot uses (one worker thread, the same queue and
+engine), so what works here works in the bot. Defaults come from the configuration (model and
+generation sections, passed in as duck-typed settings objects); flags override them.
+
+Exit codes: 0 done, 1 the model or the generation failed, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from generation.errors import GenerationError, RequestError
+from generation.grid import EXTENSIONS, FORMATS, normalize_format
+from generation.request import SCHEDULERS, GenerationRequest, Limits, parse_aspect
+from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
+
+_SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `imagine generate`'s arguments to `parser` (defaults None: config decides)."""
+    parser.add_argument(
+        "prompt", nargs="+", metavar="PROMPT", help="what to draw (words are joined with spaces)"
+    )
+    parser.add_argument(
+        "--model",
+        "-m",
+        metavar="ID",
+        help=f"Hub id or local diffusers folder (default: model.id from the config); "
+        f"{TINY_MODEL_ID} is a random-weight test model whose images are noise",
+    )
+    parser.add_argument(
+        "--n", type=int, metavar="N", help="number of images, 1-4 (default: generation.count, 4)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="seed of the first image; image i uses S+i (default: random, printed)",
+    )
+    parser.add_argument(
+        "--steps", type=int, metavar="K", help="denoising steps (default: generation.steps, 25)"
+    )
+    parser.add_argument(
+        "--guidance",
+        "--cfg",
+        type=float,
+        metavar="G",
+        help="guidance scale (default: generation.guidance, 7.5)",
+    )
+    parser.add_argument(
+        "--ar", metavar="W:H", help="aspect ratio such as 16:9 (sizes near 512x512, x64)"
+    )
+    parser.add_argument("--width", type=int, metavar="PX", help="image width, a multiple of 8")
+    parser.add_argument("--height", type=int, metavar="PX", help="image height, a multiple of 8")
+    parser.add_argument(
+        "--negative", "--no", metavar="TEXT", help="negative prompt: what to keep out"
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="sampler (default: generation.scheduler, dpmpp_2m_karras = DPM++ 2M Karras)",
+    )
+    parser.add_argument(
+        "--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default: model.device)"
+    )
+    parser.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="grid file to write (default grid.png; the suffix picks the format)",
+    )
+    parser.add_argument(
+        "--singles",
+        action="store_true",
+        help="also write each image as PATH-stem_1.png, _2, ...",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, help="png, webp or jpeg (default: from --out's suffix)"
+    )
+    parser.add_argument(
+        "--no-safety-checker",
+        action="store_true",
+        help="do not run the NSFW safety checker",
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    model_id: str
+    variant: str | None
+    device: str
+    safety_checker: bool
+    cache_dir: Any
+    request: GenerationRequest
+    limits: Limits
+    out: Path
+    fmt: str
+    singles: bool
+
+
+def run_generate(args: argparse.Namespace, model_settings: Any, generation_settings: Any) -> int:
+    """Run `imagine generate` with parsed `args`; returns the process exit code."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        plan = _plan(args, model_settings, generation_settings)
+    except (RequestError, ValueError) as exc:
+        err.print(f"[red]imagine generate:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    try:
+        return asyncio.run(_generate(plan, err))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
+    limits = Limits(
+        min_steps=gen.min_steps,
+        max_steps=gen.max_steps,
+        max_guidance=gen.max_guidance,
+        max_pixels=gen.max_pixels,
+    )
+    if args.ar is not None:
+        if args.width is not None or args.height is not None:
+            raise RequestError("Give either --ar or --width/--height, not both.")
+        width, height = parse_aspect(args.ar, limits)
+    else:
+        width = args.width if args.width is not None else gen.width
+        height = args.height if args.height is not None else gen.height
+    request = GenerationRequest(
+        prompt=" ".join(args.prompt),
+        negative_prompt=args.negative or "",
+        seed=args.seed,
+        steps=args.steps if args.steps is not None else gen.steps,
+        guidance=args.guidance if args.guidance is not None else gen.guidance,
+        width=width,
+        height=height,
+        count=args.n if args.n is not None else gen.count,
+        scheduler=args.scheduler or gen.scheduler,
+    ).validated(limits)
+    out, fmt = _output(args.out, args.format)
+    return _Plan(
+        model_id=args.model or model.id,
+        variant=model.variant,
+        device=args.device or model.device,
+        safety_checker=bool(model.safety_checker) and not args.no_safety_checker,
+        cache_dir=model.cache_dir,
+        request=request,
+        limits=limits,
+        out=out,
+        fmt=fmt,
+        singles=args.singles,
+    )
+
+
+def _output(out: Path | None, fmt: str | None) -> tuple[Path, str]:
+    """The file to write and its format: `--format` wins, else the suffix, else PNG."""
+    if out is None:
+        name = normalize_format(fmt) if fmt else "png"
+        return Path(f"grid.{EXTENSIONS[name]}"), name
+    from_suffix = _SUFFIX_FORMATS.get(out.suffix.lower())
+    if fmt is not None:
+        name = normalize_format(fmt)
+        if from_suffix is not None and from_suffix != name:
+            raise RequestError(f"--format {fmt} does not match --out {out} (a {from_suffix} name).")
+        return (out if from_suffix else out.with_name(f"{out.name}.{EXTENSIONS[name]}")), name
+    if from_suffix is None:
+        if out.suffix:
+            raise RequestError(
+                f"Cannot tell the image format from {out.name!r}; use .png, .webp or .jpg, "
+                "or give --format."
+            )
+        return out.with_name(f"{out.name}.png"), "png"
+    return out, from_suffix
+
+
+async def _generate(plan: _Plan, err: Any) -> int:
+    from generation.factory import build_service
+
+    service = build_service(
+        plan.model_id,
+        variant=plan.variant,
+        device=plan.device,
+        safety_checker=plan.safety_checker,
+        cache_dir=plan.cache_dir,
+        min_steps=plan.limits.min_steps,
+        max_steps=plan.limits.max_steps,
+        max_guidance=plan.limits.max_guidance,
+        max_pixels=plan.limits.max_pixels,
+        warmup=False,  # one job: warming up would only add time
+    )
+    try:
+        if plan.model_id == TINY_MODEL_ID:
+            err.print(f"[yellow]note:[/] {TINY_MODEL_NOTE}.", highlight=False)
+        # No spinner here: huggingface_hub draws its own download bars on stderr.
+        err.print(
+            f"Loading {escape(plan.model_id)} (downloading it first if needed) ...", highlight=False
+        )
+        await service.start()
+        job = service.submit(plan.request, owner="cli")
+        result = await _follow(job, err)
+        return await _write(service, plan, result, err)
+    except RequestError as exc:
+        err.print(f"[red]imagine generate:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except GenerationError as exc:
+        err.print(f"[red]imagine generate:[/] {escape(str(exc))}", highlight=False)
+        return 1
+    finally:
+        # grace=0: after Ctrl-C a running job stops at its next step instead of finishing.
+        await service.close(grace=0)
+
+
+async def _follow(job: Any, err: Any) -> Any:
+    """Show a progress bar for the job's steps; return its result."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from generation.events import JobStarted, JobStep
+
+    request = job.request
+    label = f"{request.count} image(s) {request.width}x{request.height}"
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task(f"{label}: queued", total=request.steps)
+        async for event in job.events():
+            if isinstance(event, JobStarted):
+                progress.update(task, description=f"{label}: steps")
+            elif isinstance(event, JobStep):
+                progress.update(task, completed=event.step, total=event.total)
+    return await job.result()
+
+
+async def _write(service: Any, plan: _Plan, result: Any, err: Any) -> int:
+    grid, _ = await service.encode_grid(result.images, plan.fmt)
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    plan.out.write_bytes(grid)
+    written = [plan.out]
+    if plan.singles:
+        singles = await service.encode_images(result.images, plan.fmt)
+        for index, (data, ext) in enumerate(singles, start=1):
+            path = plan.out.with_name(f"{plan.out.stem}_{index}.{ext}")
+            path.write_bytes(data)
+            written.append(path)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if not result.safety_checked:
+        err.print("note: the safety checker did not run (disabled or absent)")
+    flagged = [i + 1 for i, flag in enumerate(result.nsfw) if flag]
+    if flagged:
+        err.print(
+            f"[yellow]warning:[/] the safety checker flagged image(s) "
+            f"{', '.join(map(str, flagged))} as possibly NSFW",
+            highlight=False,
+        )
+    print(f"model: {result.model_id}")
+    print(f"seeds: {', '.join(map(str, result.seeds))}")
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{result.gpu_seconds:.2f} s on the worker")
+    return 0

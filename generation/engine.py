@@ -1,0 +1,234 @@
+"""`DiffusersEngine`: runs requests through a loaded Stable Diffusion pipeline, on one thread.
+
+The engine wraps diffusers' pipelines; it does not re-implement them. One call of `generate`
+is one pipeline call, for one request or for several compatible requests from different members
+(same `batch_key`): their prompts become one list, and each image gets its own
+`torch.Generator` seeded ``seed + i``, which the pipeline uses for that image's initial noise
+(and for the ancestral scheduler's noise), so an image does not depend on what it was batched
+with beyond floating-point noise from the different batch shape (see tests).
+
+Not thread-safe: the service calls it from its single worker thread only.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
+from generation.events import GenerationResult
+from generation.interfaces import ProgressCallback, StopCheck
+from generation.loading import LoadedModel, ModelSpec, build_scheduler, load_model
+from generation.request import DEFAULT_SCHEDULER, GenerationRequest
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+log = logging.getLogger(__name__)
+
+_OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
+    {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError}
+)
+
+
+class DiffusersEngine:
+    """Holds one pipeline (txt2img and img2img sharing weights) and runs requests on it."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._model: LoadedModel | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    @property
+    def model(self) -> LoadedModel:
+        if self._model is None:
+            raise RuntimeError("engine not loaded: call load() first")
+        return self._model
+
+    def load(self) -> None:
+        if self._model is None:
+            self._model = load_model(self.spec)
+
+    def close(self) -> None:
+        device = self._model.device if self._model is not None else None
+        self._model = None
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def warmup(self, width: int = 512, height: int = 512) -> GenerationResult:
+        request = GenerationRequest(
+            prompt="warm-up",
+            seed=0,
+            steps=2,
+            count=1,
+            width=width,
+            height=height,
+            scheduler=DEFAULT_SCHEDULER,
+        )
+        return self.generate([request])[0]
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_step: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> list[GenerationResult]:
+        """One pipeline call for `requests` (validated, equal `batch_key`); see `Engine`."""
+        if not requests:
+            return []
+        first = requests[0]
+        if any(r.batch_key != first.batch_key for r in requests):
+            raise RequestError("requests with different sizes/steps/settings cannot share a call")
+        model = self.model
+        warnings = [self._prompt_warnings(r) for r in requests]
+        started = time.perf_counter()
+        try:
+            images, interrupted = self._run_pipeline(model, requests, on_step, should_stop)
+            if interrupted:
+                raise JobCancelledError("The job was cancelled while it ran.")
+            flags = model.nsfw_flags(images)
+        except _OOM_ERRORS as exc:
+            raise self._out_of_memory(requests, exc) from exc
+        except RuntimeError as exc:  # MPS and some CUDA paths raise a plain RuntimeError
+            if "out of memory" not in str(exc).lower():
+                raise
+            raise self._out_of_memory(requests, exc) from exc
+        seconds = time.perf_counter() - started
+        return self._split(requests, images, flags, warnings, seconds)
+
+    # -- steps of generate -----------------------------------------------------------------
+
+    def _run_pipeline(
+        self,
+        model: LoadedModel,
+        requests: Sequence[GenerationRequest],
+        on_step: ProgressCallback | None,
+        should_stop: StopCheck | None,
+    ) -> tuple[list[Image], bool]:
+        first = requests[0]
+        pipe = model.img2img if first.is_variation else model.txt2img
+        # A fresh scheduler per call: schedulers hold per-run state.
+        pipe.scheduler = build_scheduler(first.scheduler, model.scheduler_config)
+        prompts: list[str] = []
+        negatives: list[str] = []
+        generators: list[torch.Generator] = []
+        init_images: list[Image] = []
+        for request in requests:
+            init = _fit(request.init_image, request) if request.init_image is not None else None
+            for seed in request.seeds:
+                prompts.append(request.prompt)
+                negatives.append(request.negative_prompt)
+                generators.append(torch.Generator(model.generator_device).manual_seed(seed))
+                if init is not None:
+                    init_images.append(init)
+        interrupted = False
+
+        def step_end(pipeline: Any, index: int, timestep: Any, tensors: dict) -> dict:
+            nonlocal interrupted
+            if should_stop is not None and should_stop():
+                pipeline._interrupt = True  # diffusers skips the remaining steps
+                interrupted = True
+            if on_step is not None:
+                on_step(index + 1, pipeline.num_timesteps)
+            return tensors
+
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": generators,
+            "num_images_per_prompt": 1,
+            "output_type": "pil",
+            "callback_on_step_end": step_end,
+        }
+        if first.is_variation:
+            kwargs.update(image=init_images, strength=first.strength)
+        else:
+            kwargs.update(width=first.width, height=first.height)
+        output = pipe(**kwargs)
+        return list(output.images), interrupted
+
+    def _prompt_warnings(self, request: GenerationRequest) -> list[str]:
+        """A warning per prompt that the text encoder will truncate (CLIP reads 77 tokens)."""
+        tokenizer = self.model.txt2img.tokenizer
+        limit = int(tokenizer.model_max_length)
+        warnings = []
+        texts = (("prompt", request.prompt), ("negative prompt", request.negative_prompt))
+        for label, text in texts:
+            if not text:
+                continue
+            ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
+            room = limit - 2  # start and end tokens
+            if len(ids) > room:
+                dropped = tokenizer.decode(ids[room:]).strip()
+                if len(dropped) > 80:
+                    dropped = dropped[:77] + "..."
+                warnings.append(
+                    f"The {label} is longer than the model's {limit} tokens and was cut; "
+                    f"ignored: “{dropped}”"
+                )
+        return warnings
+
+    def _split(
+        self,
+        requests: Sequence[GenerationRequest],
+        images: list[Image],
+        flags: list[bool] | None,
+        warnings: list[list[str]],
+        seconds: float,
+    ) -> list[GenerationResult]:
+        total = sum(r.count for r in requests)
+        results = []
+        start = 0
+        for request, request_warnings in zip(requests, warnings, strict=True):
+            end = start + request.count
+            results.append(
+                GenerationResult(
+                    images=images[start:end],
+                    seeds=request.seeds,
+                    nsfw=list(flags[start:end]) if flags is not None else [False] * request.count,
+                    warnings=request_warnings,
+                    request=request,
+                    model_id=self.model_id,
+                    gpu_seconds=seconds * request.count / total,
+                    safety_checked=flags is not None,
+                )
+            )
+            start = end
+        return results
+
+    def _out_of_memory(
+        self, requests: Sequence[GenerationRequest], exc: BaseException
+    ) -> OutOfMemoryError:
+        images = sum(r.count for r in requests)
+        first = requests[0]
+        log.warning(
+            "out of memory for %d image(s) at %dx%d: %s", images, first.width, first.height, exc
+        )
+        gc.collect()
+        if self._model is not None and self._model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return OutOfMemoryError(
+            f"The GPU ran out of memory making {images} image(s) at {first.width}x{first.height}; "
+            "try fewer images or a smaller size."
+        )
+
+
+def _fit(image: Image, request: GenerationRequest) -> Image:
+    """The img2img source as RGB at the request's size."""
+    from PIL import Image as PILImage
+
+    image = image.convert("RGB")
+    if image.size != (request.width, request.height):
+        image = image.resize((request.width, request.height), PILImage.Resampling.LANCZOS)
+    return image

@@ -1,0 +1,68 @@
+"""Building a `GenerationService` from plain configuration values.
+
+Takes plain arguments (not the bot's Settings) so that `generation` never imports `bot`; the
+caller maps its configuration onto these names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from generation.engine import DiffusersEngine
+from generation.loading import ModelSpec
+from generation.queue_policy import FairQueuePolicy
+from generation.request import Limits
+from generation.service import GenerationService
+
+
+def build_service(
+    model_id: str,
+    variant: str | None = "fp16",
+    device: str = "auto",
+    safety_checker: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    min_steps: int = 1,
+    max_steps: int = 100,
+    max_guidance: float = 30.0,
+    max_pixels: int = 768 * 768,
+    max_count: int = 4,
+    max_queue: int = 100,
+    max_queued_per_user: int = 3,
+    max_batch_images: int = 8,
+    batching: bool = True,
+    warmup: bool = True,
+    warmup_size: tuple[int, int] = (512, 512),
+) -> GenerationService:
+    """A service (not started yet: `await service.start()` loads the model) for `model_id`.
+
+    `max_batch_images=1` or `batching=False` runs every job in its own pipeline call.
+    """
+    spec = ModelSpec(
+        model_id=model_id,
+        variant=variant or None,
+        device=device,
+        safety_checker=safety_checker,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+    )
+    limits = Limits(
+        min_steps=min_steps,
+        max_steps=max_steps,
+        max_guidance=max_guidance,
+        max_pixels=max_pixels,
+        max_count=max_count,
+    )
+    policy = FairQueuePolicy(
+        max_queue=max_queue,
+        max_queued_per_user=max_queued_per_user,
+        max_batch_images=max_batch_images,
+        batching=batching,
+    )
+    return GenerationService(
+        DiffusersEngine(spec),
+        policy,
+        limits=limits,
+        warmup=warmup,
+        warmup_size=warmup_size,
+    )

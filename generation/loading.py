@@ -1,0 +1,315 @@
+"""Loading a Stable Diffusion v1.x pipeline, choosing its device and dtype, and its schedulers.
+
+Everything here runs on the worker thread (loading takes seconds to minutes). A model is a Hub
+id (``CompVis/stable-diffusion-v1-4``), a local folder in diffusers layout, or
+``builtin:tiny-random`` (built by `generation.tiny`, then loaded by the same code as the others).
+
+Choices and why:
+
+- float16 on CUDA/MPS (SD v1.x is fine in fp16, half the memory, about 2x faster), float32 on
+  CPU (fp16 matmuls are slow or missing there). The ``fp16`` weight variant is tried first
+  everywhere (half the download; diffusers casts it to the dtype asked for) and plain weights
+  are used when a model has no such variant.
+- No ``torch.autocast``: it is slower than pure fp16 and can give black images. Attention is
+  diffusers' default with torch 2, ``scaled_dot_product_attention``; nothing here changes it.
+- The pipeline's own safety checker is detached: it blacks out flagged images. We keep the
+  checker and run it ourselves (`LoadedModel.nsfw_flags`), so flagged images come back unmodified
+  with a flag, and the caller (the bot) decides what to do with them.
+- ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub itself; a model that is neither cached nor
+  downloadable becomes a `ModelNotFoundError` that says how to get it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from generation.errors import GenerationError, ModelNotFoundError
+from generation.request import SCHEDULERS
+from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, ensure_tiny_model
+
+if TYPE_CHECKING:
+    from diffusers import (
+        SchedulerMixin,
+        StableDiffusionImg2ImgPipeline,
+        StableDiffusionPipeline,
+    )
+    from PIL.Image import Image
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load and how (the `[model]` configuration section).
+
+    `cache_dir` is where `builtin:tiny-random` is saved (default ``~/.cache/imagine``) and is
+    passed to huggingface_hub as its cache for Hub models (default: huggingface_hub's own).
+    """
+
+    model_id: str
+    variant: str | None = "fp16"
+    device: str = "auto"
+    safety_checker: bool = True
+    cache_dir: Path | None = None
+
+    @property
+    def is_test_model(self) -> bool:
+        return self.model_id == TINY_MODEL_ID
+
+
+@dataclass
+class LoadedModel:
+    """A loaded pipeline plus what the engine needs around it. Lives on the worker thread.
+
+    `txt2img` and `img2img` share every component (no second copy of the weights).
+    """
+
+    model_id: str
+    txt2img: StableDiffusionPipeline
+    img2img: StableDiffusionImg2ImgPipeline
+    device: torch.device
+    dtype: torch.dtype
+    scheduler_config: dict[str, Any]
+    safety_checker: torch.nn.Module | None
+    feature_extractor: Any
+    is_test_model: bool = False
+
+    @property
+    def generator_device(self) -> torch.device:
+        """Device for the per-image `torch.Generator`s (MPS has none of its own)."""
+        return torch.device("cpu") if self.device.type == "mps" else self.device
+
+    def nsfw_flags(self, images: Sequence[Image]) -> list[bool] | None:
+        """Run the safety checker on `images`; None when the checker is off or absent.
+
+        Mirrors `StableDiffusionSafetyChecker.forward` (same scores, thresholds and rounding)
+        without its side effect of blacking out flagged images.
+        """
+        checker = self.safety_checker
+        if checker is None or self.feature_extractor is None or not images:
+            return None
+        pixels = self.feature_extractor(list(images), return_tensors="pt").pixel_values
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            pooled = checker.vision_model(pixels)[1]
+            embeds = torch.nn.functional.normalize(checker.visual_projection(pooled).float())
+
+            def scores(
+                concepts: torch.Tensor, thresholds: torch.Tensor, adjustment: Any = 0.0
+            ) -> torch.Tensor:
+                cos = embeds @ torch.nn.functional.normalize(concepts.float()).T
+                return torch.round((cos - thresholds.float() + adjustment) * 1000) / 1000
+
+            special = scores(checker.special_care_embeds, checker.special_care_embeds_weights)
+            # An image close to a "special care" concept gets a stricter threshold for the rest.
+            adjustment = (special > 0).any(dim=1, keepdim=True).float() * 0.01
+            concept = scores(checker.concept_embeds, checker.concept_embeds_weights, adjustment)
+            flags = (concept > 0).any(dim=1)
+        return [bool(f) for f in flags.cpu()]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the best available of cuda, mps, cpu; anything else must be available."""
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise GenerationError(
+            f"Unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps."
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GenerationError(
+                f"Device {name!r} asked for, but torch sees no CUDA GPU "
+                f'(torch {torch.__version__}); use device = "cpu" or install a CUDA build.'
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise GenerationError(f"Device {name!r} asked for, but torch sees {count} CUDA GPU(s).")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise GenerationError("Device 'mps' asked for, but MPS is not available here.")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise GenerationError(f"Unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps.")
+    return device
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load `spec` onto its device; raises `ModelNotFoundError` / `GenerationError`.
+
+    Runs on the worker thread. Download progress bars are huggingface_hub's own (stderr).
+    """
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    device = resolve_device(spec.device)
+    dtype = dtype_for(device)
+    source = _resolve_source(spec)
+    pipe = _from_pretrained(spec, source, dtype)
+
+    # Keep the checker for `nsfw_flags`; the pipeline itself must not run it (see module doc).
+    checker = pipe.safety_checker if spec.safety_checker else None
+    feature_extractor = getattr(pipe, "feature_extractor", None)
+    if spec.safety_checker and checker is None:
+        log.warning("model %s has no safety checker: NSFW flags will all be false", spec.model_id)
+    pipe.register_modules(safety_checker=None)
+    pipe.register_to_config(requires_safety_checker=False)
+
+    pipe.to(device)
+    if checker is not None:
+        checker.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    img2img.set_progress_bar_config(disable=True)
+    if spec.is_test_model:
+        log.warning("%s", TINY_MODEL_NOTE)
+        if device.type == "cpu":
+            # The tiny model's convolutions have 4-16 channels: oneDNN's per-shape set-up and
+            # thread hand-offs cost 10-30x the arithmetic there, torch's native kernels do not.
+            # This switch is process-wide; only test/demo processes load this model.
+            torch.backends.mkldnn.enabled = False
+    log.info("loaded %s on %s (%s)", spec.model_id, device, str(dtype).removeprefix("torch."))
+    return LoadedModel(
+        model_id=spec.model_id,
+        txt2img=pipe,
+        img2img=img2img,
+        device=device,
+        dtype=dtype,
+        scheduler_config=dict(pipe.scheduler.config),
+        safety_checker=checker,
+        feature_extractor=feature_extractor,
+        is_test_model=spec.is_test_model,
+    )
+
+
+def build_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
+    """A fresh scheduler `name` (one of `SCHEDULERS`) configured from the model's own config.
+
+    Fresh per call: schedulers keep per-run state (timesteps, multistep history), so two runs
+    must never share one.
+    """
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerAncestralDiscreteScheduler,
+        PNDMScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    if name == "pndm":
+        return PNDMScheduler.from_config(config)
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "euler_a":
+        return EulerAncestralDiscreteScheduler.from_config(config)
+    if name == "unipc":
+        return UniPCMultistepScheduler.from_config(config)
+    if name == "dpmpp_2m_karras":
+        # DPM++ 2M with Karras sigmas: PNDM-50 quality in 20-25 steps.
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+        )
+    raise GenerationError(f"Unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}.")
+
+
+def _resolve_source(spec: ModelSpec) -> str:
+    """The folder or Hub id to hand to `from_pretrained`."""
+    if spec.is_test_model:
+        return str(ensure_tiny_model(spec.cache_dir))
+    if spec.model_id.startswith("builtin:"):
+        raise ModelNotFoundError(
+            f"Unknown built-in model {spec.model_id!r}; the only one is {TINY_MODEL_ID}."
+        )
+    path = Path(spec.model_id).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} is not a diffusers model folder (it has no model_index.json). "
+                f"Download one with `hf download <hub id> --local-dir {path}`."
+            )
+        return str(path)
+    if not _HUB_ID.fullmatch(spec.model_id):
+        raise ModelNotFoundError(
+            f"No model folder at {spec.model_id!r}, and it is not a Hub id like "
+            f"'CompVis/stable-diffusion-v1-4'. {_how_to_get(spec.model_id)}"
+        )
+    return spec.model_id
+
+
+def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> StableDiffusionPipeline:
+    from diffusers import StableDiffusionPipeline
+
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
+    if spec.cache_dir is not None and not spec.is_test_model:
+        kwargs["cache_dir"] = str(spec.cache_dir)
+    if not spec.safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        if spec.variant:
+            try:
+                return StableDiffusionPipeline.from_pretrained(
+                    source, variant=spec.variant, **kwargs
+                )
+            except (ValueError, OSError) as exc:
+                if not _is_missing_variant(exc, spec.variant):
+                    raise
+                log.info("%s has no %s variant; loading its default weights", source, spec.variant)
+        return StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except (OSError, ConnectionError) as exc:  # includes huggingface_hub's HTTP/offline errors
+        raise ModelNotFoundError(
+            f"Could not load model {spec.model_id!r}: {_first_line(exc)}\n"
+            f"{_how_to_get(spec.model_id)}"
+        ) from exc
+
+
+def _dtype_keyword() -> str:
+    """`dtype` on diffusers versions that deprecate `torch_dtype`, else `torch_dtype`."""
+    from diffusers.utils import deprecation_utils
+
+    if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE"):
+        return "dtype"
+    return "torch_dtype"
+
+
+def _is_missing_variant(exc: BaseException, variant: str) -> bool:
+    text = str(exc)
+    return "variant" in text and variant in text
+
+
+def _how_to_get(model_id: str) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    hint = (
+        "HF_HUB_OFFLINE is set, so only models already in the local cache can be used. "
+        if offline
+        else ""
+    )
+    return (
+        f"{hint}To get the model, run `hf download {model_id}` on a machine with network access "
+        "(Hub login and licence acceptance may be needed), or set model.id "
+        "(IMAGINE_MODEL__ID) to a local folder holding a diffusers Stable Diffusion v1.x model. "
+        f"For a quick demo without any download use {TINY_MODEL_ID} (its images are noise)."
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # huggingface_hub points at a stack trace we do not show.
+    return re.sub(r"\s*Please check out the root cause.*", "", text.splitlines()[0])

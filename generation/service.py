@@ -1,0 +1,401 @@
+"""`GenerationService`: the asyncio face of one pipeline running on one worker thread.
+
+The bot (and the CLI) submit requests and get `Job`s back; a dispatcher task on the event loop
+asks the queue policy for the next batch of jobs and hands it to the engine on the worker
+thread. This module is the one place where work crosses between the loop and that thread:
+
+- loop -> worker: `loop.run_in_executor(self._gpu, ...)` (load, warm-up, generate, close);
+- worker -> loop: `loop.call_soon_threadsafe(...)` for step progress; results come back
+  through the executor future.
+
+The event loop never runs model code, and grid/PNG encoding runs on a separate small executor
+(`encode_grid`) so the GPU thread goes straight on to the next batch.
+
+A CUDA out-of-memory error fails only the job(s) concerned (a shared call is first retried one
+job at a time), and the worker goes on with the next jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from generation.errors import (
+    GenerationError,
+    JobCancelledError,
+    OutOfMemoryError,
+    QueueFullError,
+)
+from generation.events import (
+    GenerationResult,
+    JobCancelled,
+    JobFinished,
+    JobQueued,
+    JobStarted,
+    JobState,
+    JobStep,
+)
+from generation.grid import EXTENSIONS, encode_image, encode_to_fit, make_grid, normalize_format
+from generation.interfaces import Engine
+from generation.job import Job
+from generation.queue_policy import FairQueuePolicy, QueuePolicy
+from generation.request import GenerationRequest, Limits
+from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["GenerationService", "Job", "ServiceClosedError"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds per "work unit" (one image, one denoising step, at the native pixel count) assumed
+#: before anything was measured.
+_DEFAULT_UNIT_SECONDS = 0.1
+#: Weight of the newest measurement in the moving average.
+_EMA_ALPHA = 0.3
+#: A decode plus the safety check cost about as much as this many steps.
+_FIXED_STEPS = 2
+
+
+class ServiceClosedError(QueueFullError):
+    """The service is shutting down (or not started) and takes no new jobs."""
+
+
+class GenerationService:
+    """Queue + one worker thread + one engine. All methods run on the event loop's thread.
+
+    `policy` picks the next job(s) (default: `FairQueuePolicy`); `limits` validate requests.
+    Jobs may be submitted before `start()`; they wait until the model is loaded.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        policy: QueuePolicy[Job] | None = None,
+        *,
+        limits: Limits | None = None,
+        warmup: bool = True,
+        warmup_size: tuple[int, int] = (512, 512),
+        encode_threads: int = 1,
+    ) -> None:
+        self._engine = engine
+        # Not `policy or ...`: an empty policy has len() 0 and is falsy.
+        self._policy: QueuePolicy[Job] = policy if policy is not None else FairQueuePolicy()
+        self._limits = limits or Limits()
+        self._warmup = warmup
+        self._warmup_size = warmup_size
+        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-gpu")
+        self._encoder = ThreadPoolExecutor(
+            max_workers=encode_threads, thread_name_prefix="imagine-encode"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._closed = False
+        self._live: dict[str, Job] = {}
+        self._running: list[Job] = []
+        self._running_progress = 0.0
+        self._unit_seconds: float | None = None
+
+    # -- information ----------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self._engine.model_id
+
+    @property
+    def model_note(self) -> str | None:
+        """A line to show with results when the model is the built-in test model."""
+        return TINY_MODEL_NOTE if self.model_id == TINY_MODEL_ID else None
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def started(self) -> bool:
+        return self._dispatcher is not None
+
+    def queue_length(self) -> int:
+        """Jobs waiting (not counting the running ones)."""
+        return len(self._policy)
+
+    def pending_for(self, owner: str) -> int:
+        """Jobs of `owner` waiting (not counting running ones), as limited by the policy."""
+        return self._policy.pending_for(owner)
+
+    def running(self) -> list[Job]:
+        return list(self._running)
+
+    def job(self, job_id: str) -> Job | None:
+        """A queued or running job by id (None once it has ended)."""
+        return self._live.get(job_id)
+
+    def estimate_wait(self, position: int) -> float:
+        """Seconds until the job at queue `position` (1 = next) starts, roughly.
+
+        From a moving average of measured seconds per image-step (scaled by pixel count), the
+        remaining work of the running batch, and the jobs ahead in the policy's order.
+        """
+        ahead = self._policy.order()[: max(0, position - 1)]
+        running = sum(self._job_seconds(job) for job in self._running)
+        running *= 1.0 - self._running_progress
+        return running + sum(self._job_seconds(job) for job in ahead)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the model on the worker thread, warm it up, and start serving the queue.
+
+        Raises `ModelNotFoundError` (or another `GenerationError`) when the model cannot load.
+        """
+        if self._dispatcher is not None:
+            return
+        if self._closed:
+            raise ServiceClosedError("The image generator has been shut down.")
+        self._loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        await self._on_worker(self._engine.load)
+        log.info("model %s loaded in %.1f s", self.model_id, time.perf_counter() - started)
+        if self._warmup:
+            width, height = self._warmup_size
+            result = await self._on_worker(self._engine.warmup, width, height)
+            # Not fed to the speed estimate: first calls pay one-off set-up costs.
+            log.info("warm-up done in %.2f s", result.gpu_seconds)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatch")
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop taking jobs, cancel the waiting ones, let the running one finish, unload.
+
+        With `grace` seconds, a running job still going after that is cancelled (it stops at
+        its next step). Safe to call more than once, and after a failed `start()`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._accepting = False
+        for job in self._policy.order():
+            self._policy.remove(job)
+            self._end(job, JobCancelled("cancelled because the image generator is shutting down"))
+        self._wakeup.set()
+        if self._dispatcher is not None:
+            if grace is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._dispatcher), grace)
+                except TimeoutError:
+                    for job in self._running:
+                        job.cancel_requested = True
+            await self._dispatcher
+        if self._loop is not None:
+            await self._on_worker(self._engine.close)
+        self._gpu.shutdown(wait=False)
+        self._encoder.shutdown(wait=False)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, owner: str = "") -> Job:
+        """Validate `request` and queue it for `owner`; raises `RequestError`/`QueueFullError`.
+
+        The returned job's `request` is the validated one (with its concrete seed). Its first
+        event is `JobQueued(position)`.
+        """
+        if not self._accepting:
+            raise ServiceClosedError(
+                "The image generator is shutting down and takes no new requests."
+            )
+        job = Job(request.validated(self._limits), owner, self._cancel)
+        self._policy.push(job)
+        self._live[job.id] = job
+        log.debug("job %s queued for %r: %d image(s)", job.id, owner, job.request.count)
+        self._publish_positions()
+        self._wakeup.set()
+        return job
+
+    def _cancel(self, job: Job) -> bool:
+        if job.state is JobState.QUEUED and self._policy.remove(job):
+            self._end(job, JobCancelled())
+            self._publish_positions()
+            return True
+        if job.state is JobState.RUNNING:
+            job.cancel_requested = True
+            return True
+        return False
+
+    # -- encoding -------------------------------------------------------------------------
+
+    async def encode_grid(
+        self, images: Sequence[Image], fmt: str = "png", limit_bytes: int | None = None
+    ) -> tuple[bytes, str]:
+        """The grid of `images` encoded as `fmt` (or to fit `limit_bytes`), and its extension.
+
+        Runs on the encoding thread, never on the loop or the GPU thread.
+        """
+        return await self._on_encoder(_encode, make_grid, list(images), fmt, limit_bytes)
+
+    async def encode_images(
+        self, images: Sequence[Image], fmt: str = "png", limit_bytes: int | None = None
+    ) -> list[tuple[bytes, str]]:
+        """Each image encoded like `encode_grid` does it, on the encoding thread."""
+        encoded = []
+        for image in images:
+            encoded.append(await self._on_encoder(_encode, None, image, fmt, limit_bytes))
+        return encoded
+
+    # -- the dispatcher (event loop side) -------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            batch = self._policy.next_batch()
+            if not batch:
+                if not self._accepting:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                await self._run_batch(batch)
+            except Exception:  # a bug here must not stop the queue
+                log.exception("dispatcher error")
+                for job in batch:
+                    job.fail(GenerationError("Internal error while generating; try again."))
+                    self._live.pop(job.id, None)
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        self._running = list(jobs)
+        self._running_progress = 0.0
+        images = sum(job.request.count for job in jobs)
+        for job in jobs:
+            job.publish(JobStarted(batch_images=images))
+        self._publish_positions()
+        log.debug("running %d job(s), %d image(s)", len(jobs), images)
+        try:
+            await self._run_jobs(jobs)
+        finally:
+            self._running = []
+            self._running_progress = 0.0
+
+    async def _run_jobs(self, jobs: list[Job]) -> None:
+        live = []
+        for job in jobs:
+            if job.cancel_requested:
+                self._end(job, JobCancelled())
+            else:
+                live.append(job)
+        if not live:
+            return
+        loop = self._require_loop()
+
+        def on_step(step: int, total: int) -> None:  # worker thread
+            loop.call_soon_threadsafe(self._publish_step, live, step, total)
+
+        def should_stop() -> bool:  # worker thread
+            return all(job.cancel_requested for job in live)
+
+        requests = [job.request for job in live]
+        try:
+            results = await self._on_worker(self._engine.generate, requests, on_step, should_stop)
+        except OutOfMemoryError as exc:
+            if len(live) > 1:
+                log.warning("out of memory for a shared call; retrying its jobs one by one")
+                for job in live:
+                    await self._run_jobs([job])
+                return
+            self._fail(live, exc)
+        except JobCancelledError:
+            for job in live:
+                self._end(job, JobCancelled())
+        except GenerationError as exc:
+            self._fail(live, exc)
+        except Exception as exc:
+            log.exception("generation failed")
+            self._fail(live, GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
+        else:
+            self._record_speed(results)
+            for job, result in zip(live, results, strict=True):
+                self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
+
+    def _publish_step(self, jobs: list[Job], step: int, total: int) -> None:
+        self._running_progress = step / total if total else 0.0
+        for job in jobs:
+            if not job.cancel_requested:
+                job.publish(JobStep(step, total))
+
+    def _publish_positions(self) -> None:
+        """Send `JobQueued` to every waiting job whose position changed."""
+        eta = sum(self._job_seconds(job) for job in self._running) * (1 - self._running_progress)
+        for position, job in enumerate(self._policy.order(), start=1):
+            if job.position != position:
+                job.publish(JobQueued(position, eta))
+            eta += self._job_seconds(job)
+
+    def _end(self, job: Job, event: JobFinished | JobCancelled) -> None:
+        job.publish(event)
+        self._live.pop(job.id, None)
+        log.debug("job %s %s", job.id, job.state.value)
+
+    def _fail(self, jobs: Sequence[Job], error: GenerationError) -> None:
+        for job in jobs:
+            job.fail(error)
+            self._live.pop(job.id, None)
+            log.info("job %s failed: %s", job.id, error)
+
+    # -- speed estimate -------------------------------------------------------------------
+
+    def _record_speed(self, results: Sequence[GenerationResult]) -> None:
+        seconds = sum(result.gpu_seconds for result in results)
+        native = self._limits.native_pixels
+        units = sum(_work_units(result.request, native) for result in results)
+        if units <= 0 or seconds <= 0:
+            return
+        measured = seconds / units
+        previous = self._unit_seconds
+        self._unit_seconds = (
+            measured if previous is None else previous + _EMA_ALPHA * (measured - previous)
+        )
+
+    def _job_seconds(self, job: Job) -> float:
+        unit = self._unit_seconds if self._unit_seconds is not None else _DEFAULT_UNIT_SECONDS
+        return unit * _work_units(job.request, self._limits.native_pixels)
+
+    # -- crossing into threads ------------------------------------------------------------
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = self._require_loop()
+        return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
+
+    async def _on_encoder(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = self._require_loop()
+        return await loop.run_in_executor(self._encoder, functools.partial(fn, *args))
+
+
+def _work_units(request: GenerationRequest, native_pixels: int) -> float:
+    steps = request.steps * (request.strength if request.is_variation else 1.0)
+    area = request.width * request.height / native_pixels
+    return request.count * (steps + _FIXED_STEPS) * area
+
+
+def _encode(
+    compose: Callable[[list[Image]], Image] | None,
+    images: Any,
+    fmt: str,
+    limit_bytes: int | None,
+) -> tuple[bytes, str]:
+    image = compose(images) if compose is not None else images
+    if limit_bytes is not None:
+        return encode_to_fit(image, limit_bytes)
+    name = normalize_format(fmt)
+    return encode_image(image, name), EXTENSIONS[name]

@@ -1,0 +1,142 @@
+"""`imagine generate` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.cli import build_parser, main
+
+PROMPT = "dog sitting in autumn leaves"
+
+
+@pytest.fixture(autouse=True)
+def _tiny_cache_env(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the configuration's model cache at the session's tiny model."""
+    monkeypatch.setenv("IMAGINE_MODEL__CACHE_DIR", str(tiny_cache))
+    monkeypatch.setenv("IMAGINE_MODEL__DEVICE", "cpu")
+
+
+def generate(*args: str) -> int:
+    return main(["generate", "--model", "builtin:tiny-random", PROMPT, "--steps", "3", *args])
+
+
+def test_generate_writes_a_reproducible_grid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seed 7 twice gives the same 2x2 PNG grid; seed 8 gives another."""
+    first, again, other = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    size = ("--width", "256", "--height", "256")  # 512x512 works the same, only slower
+    assert generate("--n", "4", "--seed", "7", *size, "--out", str(first)) == 0
+    out = capsys.readouterr()
+    assert "seeds: 7, 8, 9, 10" in out.out and f"wrote {first}" in out.out
+    assert "its images are noise" in out.err
+    assert generate("--n", "4", "--seed", "7", *size, "--out", str(again)) == 0
+    assert generate("--n", "4", "--seed", "8", *size, "--out", str(other)) == 0
+    with Image.open(first) as image:
+        assert image.format == "PNG" and image.size == (512, 512)
+        pixels = image.tobytes()
+    with Image.open(again) as image:
+        assert image.tobytes() == pixels
+    with Image.open(other) as image:
+        assert image.tobytes() != pixels
+
+
+def test_generate_singles_aspect_and_format(tmp_path: Path) -> None:
+    """--singles writes each image too, --ar sets the size, --format picks the encoding."""
+    out = tmp_path / "wide"
+    assert (
+        generate("--n", "2", "--ar", "2:1", "--format", "webp", "--singles", "--out", str(out)) == 0
+    )
+    grid = tmp_path / "wide.webp"
+    with Image.open(grid) as image:
+        assert image.format == "WEBP" and image.size == (1536, 384)
+    for index in (1, 2):
+        with Image.open(tmp_path / f"wide_{index}.webp") as image:
+            assert image.size == (768, 384)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "500"], "steps must be between 1 and 100, got 500"),
+        (["--ar", "16:9", "--width", "512"], "either --ar or --width/--height"),
+        (["--ar", "9:1"], "too extreme"),
+        (["--width", "500"], "width must be a multiple of 8"),
+        (["--out", "grid.gif"], "Cannot tell the image format"),
+        (["--format", "jpeg", "--out", "grid.png"], "does not match"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Invalid flags give a one-line message on stderr and exit code 2, no traceback."""
+    assert generate(*args) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+
+
+def test_missing_model_offline_says_how_to_get_it(tmp_path: Path, tiny_cache: Path) -> None:
+    """With HF_HUB_OFFLINE and an empty cache, a Hub model fails with download advice."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "IMAGINE_MODEL__CACHE_DIR": str(tiny_cache),
+        "COLUMNS": "200",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "generate",
+            "--model",
+            "someone/missing-model",
+            "--out",
+            str(tmp_path / "x.png"),
+            "a cat",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1
+    err = " ".join(proc.stderr.split())
+    assert "hf download someone/missing-model" in err and "HF_HUB_OFFLINE" in err
+    assert "Traceback" not in proc.stderr
+
+
+def test_generate_help_lists_the_flags() -> None:
+    """`imagine generate --help` documents every option."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    text = subparsers.choices["generate"].format_help()  # type: ignore[union-attr]
+    for flag in (
+        "--model",
+        "--n",
+        "--seed",
+        "--steps",
+        "--guidance",
+        "--cfg",
+        "--ar",
+        "--width",
+        "--negative",
+        "--no",
+        "--scheduler",
+        "--device",
+        "--out",
+        "--singles",
+        "--format",
+        "--no-safety-checker",
+        "dpmpp_2m_karras",
+    ):
+        assert flag in text
