@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # Alembic announces each of its plugins at INFO; only the migrations themselves matter.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         settings = _settings(args)
     except ConfigError as exc:

@@ -1,0 +1,503 @@
+"""`/imagine` and the buttons under its results (U, V, reroll, delete, cancel).
+
+The Discord side of a job, in order:
+
+1. parse the prompt's flags and merge them with the slash options (options win);
+2. submit through the orchestrator (moderation, validation, quota, queue, history), which
+   raises a member-facing error handled by the error cog when refused;
+3. answer within Discord's 3 seconds with a public "queued" message: prompt, requester,
+   position, ETA and a Cancel button;
+4. follow the job in a background task, editing that message at most every 2 seconds;
+5. deliver the grid (edit, else channel, else DM; see `bot.delivery`) with the buttons.
+
+Buttons carry the job id; their state comes from the database, so they survive restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+from PIL import Image
+
+from bot.cogs.errors import MemberError
+from bot.cogs.imagine_command import build_imagine_command
+from bot.db.models import JobKind
+from bot.delivery import Attachment, DeliveryMethod, OutgoingMessage, Throttle
+from bot.flags import ImagineOptions, merge_options, parse_prompt
+from bot.images import withheld_tile
+from bot.jobs import VARIATION_STRENGTH, JobPlan, Outcome, OutcomeStatus, Requester, Submission
+from bot.messages import (
+    Caption,
+    cancelled_text,
+    failed_text,
+    finished_text,
+    moved_text,
+    queued_text,
+    running_text,
+    upscale_text,
+)
+from bot.permissions import can_manage_messages
+from bot.services.errors import Banned
+from bot.services.history import JobView
+from bot.ui.views import grid_view, queued_view, single_view
+from generation.events import JobEvent, JobQueued, JobStarted, JobStep
+from generation.request import GenerationRequest, Limits, parse_aspect
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+__all__ = ["PROGRESS_INTERVAL", "ImagineCog"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two edits of a job's message (Discord rate-limits message edits).
+PROGRESS_INTERVAL = 2.0
+#: Seconds the gate may take before the interaction is deferred (Discord allows 3).
+ACK_WITHIN = 2.0
+#: Seconds the followers get on shutdown to post what they have before Discord disconnects.
+DRAIN_TIMEOUT = 10.0
+DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+WITHHELD = "That image was withheld by this server's safety settings."
+
+
+class ImagineCog(commands.Cog, name="Imagine"):
+    """`/imagine`, and the `ImagineActions` the persistent buttons dispatch to."""
+
+    def __init__(self, bot: ImagineBot, *, progress_interval: float = PROGRESS_INTERVAL) -> None:
+        self.bot = bot
+        self.progress_interval = progress_interval
+        gen = bot.settings.generation
+        self._command = build_imagine_command(
+            self._imagine,
+            max_steps=gen.max_steps,
+            max_guidance=gen.max_guidance,
+            min_steps=gen.min_steps,
+        )
+        self._followers: set[asyncio.Task[None]] = set()
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self._command)
+        self.bot.imagine_actions = self
+        self.bot.add_shutdown_hook(self.drain)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self._command.name)
+        if self.bot.imagine_actions is self:
+            self.bot.imagine_actions = None
+
+    async def drain(self) -> None:
+        """Wait (a while) for the job followers to settle and post, e.g. on shutdown."""
+        if self._followers:
+            await asyncio.wait(set(self._followers), timeout=DRAIN_TIMEOUT)
+
+    # -- /imagine -------------------------------------------------------------------------
+
+    async def _imagine(
+        self, interaction: discord.Interaction, prompt: str, options: ImagineOptions
+    ) -> None:
+        parsed = parse_prompt(prompt)
+        merged = merge_options(options, parsed.options)
+        await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
+
+    def _request(self, prompt: str, options: ImagineOptions) -> GenerationRequest:
+        """A request from the member's options, the configuration filling the gaps."""
+        gen = self.bot.settings.generation
+        width, height = gen.width, gen.height
+        if options.aspect is not None:
+            # Aspect ratios keep the configured default's area (the model's sweet spot).
+            limits = Limits(max_pixels=gen.max_pixels, native_pixels=gen.width * gen.height)
+            width, height = parse_aspect(options.aspect, limits)
+        return GenerationRequest(
+            prompt=prompt,
+            negative_prompt=options.negative or "",
+            seed=options.seed,
+            steps=options.steps if options.steps is not None else gen.steps,
+            guidance=options.guidance if options.guidance is not None else gen.guidance,
+            width=width,
+            height=height,
+            count=options.count if options.count is not None else gen.count,
+            scheduler=gen.scheduler,
+        )
+
+    # -- the job flow shared by /imagine, V and reroll ------------------------------------
+
+    async def _start(
+        self,
+        interaction: discord.Interaction,
+        plan: JobPlan,
+        *,
+        label: str = "",
+        guild_id: int | None = None,
+        channel_id: int | None = None,
+    ) -> None:
+        requester = _requester(interaction, guild_id, channel_id)
+        submission = await self._submit_in_time(interaction, requester, plan)
+        caption = _caption(submission.request, interaction.user.id, label)
+        position = submission.job.position or 1
+        eta = self.bot.generation.estimate_wait(position)
+        message = OutgoingMessage(
+            queued_text(caption, position, _in(eta)),
+            mention=interaction.user.id,
+            view=queued_view(submission.job_id),
+        )
+        original_id: int | None = None
+        try:
+            if interaction.response.is_done():  # deferred: a source image was re-made
+                sent = await interaction.edit_original_response(
+                    content=message.content,
+                    view=message.view,
+                    allowed_mentions=message.allowed_mentions,
+                )
+                original_id = sent.id
+            else:
+                callback = await interaction.response.send_message(
+                    message.content, view=message.view, allowed_mentions=message.allowed_mentions
+                )
+                original_id = callback.message_id
+        except discord.HTTPException:
+            # Nobody will see this job: drop it (the follower settles the refund).
+            self.bot.orchestrator.cancel(submission.job_id)
+            self._spawn(self._follow(interaction, submission, caption, None))
+            raise
+        self._spawn(self._follow(interaction, submission, caption, original_id))
+
+    async def _submit_in_time(
+        self, interaction: discord.Interaction, requester: Requester, plan: JobPlan
+    ) -> Submission:
+        """Submit, deferring (publicly, "thinking") if the gate is slow, so Discord gets an
+        answer within its 3 seconds even when the database is busy."""
+        task = asyncio.create_task(self.bot.orchestrator.submit(requester, plan))
+        done, _ = await asyncio.wait({task}, timeout=ACK_WITHIN)
+        if not done and not interaction.response.is_done():
+            try:
+                await interaction.response.defer(thinking=True)
+            except discord.HTTPException as exc:
+                log.warning("could not defer interaction %s: %s", interaction.id, exc)
+        return await task
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _follow(
+        self,
+        interaction: discord.Interaction,
+        submission: Submission,
+        caption: Caption,
+        original_id: int | None,
+    ) -> None:
+        """Edit progress into the job's message, then deliver its outcome."""
+        deliverer = self.bot.deliverer
+        throttle = Throttle(self.progress_interval)
+        view = queued_view(submission.job_id)
+
+        async def on_progress(event: JobEvent) -> None:
+            text = _progress_text(caption, event)
+            if text is None or not throttle.ready():
+                return
+            await deliverer.update(
+                interaction, OutgoingMessage(text, mention=caption.user_id, view=view)
+            )
+
+        try:
+            outcome = await self.bot.orchestrator.run(submission, on_progress)
+            await self._deliver(interaction, submission, caption, outcome, original_id)
+        except Exception:
+            log.exception("following job %s failed", submission.job_id)
+
+    async def _deliver(
+        self,
+        interaction: discord.Interaction,
+        submission: Submission,
+        caption: Caption,
+        outcome: Outcome,
+        original_id: int | None,
+    ) -> None:
+        deliverer = self.bot.deliverer
+        if outcome.status is OutcomeStatus.CANCELLED:
+            await deliverer.update(
+                interaction, OutgoingMessage(cancelled_text(caption), mention=caption.user_id)
+            )
+            return
+        if outcome.status is OutcomeStatus.FAILED:
+            text = failed_text(caption, outcome.error or "unknown error", outcome.refunded)
+            message = OutgoingMessage(text, mention=caption.user_id)
+        else:
+            message = await self._result_message(interaction, submission, caption, outcome)
+        delivered = await deliverer.deliver(interaction, message)
+        if delivered.message is not None:
+            await self.bot.services.history.set_result_message(
+                submission.job_id, delivered.message.channel.id, delivered.message.id
+            )
+        if delivered.method is DeliveryMethod.CHANNEL and delivered.message is not None:
+            await deliverer.retire(
+                interaction, original_id, moved_text(caption, delivered.message.jump_url)
+            )
+        elif delivered.method is DeliveryMethod.DM:
+            await deliverer.retire(interaction, original_id, moved_text(caption, "sent by DM"))
+        elif not delivered.ok:
+            log.error(
+                "job %s finished but could not be delivered (%s); its images are kept in %s",
+                submission.job_id,
+                delivered.error,
+                self.bot.images.root / submission.job_id,
+            )
+
+    async def _result_message(
+        self,
+        interaction: discord.Interaction,
+        submission: Submission,
+        caption: Caption,
+        outcome: Outcome,
+    ) -> OutgoingMessage:
+        withheld = outcome.withheld
+        note = self.bot.generation.model_note or ""
+        text = finished_text(
+            caption, outcome.seeds, withheld=len(withheld), warnings=outcome.warnings, note=note
+        )
+        view = grid_view(submission.job_id, len(outcome.images), withheld)
+        files: list[Attachment] = []
+        if outcome.status is not OutcomeStatus.BLOCKED:
+            tiles = [
+                withheld_tile(image.size) if i in withheld else image
+                for i, image in enumerate(outcome.images, 1)
+            ]
+            data, ext = await self.bot.generation.encode_grid(
+                tiles, limit_bytes=upload_limit(interaction)
+            )
+            name = f"imagine_{submission.job_id[:8]}.{ext}"
+            files.append(Attachment(name, data, spoiler=outcome.spoiler))
+        return OutgoingMessage(text, mention=caption.user_id, files=files, view=view)
+
+    # -- buttons (ImagineActions) ---------------------------------------------------------
+
+    async def upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
+        """U: post image `index` alone at full size; re-made from its seed if the file is gone.
+
+        Free: it makes no new image (a re-made one was paid for with the grid).
+        """
+        job = await self._job(interaction, job_id)
+        flagged = _check_image(job, index)
+        if await self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id):
+            raise Banned()
+        data = await self.bot.images.read_bytes(job_id, index)
+        image: Image.Image | None = None
+        if data is None:
+            if flagged:
+                raise MemberError(WITHHELD)
+            await interaction.response.defer(thinking=True)
+            image = await self.bot.orchestrator.regenerate(job, index)
+        ext = "png"
+        limit = upload_limit(interaction)
+        if image is not None or (data is not None and len(data) > limit):
+            image = image or await self.bot.images.load(job_id, index)
+            assert image is not None
+            [(data, ext)] = await self.bot.generation.encode_images([image], limit_bytes=limit)
+        assert data is not None
+        name = f"imagine_{job_id[:8]}_{index}.{ext}"
+        message = OutgoingMessage(
+            upscale_text(_caption_from_job(job, interaction.user.id), index),
+            mention=interaction.user.id,
+            files=[Attachment(name, data, spoiler=flagged)],
+            view=single_view(job_id, index),
+        )
+        kwargs = {
+            "files": message.files_for_send(),
+            "view": message.view,
+            "allowed_mentions": message.allowed_mentions,
+        }
+        if interaction.response.is_done():
+            await interaction.followup.send(message.content, **kwargs)  # type: ignore[arg-type]
+        else:
+            await interaction.response.send_message(message.content, **kwargs)  # type: ignore[arg-type]
+
+    async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
+        """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
+        job = await self._job(interaction, job_id)
+        flagged = _check_image(job, index)
+        source = await self._source(interaction, job_id, index, flagged=flagged)
+        plan = JobPlan(
+            self._variation_request(job, source),
+            kind=JobKind.VARIATION,
+            parent_job_id=job_id,
+            image_index=index,
+        )
+        await self._start(
+            interaction,
+            plan,
+            label=f"Variations of image #{index}",
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+        )
+
+    async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Reroll: the same parameters with new seeds (a variation rerolls from its source)."""
+        job = await self._job(interaction, job_id)
+        gen = self.bot.settings.generation
+        if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
+            index = job.image_index + 1
+            source = await self._source(interaction, job.parent_job_id, index)
+            plan = JobPlan(
+                self._variation_request(job, source, count=job.count),
+                kind=JobKind.VARIATION,
+                parent_job_id=job.parent_job_id,
+                image_index=index,
+            )
+            label = f"Variations of image #{index}"
+        else:
+            request = GenerationRequest(
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                steps=job.steps,
+                guidance=job.guidance,
+                width=job.width,
+                height=job.height,
+                count=job.count,
+                scheduler=job.scheduler if job.scheduler else gen.scheduler,
+            )
+            plan = JobPlan(request, kind=JobKind.REROLL, parent_job_id=job_id)
+            label = "Reroll"
+        await self._start(
+            interaction, plan, label=label, guild_id=job.guild_id, channel_id=job.channel_id
+        )
+
+    async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Delete the message the button is on: its requester, or an admin/moderator."""
+        job = await self.bot.services.history.get(job_id)
+        owner = job is not None and job.user_id == interaction.user.id
+        if not owner and not await can_manage_messages(
+            interaction, self.bot.services.moderation
+        ):
+            raise MemberError(
+                "Only the member who asked for these images, or a server admin, can delete them."
+            )
+        # A deferred update makes the clicked message the interaction's "original" message.
+        await interaction.response.defer()
+        await interaction.delete_original_response()
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Cancel a job that has not finished; its requester only."""
+        submission = self.bot.orchestrator.live(job_id)
+        if submission is None:
+            raise MemberError("This job is no longer in the queue, so it cannot be cancelled.")
+        if submission.requester.user_id != interaction.user.id:
+            raise MemberError("Only the member who asked for this job can cancel it.")
+        if not self.bot.orchestrator.cancel(job_id):
+            raise MemberError("This job has just finished, so it cannot be cancelled.")
+        await interaction.response.send_message(
+            "Cancelled. Nothing was counted against your quota.", ephemeral=True
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _job(self, interaction: discord.Interaction, job_id: str) -> JobView:
+        """The job behind a button; in a server, only that server's jobs are found."""
+        return await self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
+
+    async def _source(
+        self, interaction: discord.Interaction, job_id: str, index: int, *, flagged: bool = False
+    ) -> Image.Image:
+        """A stored image to vary; re-making a lost one takes a while, so defer first.
+
+        A flagged image with no file was withheld by the NSFW policy: never re-made.
+        """
+        image = await self.bot.images.load(job_id, index)
+        if image is not None:
+            return image
+        if flagged:
+            raise MemberError(WITHHELD)
+        await interaction.response.defer(thinking=True)
+        return await self.bot.orchestrator.source_image(job_id, index)
+
+    def _variation_request(
+        self, job: JobView, source: Image.Image, count: int | None = None
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            steps=job.steps,
+            guidance=job.guidance,
+            width=source.width,
+            height=source.height,
+            count=count or self.bot.settings.generation.count,
+            scheduler=job.scheduler,
+            init_image=source,
+            strength=VARIATION_STRENGTH,
+        )
+
+
+def upload_limit(interaction: discord.Interaction) -> int:
+    """Bytes an attachment may have: the interaction's limit, and the guild's for channel
+    messages (a late result is posted there), whichever is smaller."""
+    limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+    if interaction.guild is not None:
+        limit = min(limit, interaction.guild.filesize_limit)
+    return limit
+
+
+def _requester(
+    interaction: discord.Interaction, guild_id: int | None, channel_id: int | None
+) -> Requester:
+    """Who is asking. Buttons pass the job's guild and channel (a result may be in a DM)."""
+    guild_id = interaction.guild_id or guild_id
+    if guild_id is None:
+        raise MemberError("Images can only be made in a server.")
+    in_guild = interaction.guild_id is not None
+    channel = interaction.channel if in_guild else None
+    channel_id = (interaction.channel_id if in_guild else None) or channel_id
+    if channel_id is None:
+        raise MemberError("I cannot tell which channel this is.")
+    roles = tuple(role.id for role in getattr(interaction.user, "roles", ()) if role.id != guild_id)
+    nsfw = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
+    return Requester(guild_id, channel_id, interaction.user.id, roles, channel_nsfw=nsfw)
+
+
+def _caption(request: GenerationRequest, user_id: int, label: str = "") -> Caption:
+    return Caption(
+        prompt=request.prompt,
+        user_id=user_id,
+        negative=request.negative_prompt,
+        seed=request.seed,
+        steps=request.steps,
+        guidance=request.guidance,
+        width=request.width,
+        height=request.height,
+        count=request.count,
+        scheduler=request.scheduler,
+        label=label,
+    )
+
+
+def _caption_from_job(job: JobView, user_id: int) -> Caption:
+    return Caption(prompt=job.prompt, user_id=user_id, negative=job.negative_prompt)
+
+
+def _check_image(job: JobView, index: int) -> bool:
+    """Refuse indexes the job does not have; True if the safety checker flagged the image
+    (then it exists only where the policy allowed it, and is posted behind a spoiler)."""
+    if not 1 <= index <= job.count:
+        raise MemberError(f"This job has no image #{index}.")
+    flagged = bool(job.nsfw and index <= len(job.nsfw) and job.nsfw[index - 1])
+    return flagged
+
+
+def _progress_text(caption: Caption, event: JobEvent) -> str | None:
+    if isinstance(event, JobQueued):
+        eta = _in(event.eta_seconds) if event.eta_seconds is not None else None
+        return queued_text(caption, event.position, eta)
+    if isinstance(event, JobStarted):
+        return running_text(caption, 0, caption.steps)
+    if isinstance(event, JobStep):
+        return running_text(caption, event.step, event.total)
+    return None
+
+
+def _in(seconds: float) -> dt.datetime:
+    return discord.utils.utcnow() + dt.timedelta(seconds=max(0.0, seconds))

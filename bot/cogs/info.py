@@ -1,0 +1,76 @@
+"""`/info`: a member's quota and jobs, the queue, and the model, privately."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.errors import MemberError
+from bot.messages import relative_time
+from bot.services.quota import QuotaStatus
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+__all__ = ["InfoCog"]
+
+
+class InfoCog(commands.Cog, name="Info"):
+    """Answers `/info` ephemerally: only the member sees their usage."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="info", description="Your image quota, your jobs, and the queue")
+    @app_commands.guild_only()
+    async def info(self, interaction: discord.Interaction) -> None:
+        guild_id = interaction.guild_id
+        if guild_id is None:
+            raise MemberError("This command only works in a server.")
+        user = interaction.user
+        roles = [role.id for role in getattr(user, "roles", ()) if role.id != guild_id]
+        services, generation = self.bot.services, self.bot.generation
+        status = await services.quota.status(guild_id, user.id, roles)
+        stats = await services.history.stats(guild_id, user.id)
+
+        embed = discord.Embed(title="Your images", colour=discord.Colour.blurple())
+        embed.add_field(name="Quota", value=_quota_text(status), inline=False)
+        embed.add_field(
+            name="Lifetime",
+            value=f"{stats.images} image(s) in {stats.jobs} job(s) on this server",
+            inline=False,
+        )
+        embed.add_field(name="Your jobs", value=self._jobs_text(guild_id, user.id), inline=False)
+        running = len(generation.running())
+        embed.add_field(
+            name="Queue",
+            value=f"{generation.queue_length()} waiting, {running} running",
+            inline=True,
+        )
+        model = generation.model_id
+        if generation.model_note:
+            model += f" ({generation.model_note})"
+        embed.add_field(name="Model", value=model[:1024], inline=True)
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    def _jobs_text(self, guild_id: int, user_id: int) -> str:
+        lines = []
+        for sub in self.bot.orchestrator.live_for(guild_id, user_id)[:10]:
+            position = sub.job.position
+            state = f"queued, position {position}" if position is not None else "running"
+            prompt = discord.utils.escape_markdown(sub.request.prompt[:60])
+            lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
+        return "\n".join(lines) or "None queued or running."
+
+
+def _quota_text(status: QuotaStatus) -> str:
+    span = "today" if status.period.value == "day" else "this week"
+    if status.limit is None:
+        text = f"{status.used} image(s) used {span}; no limit"
+    else:
+        remaining = status.remaining if status.remaining is not None else status.limit
+        text = f"{status.used} of {status.limit} image(s) used {span}, {remaining} left"
+    return f"{text}; resets {relative_time(status.resets_at)}"

@@ -1,0 +1,242 @@
+"""Getting a finished result to the member, whatever happened to the interaction meanwhile.
+
+An interaction token lives 15 minutes; a job that waited longer in the queue can no longer edit
+its "queued" message (Discord answers 401 / code 50027, and the peers' bots lose the result).
+So the result goes, in order of preference:
+
+1. into the original response (edited), while the token has more than `TOKEN_MARGIN` left;
+2. into a new message in the same channel, mentioning the requester;
+3. into a DM to the requester, when the bot may not post in the channel (Forbidden);
+4. nowhere: the caller keeps the images stored, logs it and records `delivered = False`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import discord
+
+__all__ = [
+    "TOKEN_LIFETIME",
+    "TOKEN_MARGIN",
+    "Attachment",
+    "Delivered",
+    "Deliverer",
+    "DeliveryMethod",
+    "OutgoingMessage",
+    "Throttle",
+]
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME = dt.timedelta(minutes=15)
+TOKEN_MARGIN = dt.timedelta(seconds=60)
+
+# Discord error codes after which editing the interaction is pointless, so we fall back.
+_UNKNOWN_MESSAGE = 10008
+_UNKNOWN_WEBHOOK = 10015
+_INVALID_WEBHOOK_TOKEN = 50027
+
+
+class Throttle:
+    """Lets an action through at most once per `interval` seconds (Discord rate-limits message
+    edits, and members do not need more than a progress update every couple of seconds).
+
+    It starts as if it had just fired: the message being edited was itself just sent.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last = clock()
+
+    def ready(self) -> bool:
+        """True (and the interval restarts) if `interval` has passed since the last time."""
+        now = self._clock()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+
+class DeliveryMethod(enum.Enum):
+    """How a result reached the member (NONE: it did not; it is kept on disk)."""
+
+    EDIT = "edit"
+    CHANNEL = "channel"
+    DM = "dm"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file kept as bytes: a discord.File is consumed by one send, a retry needs a fresh one."""
+
+    filename: str
+    data: bytes
+    spoiler: bool = False
+
+    def to_file(self) -> discord.File:
+        return discord.File(io.BytesIO(self.data), filename=self.filename, spoiler=self.spoiler)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message that may be tried several ways; `mention` is the only user it may ping."""
+
+    content: str
+    mention: int | None = None
+    files: Sequence[Attachment] = ()
+    view: discord.ui.View | None = None
+    embeds: Sequence[discord.Embed] = field(default_factory=tuple)
+
+    @property
+    def allowed_mentions(self) -> discord.AllowedMentions:
+        """Never @everyone, @here or a role, whatever the prompt says: only the requester."""
+        users = [discord.Object(self.mention)] if self.mention is not None else False
+        return discord.AllowedMentions(everyone=False, roles=False, users=users, replied_user=False)
+
+    def files_for_send(self) -> list[discord.File]:
+        return [attachment.to_file() for attachment in self.files]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The outcome of `Deliverer.deliver`."""
+
+    method: DeliveryMethod
+    message: discord.Message | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.method is not DeliveryMethod.NONE
+
+
+def _default_clock() -> dt.datetime:
+    return discord.utils.utcnow()
+
+
+class Deliverer:
+    """Sends results and progress for an interaction, falling back as its token ages."""
+
+    def __init__(self, clock: Callable[[], dt.datetime] = _default_clock) -> None:
+        self._clock = clock
+
+    def token_usable(self, interaction: discord.Interaction) -> bool:
+        """True while the interaction's token has more than `TOKEN_MARGIN` of life left."""
+        expires = interaction.created_at + TOKEN_LIFETIME
+        return expires - self._clock() > TOKEN_MARGIN
+
+    async def update(self, interaction: discord.Interaction, message: OutgoingMessage) -> bool:
+        """Best-effort progress edit of the original response; False when it was not possible.
+
+        Progress is cosmetic: an old token or a deleted message must not fail the job.
+        """
+        if not self.token_usable(interaction):
+            return False
+        try:
+            await interaction.edit_original_response(
+                content=message.content,
+                view=message.view,
+                allowed_mentions=message.allowed_mentions,
+            )
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("progress edit for interaction %s failed: %s", interaction.id, exc)
+            return False
+        return True
+
+    async def deliver(
+        self, interaction: discord.Interaction, message: OutgoingMessage
+    ) -> Delivered:
+        """Deliver `message` by the best available route; never raises for Discord errors."""
+        errors: list[str] = []
+        if self.token_usable(interaction):
+            sent = await self._try(errors, "edit", self._edit_original(interaction, message))
+            if sent is not None:
+                return Delivered(DeliveryMethod.EDIT, sent)
+        else:
+            errors.append("edit: interaction token too old")
+
+        channel = self._channel(interaction)
+        if channel is not None:
+            sent = await self._try(errors, "channel", channel.send(**self._send_kwargs(message)))
+            if sent is not None:
+                return Delivered(DeliveryMethod.CHANNEL, sent)
+
+        sent = await self._try(errors, "dm", interaction.user.send(**self._send_kwargs(message)))
+        if sent is not None:
+            return Delivered(DeliveryMethod.DM, sent)
+
+        error = "; ".join(errors)
+        log.warning("could not deliver a result for interaction %s: %s", interaction.id, error)
+        return Delivered(DeliveryMethod.NONE, None, error)
+
+    async def retire(
+        self, interaction: discord.Interaction, message_id: int | None, content: str
+    ) -> bool:
+        """Best effort: rewrite the old "queued" message (and drop its Cancel button) after the
+        result went elsewhere. Uses the channel route: the interaction token is too old."""
+        channel = self._channel(interaction)
+        get_partial = getattr(channel, "get_partial_message", None)
+        if message_id is None or get_partial is None:
+            return False
+        try:
+            await get_partial(message_id).edit(
+                content=content, view=None, allowed_mentions=discord.AllowedMentions.none()
+            )
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("could not retire message %s: %s", message_id, exc)
+            return False
+        return True
+
+    async def _edit_original(
+        self, interaction: discord.Interaction, message: OutgoingMessage
+    ) -> discord.Message:
+        return await interaction.edit_original_response(
+            content=message.content,
+            attachments=message.files_for_send(),
+            embeds=list(message.embeds),
+            view=message.view,
+            allowed_mentions=message.allowed_mentions,
+        )
+
+    @staticmethod
+    def _send_kwargs(message: OutgoingMessage) -> dict[str, object]:
+        kwargs: dict[str, object] = {
+            "content": message.content,
+            "files": message.files_for_send(),
+            "embeds": list(message.embeds),
+            "allowed_mentions": message.allowed_mentions,
+        }
+        if message.view is not None:
+            kwargs["view"] = message.view
+        return kwargs
+
+    @staticmethod
+    def _channel(interaction: discord.Interaction) -> discord.abc.Messageable | None:
+        channel = interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        if interaction.channel_id is not None:
+            return interaction.client.get_partial_messageable(
+                interaction.channel_id, guild_id=interaction.guild_id
+            )
+        return None
+
+    @staticmethod
+    async def _try(errors: list[str], route: str, send: object) -> discord.Message | None:
+        try:
+            return await send  # type: ignore[misc]
+        except discord.HTTPException as exc:
+            errors.append(f"{route}: {exc.status} {exc.code} {exc.text}".strip())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            errors.append(f"{route}: {exc!r}")
+        return None

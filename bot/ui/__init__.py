@@ -1,0 +1,1 @@
+"""Discord components: the persistent buttons under results and the views that hold them."""

@@ -1,0 +1,200 @@
+"""Persistent buttons: all their state is in the custom_id, so they work after a restart.
+
+Each button is a `DynamicItem` whose template carries the job id (uuid hex) and, for U/V, the
+image index. discord.py matches a pressed button's custom_id against these templates, so no
+view has to be alive in memory; the job's parameters come from the database.
+
+The buttons only parse and dispatch: the work is done by the `ImagineActions` the bot exposes
+(`bot.imagine_actions`, set by the imagine cog), and any exception goes to the bot's single
+interaction error handler, because discord.py only logs errors raised in dynamic items.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Protocol, runtime_checkable
+
+import discord
+
+__all__ = [
+    "ALL_BUTTONS",
+    "CancelButton",
+    "DeleteButton",
+    "ImagineActions",
+    "RerollButton",
+    "UpscaleButton",
+    "VariationButton",
+]
+
+log = logging.getLogger(__name__)
+
+_JOB = r"(?P<job>[0-9a-f]{32})"
+_INDEX = r"(?P<i>[1-4])"
+
+_Dynamic = discord.ui.DynamicItem[discord.ui.Button]
+
+
+@runtime_checkable
+class ImagineActions(Protocol):
+    """What the buttons ask the bot to do; implemented by the imagine cog."""
+
+    async def upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
+
+    async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
+
+    async def reroll(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
+    async def delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None: ...
+
+
+class ErrorReporter(Protocol):
+    async def report_interaction_error(
+        self, interaction: discord.Interaction, error: Exception
+    ) -> None: ...
+
+
+async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -> None:
+    client: Any = interaction.client
+    actions = getattr(client, "imagine_actions", None)
+    try:
+        if not isinstance(actions, ImagineActions):
+            raise RuntimeError("the imagine cog is not loaded")
+        await getattr(actions, action)(interaction, *args)
+    except Exception as exc:
+        reporter = getattr(client, "report_interaction_error", None)
+        if reporter is None:
+            log.exception("button %s failed", action)
+            return
+        await reporter(interaction, exc)
+
+
+class UpscaleButton(_Dynamic, template=rf"imagine:u:{_JOB}:{_INDEX}"):
+    """U1-U4: post image i of the job alone, at full size."""
+
+    def __init__(self, job_id: str, index: int, *, row: int | None = 0) -> None:
+        button = discord.ui.Button(
+            label=f"U{index}",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"imagine:u:{job_id}:{index}",
+            row=row,
+        )
+        super().__init__(button)
+        self.job_id = job_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> UpscaleButton:
+        return cls(match["job"], int(match["i"]), row=item.row)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _dispatch(interaction, "upscale", self.job_id, self.index)
+
+
+class VariationButton(_Dynamic, template=rf"imagine:v:{_JOB}:{_INDEX}"):
+    """V1-V4: four variations of image i (img2img from it with the same prompt)."""
+
+    def __init__(
+        self, job_id: str, index: int, *, row: int | None = 1, label: str | None = None
+    ) -> None:
+        button = discord.ui.Button(
+            label=label or f"V{index}",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"imagine:v:{job_id}:{index}",
+            row=row,
+        )
+        super().__init__(button)
+        self.job_id = job_id
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> VariationButton:
+        label = getattr(item, "label", None)
+        return cls(match["job"], int(match["i"]), row=item.row, label=label)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _dispatch(interaction, "vary", self.job_id, self.index)
+
+
+class RerollButton(_Dynamic, template=rf"imagine:r:{_JOB}"):
+    """Run the job again with the same parameters and new seeds."""
+
+    def __init__(self, job_id: str, *, row: int | None = 2) -> None:
+        button = discord.ui.Button(
+            emoji="\N{ANTICLOCKWISE DOWNWARDS AND UPWARDS OPEN CIRCLE ARROWS}",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"imagine:r:{job_id}",
+            row=row,
+        )
+        super().__init__(button)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> RerollButton:
+        return cls(match["job"], row=item.row)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _dispatch(interaction, "reroll", self.job_id)
+
+
+class DeleteButton(_Dynamic, template=rf"imagine:d:{_JOB}"):
+    """Delete the message it is on; the requester or an admin only."""
+
+    def __init__(self, job_id: str, *, row: int | None = 2) -> None:
+        button = discord.ui.Button(
+            emoji="\N{WASTEBASKET}",
+            style=discord.ButtonStyle.danger,
+            custom_id=f"imagine:d:{job_id}",
+            row=row,
+        )
+        super().__init__(button)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> DeleteButton:
+        return cls(match["job"], row=item.row)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _dispatch(interaction, "delete", self.job_id)
+
+
+class CancelButton(_Dynamic, template=rf"imagine:c:{_JOB}"):
+    """Cancel a job still waiting in the queue; its owner only. Refunds the reservation."""
+
+    def __init__(self, job_id: str, *, row: int | None = 0) -> None:
+        button = discord.ui.Button(
+            label="Cancel",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"imagine:c:{job_id}",
+            row=row,
+        )
+        super().__init__(button)
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> CancelButton:
+        return cls(match["job"], row=item.row)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _dispatch(interaction, "cancel", self.job_id)
+
+
+ALL_BUTTONS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
+    UpscaleButton,
+    VariationButton,
+    RerollButton,
+    DeleteButton,
+    CancelButton,
+)

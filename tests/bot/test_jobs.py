@@ -1,0 +1,265 @@
+"""Orchestration with the real tiny model and a migrated SQLite: gate, charge, refund, store."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.db.models import JobKind, JobStatus, NsfwPolicy
+from bot.images import ImageStore
+from bot.jobs import ImageFate, JobOrchestrator, JobPlan, OutcomeStatus, Requester, decide_fates
+from bot.services import Services
+from bot.services.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded
+from bot.services.history import JobRecord
+from generation.errors import RequestError
+from generation.service import GenerationService
+from tests.bot.conftest import FailingEngine, FlaggingEngine, small
+
+ALICE = Requester(guild_id=1, channel_id=10, user_id=100, role_ids=(5,))
+
+
+async def used(services: Services, who: Requester = ALICE) -> int:
+    status = await services.quota.status(who.guild_id, who.user_id, who.role_ids)
+    return status.used
+
+
+async def test_success_stores_images_charges_and_records(
+    orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
+) -> None:
+    """A finished job stores each image, charges its images and records seeds."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2, seed=7)))
+    assert await used(services) == 2  # reserved before queueing
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.SUCCEEDED
+    assert outcome.seeds == (7, 8)
+    assert outcome.fates == (ImageFate.SHOW, ImageFate.SHOW)
+    for index in (1, 2):
+        stored = await image_store.load(sub.job_id, index)
+        assert stored is not None and stored.size == (64, 64)
+    assert await used(services) == 2
+    job = await services.history.require(sub.job_id)
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.seeds == (7, 8)
+    assert job.model_id == "builtin:tiny-random"
+    assert orchestrator.live(sub.job_id) is None
+
+
+async def test_progress_events_are_passed_on(orchestrator: JobOrchestrator) -> None:
+    """The progress callback sees the queue position, the start and every step."""
+    seen: list[str] = []
+
+    async def on_progress(event: object) -> None:
+        seen.append(type(event).__name__)
+
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=1, steps=2)))
+    await orchestrator.run(sub, on_progress)
+    assert seen[0] == "JobQueued"
+    assert "JobStarted" in seen
+    assert seen.count("JobStep") >= 1
+
+
+async def test_failing_progress_callback_does_not_fail_the_job(
+    orchestrator: JobOrchestrator,
+) -> None:
+    """Progress is cosmetic: a callback raising does not change the outcome."""
+
+    async def broken(event: object) -> None:
+        raise RuntimeError("edit failed")
+
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=1)))
+    assert (await orchestrator.run(sub, broken)).status is OutcomeStatus.SUCCEEDED
+
+
+async def test_cancel_queued_job_refunds(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """Cancelling a queued job refunds its reservation and records it cancelled."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=3)))
+    assert orchestrator.cancel(sub.job_id)  # no await since submit: still queued
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.CANCELLED
+    assert outcome.refunded == 3
+    assert await used(services) == 0
+    assert (await services.history.require(sub.job_id)).status is JobStatus.CANCELLED
+
+
+def test_cancel_unknown_job_is_false(orchestrator: JobOrchestrator) -> None:
+    """Only live jobs can be cancelled (e.g. not after a restart)."""
+    assert not orchestrator.cancel("0" * 32)
+
+
+@pytest.mark.parametrize("engine_wrapper", [lambda e: FailingEngine(e, ())])
+async def test_failure_refunds_everything(
+    orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
+) -> None:
+    """A job the engine fails is refunded, recorded failed, and nothing is stored."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.FAILED
+    assert "out of memory" in (outcome.error or "")
+    assert outcome.refunded == 2
+    assert await used(services) == 0
+    job = await services.history.require(sub.job_id)
+    assert job.status is JobStatus.FAILED
+    assert await image_store.load(sub.job_id, 1) is None
+
+
+@pytest.mark.parametrize("engine_wrapper", [lambda e: FlaggingEngine(e, (2,))])
+async def test_nsfw_block_withholds_and_refunds_flagged_images(
+    orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
+) -> None:
+    """Under the default 'block' policy a flagged image is not stored and is refunded."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.SUCCEEDED
+    assert outcome.withheld == (2,)
+    assert outcome.refunded == 1
+    assert await used(services) == 1
+    assert await image_store.load(sub.job_id, 1) is not None
+    assert await image_store.load(sub.job_id, 2) is None
+    job = await services.history.require(sub.job_id)
+    assert job.nsfw == (False, True)
+
+
+@pytest.mark.parametrize("engine_wrapper", [lambda e: FlaggingEngine(e, (1, 2))])
+async def test_nsfw_all_blocked_marks_job_blocked(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """When every image is withheld the job is 'blocked' and costs nothing."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.BLOCKED
+    assert await used(services) == 0
+    assert (await services.history.require(sub.job_id)).status is JobStatus.BLOCKED
+
+
+@pytest.mark.parametrize("engine_wrapper", [lambda e: FlaggingEngine(e, (1,))])
+async def test_nsfw_spoiler_policy_keeps_and_charges(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """Under the 'spoiler' policy a flagged image is posted behind a spoiler and charged."""
+    await services.moderation.update_settings(1, actor_id=999, nsfw_policy=NsfwPolicy.SPOILER)
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    outcome = await orchestrator.run(sub)
+    assert outcome.fates == (ImageFate.SPOILER, ImageFate.SHOW)
+    assert outcome.spoiler and outcome.withheld == ()
+    assert await used(services) == 2
+
+
+def test_age_restricted_policy_depends_on_channel() -> None:
+    """'age_restricted' shows flagged images only in age-restricted channels."""
+    flags = [True, False]
+    assert decide_fates(flags, NsfwPolicy.AGE_RESTRICTED, channel_nsfw=True) == (
+        ImageFate.SHOW,
+        ImageFate.SHOW,
+    )
+    assert decide_fates(flags, NsfwPolicy.AGE_RESTRICTED, channel_nsfw=False) == (
+        ImageFate.WITHHOLD,
+        ImageFate.SHOW,
+    )
+    assert decide_fates(flags, NsfwPolicy.BLOCK, channel_nsfw=True)[0] is ImageFate.WITHHOLD
+
+
+async def test_banned_member_is_refused_before_anything_happens(
+    orchestrator: JobOrchestrator, services: Services, generation: GenerationService
+) -> None:
+    """A ban stops the request before reserving, queueing or recording."""
+    await services.moderation.ban(1, ALICE.user_id, actor_id=999, reason="spam")
+    with pytest.raises(Banned):
+        await orchestrator.submit(ALICE, JobPlan(small()))
+    assert await used(services) == 0
+    assert generation.queue_length() == 0
+    assert (await services.history.list(1)).items == []
+
+
+async def test_blocked_word_is_refused(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """A blocked word in the prompt is refused with nothing reserved."""
+    await services.moderation.add_blocked_word(1, "gore", actor_id=999)
+    with pytest.raises(BlockedWord):
+        await orchestrator.submit(ALICE, JobPlan(small("lots of gore")))
+    assert await used(services) == 0
+
+
+async def test_channel_allow_list_is_enforced(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """With an allow-list, other channels are refused."""
+    await services.moderation.set_channel_allowed(1, 11, True, actor_id=999)
+    with pytest.raises(ChannelNotAllowed):
+        await orchestrator.submit(ALICE, JobPlan(small()))
+
+
+async def test_quota_exceeded_queues_nothing(
+    orchestrator: JobOrchestrator, services: Services, generation: GenerationService
+) -> None:
+    """Asking for more images than remain raises QuotaExceeded and queues nothing."""
+    await services.quota.set_rule(1, "member", ALICE.user_id, 3, "day", actor_id=999)
+    with pytest.raises(QuotaExceeded):
+        await orchestrator.submit(ALICE, JobPlan(small(count=4)))
+    assert generation.queue_length() == 0
+    assert (await services.history.list(1)).items == []
+
+
+async def test_invalid_request_reserves_nothing(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """Out-of-range steps raise RequestError before the quota is touched."""
+    with pytest.raises(RequestError, match="steps"):
+        await orchestrator.submit(ALICE, JobPlan(small(steps=5000)))
+    assert await used(services) == 0
+
+
+async def test_variation_records_its_parent(
+    orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
+) -> None:
+    """A variation runs img2img from a stored image and records parent and index."""
+    first = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    await orchestrator.run(first)
+    source = await orchestrator.source_image(first.job_id, 2)
+    plan = JobPlan(
+        small(count=2, init_image=source, strength=0.6),
+        kind=JobKind.VARIATION,
+        parent_job_id=first.job_id,
+        image_index=2,
+    )
+    sub = await orchestrator.submit(ALICE, plan)
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.SUCCEEDED
+    job = await services.history.require(sub.job_id)
+    assert (job.kind, job.parent_job_id, job.image_index) == (
+        JobKind.VARIATION,
+        first.job_id,
+        1,
+    )
+    assert job.strength == pytest.approx(0.6)
+    assert await used(services) == 4
+
+
+async def test_missing_image_is_regenerated_from_its_seed(
+    orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
+) -> None:
+    """A deleted image file is re-made from the stored parameters and seed, free of charge."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2, seed=3)))
+    await orchestrator.run(sub)
+    original = await image_store.load(sub.job_id, 2)
+    await image_store.delete(sub.job_id)
+    remade = await orchestrator.source_image(sub.job_id, 2)
+    assert original is not None and remade.size == original.size
+    assert await image_store.load(sub.job_id, 2) is not None
+    assert await used(services) == 2
+
+
+async def test_recover_fails_and_refunds_unfinished_jobs(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """Jobs left queued by a previous run are marked failed and refunded at start-up."""
+    job_id = "a" * 32
+    await services.quota.reserve(1, ALICE.user_id, (), 2, job_id)
+    await services.history.create_job(
+        JobRecord(guild_id=1, channel_id=10, user_id=ALICE.user_id, prompt="x",
+                  model_id="m", count=2, id=job_id)
+    )
+    assert await orchestrator.recover() == 1
+    assert await used(services) == 0
+    assert (await services.history.require(job_id)).status is JobStatus.FAILED

@@ -1,0 +1,236 @@
+"""End-to-end fixtures: the fake Discord, one server with members, and the real `ImagineBot`.
+
+The bot is the production class, configured the way an operator would (a config pointing
+`api_base`/`gateway_url` at the fake, `model.id = "builtin:tiny-random"`), with small images
+and few steps so each job takes a fraction of a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bot.app import ImagineBot
+from bot.config import Settings, load_settings
+from generation.engine import DiffusersEngine
+from generation.events import GenerationResult
+from generation.loading import ModelSpec
+from generation.queue_policy import FairQueuePolicy
+from generation.service import GenerationService
+from generation.tiny import ensure_tiny_model
+from tests.fakediscord import (
+    FakeChannel,
+    FakeDiscord,
+    FakeGuild,
+    FakeMember,
+    FakeRole,
+    Permissions,
+    restore_discord_urls,
+)
+from tests.fakediscord.models import Message
+
+#: Default image size and steps for e2e jobs: a 2x2 grid is 128x128.
+SIZE = 64
+STEPS = 2
+TIMEOUT = 60.0  # generous: a loaded 2-core CI machine
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny-model cache for the whole e2e session (building it is the slow part)."""
+    root = tmp_path_factory.mktemp("imagine-e2e-cache")
+    ensure_tiny_model(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def discord_urls() -> Iterator[None]:
+    """discord.py's REST base and gateway URL are class attributes: restore them."""
+    with restore_discord_urls():
+        yield
+
+
+@dataclass
+class World:
+    guild: FakeGuild
+    channel: FakeChannel
+    admin_role: FakeRole
+    admin: FakeMember
+    alice: FakeMember
+    bob: FakeMember
+
+
+@pytest.fixture
+def guild_options() -> dict[str, Any]:
+    """Override (e.g. with parametrize) to build the server differently."""
+    return {}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(first_response_timeout=3.0) as fake:
+        yield fake
+
+
+@pytest.fixture
+def world(fake: FakeDiscord, guild_options: dict[str, Any]) -> World:
+    guild = fake.add_guild("Test Server", **guild_options)
+    admin_role = fake.add_role(guild, "Admins", permissions=Permissions.MANAGE_GUILD)
+    return World(
+        guild=guild,
+        channel=guild.channels[0],
+        admin_role=admin_role,
+        admin=fake.add_member(guild, "admin", roles=[admin_role]),
+        alice=fake.add_member(guild, "alice"),
+        bob=fake.add_member(guild, "bob"),
+    )
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(
+    fake: FakeDiscord, world: World, tiny_cache: Path, tmp_path: Path
+) -> SettingsFactory:
+    """Settings as an operator would write them, pointing at the fake; sections overridable."""
+
+    def make(**sections: dict[str, Any]) -> Settings:
+        base: dict[str, dict[str, Any]] = {
+            "discord": {
+                "token": fake.token,
+                "api_base": fake.api_base,
+                "gateway_url": fake.gateway_url,
+                "dev_guild_id": world.guild.id,
+                "guild_ready_timeout": 0.1,
+            },
+            "model": {
+                "id": "builtin:tiny-random",
+                "device": "cpu",
+                "variant": None,
+                # The random safety checker's verdicts are arbitrary; the NSFW policy is
+                # covered by tests/bot with forced verdicts.
+                "safety_checker": False,
+                "cache_dir": str(tiny_cache),
+            },
+            "generation": {
+                "steps": STEPS,
+                "width": SIZE,
+                "height": SIZE,
+                "warmup": False,
+                "max_queued_per_user": 3,
+            },
+            "storage": {"images_dir": str(tmp_path / "images")},
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'imagine.db'}"},
+            "quotas": {"default_limit": 100, "default_period": "day"},
+        }
+        for section, values in sections.items():
+            base[section] = {**base.get(section, {}), **values}
+        return load_settings(None, **base)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@contextlib.asynccontextmanager
+async def running(bot: ImagineBot, fake: FakeDiscord) -> AsyncIterator[ImagineBot]:
+    """Start `bot` against `fake` (from its settings), wait until ready, close it afterwards."""
+    assert bot.settings.discord.token is not None
+    task = asyncio.create_task(bot.start(bot.settings.discord.token.get_secret_value()))
+    try:
+        ready = asyncio.create_task(bot.wait_until_ready())
+        done, _ = await asyncio.wait({task, ready}, timeout=TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # re-raise the start-up failure
+        assert ready in done, "the bot did not become ready"
+        yield bot
+    finally:
+        await bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, world: World, settings: Settings) -> AsyncIterator[ImagineBot]:
+    async with running(ImagineBot(settings), fake) as bot:
+        await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
+        yield bot
+
+
+class SlowSteps:
+    """The real tiny engine, pausing after each denoising step so a job lasts a known minimum
+    time (the tiny model alone can finish before its queued message is even sent)."""
+
+    def __init__(self, inner: DiffusersEngine, pause: float) -> None:
+        self.inner, self.pause = inner, pause
+        self.model_id = inner.model_id
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def warmup(self, width: int, height: int) -> GenerationResult:
+        return self.inner.warmup(width, height)
+
+    def generate(self, requests, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
+        def slow_step(step: int, total: int) -> None:
+            time.sleep(self.pause)
+            if on_step is not None:
+                on_step(step, total)
+
+        return self.inner.generate(requests, slow_step, should_stop)
+
+
+def slow_generation(settings: Settings) -> GenerationService:
+    """A generation service whose jobs take at least 0.1 s per step."""
+    spec = ModelSpec(
+        settings.model.id, variant=None, device="cpu", safety_checker=False,
+        cache_dir=settings.model.cache_dir,
+    )
+    policy = FairQueuePolicy(max_queued_per_user=settings.generation.max_queued_per_user)
+    return GenerationService(SlowSteps(DiffusersEngine(spec), 0.1), policy, warmup=False)
+
+
+@pytest.fixture
+async def slow_bot(
+    fake: FakeDiscord, world: World, settings: Settings
+) -> AsyncIterator[ImagineBot]:
+    """Like `bot`, with jobs slowed to at least 0.1 s per step (queueing and timing tests)."""
+    async with running(ImagineBot(settings, generation_factory=slow_generation), fake) as bot:
+        await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
+        yield bot
+
+
+# -- helpers for the tests ------------------------------------------------------------------
+
+
+def png_size(message: Message, index: int = 0) -> tuple[int, int]:
+    """The pixel size of an attachment (it must be a decodable image)."""
+    with Image.open(io.BytesIO(message.attachments[index].data)) as image:
+        image.load()
+        return image.size
+
+
+def has_image(message: Message) -> bool:
+    return bool(message.attachments)
+
+
+def button_ids(message: Message) -> list[str]:
+    return [button.custom_id for button in message.buttons()]

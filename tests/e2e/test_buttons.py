@@ -1,0 +1,139 @@
+"""End to end: the buttons under a grid, their permissions, and restarts."""
+
+from __future__ import annotations
+
+from bot.app import ImagineBot
+from bot.config import Settings
+from bot.db.models import JobKind
+from tests.e2e.conftest import SIZE, TIMEOUT, World, button_ids, has_image, png_size, running
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.models import Message
+
+
+async def make_grid(fake: FakeDiscord, world: World, **options: object) -> Message:
+    ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a lighthouse",
+                           **options)
+    return await ix.wait_original(has_image, timeout=TIMEOUT)
+
+
+def job_of(message: Message) -> str:
+    return button_ids(message)[0].split(":")[2]
+
+
+async def test_upscale_posts_single_full_size_image(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """U2 posts image 2 alone, at the generated size, with its own buttons."""
+    grid = await make_grid(fake, world)
+    job_id = job_of(grid)
+    click = await fake.click(grid, f"imagine:u:{job_id}:2", world.bob)
+    await click.wait_response(timeout=5)
+    assert click.response_type == 4 and not click.ephemeral
+    single = await click.wait_original(has_image, timeout=TIMEOUT)
+    assert png_size(single) == (SIZE, SIZE)
+    assert "Image #2" in single.content
+    stored = (bot.images.root / job_id / "2.png").read_bytes()
+    assert single.attachments[0].data == stored
+    assert f"imagine:v:{job_id}:2" in button_ids(single)
+    assert fake.violations == []
+
+
+async def test_variation_makes_a_new_grid(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """V3 answers with a new public message that becomes a grid of variations of image 3."""
+    grid = await make_grid(fake, world)
+    job_id = job_of(grid)
+    click = await fake.click(grid, f"imagine:v:{job_id}:3", world.alice)
+    await click.wait_response(timeout=5)
+    assert click.response_type == 4 and not click.ephemeral
+    assert click.original.id != grid.id
+    result = await click.wait_original(has_image, timeout=TIMEOUT)
+    assert png_size(result) == (2 * SIZE, 2 * SIZE)
+    assert "Variations of image #3" in result.content
+    new_job = job_of(result)
+    record = await bot.services.history.require(new_job)
+    assert (record.kind, record.parent_job_id, record.image_index) == (
+        JobKind.VARIATION, job_id, 2
+    )
+    assert fake.violations == []
+
+
+async def test_reroll_uses_new_seeds(bot: ImagineBot, fake: FakeDiscord, world: World) -> None:
+    """Reroll runs the same prompt and parameters with different seeds."""
+    grid = await make_grid(fake, world, seed=1000, count=2)
+    job_id = job_of(grid)
+    click = await fake.click(grid, f"imagine:r:{job_id}", world.alice)
+    result = await click.wait_original(has_image, timeout=TIMEOUT)
+    new_job = await bot.services.history.require(job_of(result))
+    old_job = await bot.services.history.require(job_id)
+    assert new_job.kind is JobKind.REROLL and new_job.parent_job_id == job_id
+    assert new_job.prompt == old_job.prompt and new_job.count == 2
+    assert new_job.seeds != old_job.seeds
+    assert "Reroll" in result.content
+    assert fake.violations == []
+
+
+async def test_delete_by_requester(bot: ImagineBot, fake: FakeDiscord, world: World) -> None:
+    """The requester's delete button removes the grid message."""
+    grid = await make_grid(fake, world)
+    click = await fake.click(grid, f"imagine:d:{job_of(grid)}", world.alice)
+    await click.wait_response(timeout=5)
+    await fake.wait_until(lambda: fake.get_message(grid.id).deleted, timeout=10)
+    assert fake.violations == []
+
+
+async def test_delete_by_another_member_is_refused(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """Another member pressing delete gets an ephemeral refusal; the grid stays."""
+    grid = await make_grid(fake, world)
+    click = await fake.click(grid, f"imagine:d:{job_of(grid)}", world.bob)
+    await click.wait_response(timeout=5)
+    assert click.ephemeral
+    assert "Only the member who asked" in click.original.content
+    assert not fake.get_message(grid.id).deleted
+    assert fake.violations == []
+
+
+async def test_delete_by_admin(bot: ImagineBot, fake: FakeDiscord, world: World) -> None:
+    """A member with Manage Server may delete anyone's result."""
+    grid = await make_grid(fake, world)
+    click = await fake.click(grid, f"imagine:d:{job_of(grid)}", world.admin)
+    await click.wait_response(timeout=5)
+    await fake.wait_until(lambda: fake.get_message(grid.id).deleted, timeout=10)
+    assert fake.violations == []
+
+
+async def test_buttons_work_after_restart(
+    fake: FakeDiscord, world: World, settings: Settings
+) -> None:
+    """A new bot process (same database and image folder) answers an old message's buttons."""
+    async with running(ImagineBot(settings), fake):
+        await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
+        grid = await make_grid(fake, world)
+    job_id = job_of(grid)
+    async with running(ImagineBot(settings), fake):
+        upscale = await fake.click(grid, f"imagine:u:{job_id}:1", world.alice)
+        single = await upscale.wait_original(has_image, timeout=TIMEOUT)
+        assert png_size(single) == (SIZE, SIZE)
+        vary = await fake.click(grid, f"imagine:v:{job_id}:4", world.alice)
+        result = await vary.wait_original(has_image, timeout=TIMEOUT)
+        assert "Variations of image #4" in result.content
+    assert fake.violations == []
+
+
+async def test_upscale_remakes_a_lost_image(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """If an image file is gone, U re-makes it from the stored seed (deferring first)."""
+    grid = await make_grid(fake, world, seed=77)
+    job_id = job_of(grid)
+    await bot.images.delete(job_id)
+    click = await fake.click(grid, f"imagine:u:{job_id}:3", world.alice)
+    await click.wait_response(timeout=5)
+    assert click.response_type == 5
+    single = await click.wait_original(has_image, timeout=TIMEOUT)
+    assert png_size(single) == (SIZE, SIZE)
+    assert (bot.images.root / job_id / "3.png").is_file()
+    assert fake.violations == []
