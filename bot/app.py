@@ -94,11 +94,12 @@ def point_discord_at(api_base: str, gateway_url: str) -> DiscordEndpoints:
 
 def default_cogs() -> tuple[CogFactory, ...]:
     """The cogs `ImagineBot` loads unless told otherwise; later features add theirs here."""
+    from bot.cogs.admin import admin_cogs
     from bot.cogs.errors import ErrorHandler
     from bot.cogs.imagine import ImagineCog
     from bot.cogs.info import InfoCog
 
-    return (ErrorHandler, ImagineCog, InfoCog)
+    return (ErrorHandler, ImagineCog, InfoCog, *admin_cogs())
 
 
 class ImagineBot(commands.Bot):

@@ -1,0 +1,113 @@
+"""Who may use the admin commands, and how the admin and member commands answer.
+
+`default_permissions(manage_guild=True)` on a command is only the hint Discord uses to hide
+it; server owners can override it. So every admin command also carries `admin_only()`, a
+check that runs on every use with the invoker's real permissions (`bot.permissions.is_admin`:
+Manage Server, Administrator, or the admin role configured with `/settings admin_role`).
+
+Replies are ephemeral and allow no mentions: prompts, words and reasons echoed back are
+member text and must never ping anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import discord
+from discord import app_commands
+
+from bot.cogs.errors import MemberError
+from bot.permissions import is_admin
+from bot.services import Services
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+__all__ = [
+    "ADMIN_HINT",
+    "NotAdmin",
+    "admin_only",
+    "guild_id_of",
+    "reply",
+    "require_admin",
+    "role_ids_of",
+    "services_of",
+]
+
+T = TypeVar("T")
+
+#: What Discord shows the command to by default (a hint only; `admin_only` enforces).
+ADMIN_HINT = discord.Permissions(manage_guild=True)
+NOT_ADMIN = (
+    "Only server admins can do this: you need the Manage Server permission "
+    "or this server's bot admin role."
+)
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class NotAdmin(MemberError, app_commands.CheckFailure):
+    """The invoker is not an admin of this server (a check failure with a member message)."""
+
+    def __init__(self, user_message: str = NOT_ADMIN) -> None:
+        super().__init__(user_message)
+
+
+def services_of(interaction: discord.Interaction) -> Services:
+    """The storage services of the bot handling this interaction."""
+    client = cast("ImagineBot", interaction.client)
+    return client.services
+
+
+def guild_id_of(interaction: discord.Interaction) -> int:
+    """The server the command was used in; these commands make no sense in DMs."""
+    if interaction.guild_id is None:
+        raise MemberError("This command only works in a server.")
+    return interaction.guild_id
+
+
+async def require_admin(interaction: discord.Interaction) -> None:
+    """Raise NotAdmin unless the invoker is an admin of the interaction's server."""
+    if not await is_admin(interaction, services_of(interaction).moderation):
+        raise NotAdmin()
+
+
+def admin_only() -> Callable[[T], T]:
+    """A check for admin commands, run by the bot on every use (see the module docstring)."""
+
+    async def predicate(interaction: discord.Interaction) -> bool:
+        await require_admin(interaction)
+        return True
+
+    return app_commands.check(predicate)
+
+
+def role_ids_of(member: discord.abc.User | discord.Member, guild_id: int) -> tuple[int, ...]:
+    """The member's role ids for quota rules (@everyone, whose id is the guild's, left out)."""
+    roles: Sequence[Any] = getattr(member, "roles", ())
+    return tuple(role.id for role in roles if role.id != guild_id)
+
+
+async def reply(
+    interaction: discord.Interaction,
+    content: str | None = None,
+    *,
+    embed: discord.Embed | None = None,
+    view: discord.ui.View | None = None,
+    file: discord.File | None = None,
+    ephemeral: bool = True,
+) -> None:
+    """Answer (or follow up a deferred answer) privately, pinging nobody."""
+    kwargs: dict[str, Any] = {"ephemeral": ephemeral, "allowed_mentions": NO_MENTIONS}
+    if content is not None:
+        kwargs["content"] = content
+    if embed is not None:
+        kwargs["embed"] = embed
+    if view is not None:
+        kwargs["view"] = view
+    if file is not None:
+        kwargs["file"] = file
+    if interaction.response.is_done():
+        await interaction.followup.send(**kwargs)
+    else:
+        await interaction.response.send_message(**kwargs)

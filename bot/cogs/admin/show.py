@@ -1,0 +1,134 @@
+"""`/show job:<id>`: post a job's grid again, with working buttons (like Midjourney's /show).
+
+For the job's owner or a server admin, and only for jobs of the server it is used in (a job
+of another server reads as "no such job"). The grid is rebuilt from the image store; the
+server's NSFW policy is applied again for the channel it is shown in (an image the policy
+withheld when the job ran was never stored and stays a grey tile). An unflagged image whose
+file is gone is re-made from its seed, like the U button does.
+
+The answer is public (it is a re-post); refusals are private.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from discord.utils import escape_markdown
+from PIL import Image
+
+from bot.cogs.admin.access import NO_MENTIONS, guild_id_of
+from bot.cogs.errors import MemberError
+from bot.cogs.imagine import upload_limit
+from bot.db.models import JobStatus
+from bot.images import withheld_tile
+from bot.jobs import ImageFate, decide_fates
+from bot.messages import Caption, finished_text
+from bot.permissions import is_admin
+from bot.services.history import JobView
+from bot.ui.views import grid_view
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+__all__ = ["ShowCog"]
+
+JOB_ID_MAX = 64
+
+
+class ShowCog(commands.Cog, name="Show"):
+    """Answers `/show` with the job's grid and buttons."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="show", description="Post a job's images again, with buttons")
+    @app_commands.guild_only()
+    @app_commands.describe(job="The job id, as shown by /history list")
+    async def show(
+        self, interaction: discord.Interaction, job: app_commands.Range[str, 1, JOB_ID_MAX]
+    ) -> None:
+        record = await self._job_for(interaction, job.strip().lower())
+        fates = await self._fates(interaction, record)
+        # Checks are done; building the grid may take a while (files, maybe a re-made image).
+        await interaction.response.defer(thinking=True)
+        tiles: list[Image.Image] = []
+        withheld: list[int] = []
+        for index, fate in enumerate(fates, 1):
+            image = await self._image(record, index, fate)
+            if image is None:
+                withheld.append(index)
+                image = withheld_tile((record.width, record.height))
+            tiles.append(image)
+        data, ext = await self.bot.generation.encode_grid(
+            tiles, limit_bytes=upload_limit(interaction)
+        )
+        caption = Caption(
+            prompt=record.prompt,
+            user_id=record.user_id,
+            negative=record.negative_prompt,
+            seed=record.seed,
+            steps=record.steps,
+            guidance=record.guidance,
+            width=record.width,
+            height=record.height,
+            count=record.count,
+            scheduler=record.scheduler,
+            label=f"job `{record.id[:8]}`",
+        )
+        file = discord.File(
+            io.BytesIO(data),
+            filename=f"imagine_{record.id[:8]}.{ext}",
+            spoiler=ImageFate.SPOILER in fates,
+        )
+        await interaction.followup.send(
+            finished_text(caption, record.seeds or (), withheld=len(withheld)),
+            file=file,
+            view=grid_view(record.id, record.count, withheld),
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    async def _job_for(self, interaction: discord.Interaction, job_id: str) -> JobView:
+        """The job, if it is this server's and the invoker may see it; else MemberError."""
+        guild_id = guild_id_of(interaction)
+        record = await self.bot.services.history.get(job_id, guild_id=guild_id)
+        shown = escape_markdown(job_id[:JOB_ID_MAX]).replace("`", "")
+        if record is None:
+            raise MemberError(f"There is no job `{shown}` on this server.")
+        if record.user_id != interaction.user.id and not await is_admin(
+            interaction, self.bot.services.moderation
+        ):
+            raise MemberError("Only the member who made this job, or a server admin, can show it.")
+        if record.status is JobStatus.BLOCKED:
+            raise MemberError(
+                f"Job `{shown}`'s images were all withheld by this server's safety settings."
+            )
+        if record.status is not JobStatus.SUCCEEDED:
+            raise MemberError(f"Job `{shown}` is {record.status.value}: it has no images to show.")
+        return record
+
+    async def _fates(
+        self, interaction: discord.Interaction, record: JobView
+    ) -> tuple[ImageFate, ...]:
+        """The server's current NSFW policy applied to the job's flags, for this channel."""
+        settings = await self.bot.services.moderation.get_settings(record.guild_id)
+        flags = list(record.nsfw or ())
+        flags += [False] * (record.count - len(flags))
+        channel = interaction.channel
+        channel_nsfw = bool(channel is not None and getattr(channel, "is_nsfw", bool)())
+        return decide_fates(flags[: record.count], settings.nsfw_policy, channel_nsfw)
+
+    async def _image(self, record: JobView, index: int, fate: ImageFate) -> Image.Image | None:
+        """Image `index` as stored (or re-made), or None when it is not to be shown."""
+        if fate is ImageFate.WITHHOLD:
+            return None
+        image = await self.bot.images.load(record.id, index)
+        if image is not None:
+            return image
+        flagged = bool(record.nsfw and index <= len(record.nsfw) and record.nsfw[index - 1])
+        if flagged:
+            return None  # withheld when the job ran, so never stored: never re-made either
+        return await self.bot.orchestrator.regenerate(record, index)
