@@ -92,7 +92,8 @@ class JobPlan:
 
 @dataclass(frozen=True)
 class Submission:
-    """A queued job: our id (in the database and the buttons) and the service's handle."""
+    """A queued job: its id (database, quota ledger, buttons and generation service alike)
+    and the service's handle."""
 
     job_id: str
     job: Job = field(repr=False)
@@ -211,7 +212,7 @@ class JobOrchestrator:
             requester.guild_id, requester.user_id, requester.role_ids, request.count, job_id
         )
         try:
-            job = self._generation.submit(request, owner=requester.owner)
+            job = self._generation.submit(request, owner=requester.owner, job_id=job_id)
         except BaseException:
             await services.quota.refund(job_id)
             raise

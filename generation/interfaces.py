@@ -71,8 +71,11 @@ class GenerationBackend(Protocol):
 
     async def close(self) -> None: ...
 
-    def submit(self, request: GenerationRequest, owner: str = "") -> Job:
-        """Validate and queue; raises `RequestError` or `QueueFullError`."""
+    def submit(
+        self, request: GenerationRequest, owner: str = "", job_id: str | None = None
+    ) -> Job:
+        """Validate and queue (under `job_id` when given); raises `RequestError` or
+        `QueueFullError`."""
         ...
 
     def queue_length(self) -> int: ...

@@ -38,8 +38,9 @@ class Job:
         request: GenerationRequest,
         owner: str,
         canceller: Callable[[Job], bool],
+        job_id: str | None = None,
     ) -> None:
-        self.id: str = uuid.uuid4().hex
+        self.id: str = job_id or uuid.uuid4().hex
         self.request = request
         self.owner = owner
         self._canceller = canceller

@@ -30,6 +30,7 @@ from generation.errors import (
     JobCancelledError,
     OutOfMemoryError,
     QueueFullError,
+    RequestError,
 )
 from generation.events import (
     GenerationResult,
@@ -202,17 +203,22 @@ class GenerationService:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, owner: str = "") -> Job:
+    def submit(
+        self, request: GenerationRequest, owner: str = "", job_id: str | None = None
+    ) -> Job:
         """Validate `request` and queue it for `owner`; raises `RequestError`/`QueueFullError`.
 
         The returned job's `request` is the validated one (with its concrete seed). Its first
-        event is `JobQueued(position)`.
+        event is `JobQueued(position)`. `job_id` lets a caller that records the job before
+        queueing it (quota reservations, history) use one id everywhere; default: a new uuid.
         """
+        if job_id is not None and job_id in self._live:
+            raise RequestError(f"job id {job_id} is already in use")
         if not self._accepting:
             raise ServiceClosedError(
                 "The image generator is shutting down and takes no new requests."
             )
-        job = Job(request.validated(self._limits), owner, self._cancel)
+        job = Job(request.validated(self._limits), owner, self._cancel, job_id)
         self._policy.push(job)
         self._live[job.id] = job
         log.debug("job %s queued for %r: %d image(s)", job.id, owner, job.request.count)

@@ -159,7 +159,8 @@ class Member(Base):
 class Job(Base):
     """One generation (or upscale) request, with everything needed to redo or re-post it.
 
-    The id is the generation service's uuid hex, so buttons can carry it in custom_ids.
+    The id is a uuid hex, shared with the generation service's job and the quota ledger,
+    and short enough for buttons to carry it in their custom_ids.
     """
 
     __tablename__ = "jobs"

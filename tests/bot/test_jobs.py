@@ -28,6 +28,7 @@ async def test_success_stores_images_charges_and_records(
     """A finished job stores each image, charges its images and records seeds."""
     sub = await orchestrator.submit(ALICE, JobPlan(small(count=2, seed=7)))
     assert await used(services) == 2  # reserved before queueing
+    assert sub.job.id == sub.job_id  # one id in the service, the ledger and the database
     outcome = await orchestrator.run(sub)
     assert outcome.status is OutcomeStatus.SUCCEEDED
     assert outcome.seeds == (7, 8)

@@ -293,3 +293,13 @@ async def test_encode_grid_off_the_loop(service: GenerationService) -> None:
     assert [ext for _, ext in singles] == ["jpg"] * 4
     small, small_ext = await service.encode_grid(result.images, limit_bytes=len(data) // 4)
     assert len(small) <= len(data) // 4 and small_ext in ("webp", "jpg")
+
+
+async def test_submit_uses_a_given_job_id_once(service: GenerationService) -> None:
+    """A caller-chosen job id becomes the job's id; reusing a live one is refused."""
+    request = small_request(seed=1)
+    job = service.submit(request, owner="a", job_id="f" * 32)
+    assert job.id == "f" * 32
+    with pytest.raises(RequestError, match="already in use"):
+        service.submit(request, owner="b", job_id="f" * 32)
+    await job.result()
