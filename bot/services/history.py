@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Job, JobKind, JobStatus
@@ -307,7 +307,7 @@ class HistoryService:
         exclusive. `before`: the previous page's `next_cursor`.
         """
         limit = max(1, min(limit, MAX_PAGE))
-        query = select(Job).where(*_filters(guild_id, user_id, text, status, since, until))
+        query = _newest_first(guild_id, user_id, text, status, since, until)
         if before is not None:
             query = query.where(
                 or_(
@@ -315,7 +315,7 @@ class HistoryService:
                     and_(Job.created_at == before.created_at, Job.id < before.job_id),
                 )
             )
-        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        query = query.limit(limit + 1)
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
         items = [_view(row) for row in rows[:limit]]
@@ -337,11 +337,7 @@ class HistoryService:
         The csv module quotes commas, quotes and newlines; cells a spreadsheet would run
         as a formula get a leading apostrophe.
         """
-        query = (
-            select(Job)
-            .where(*_filters(guild_id, user_id, text, status, since, until))
-            .order_by(Job.created_at.desc(), Job.id.desc())
-        )
+        query = _newest_first(guild_id, user_id, text, status, since, until)
         out = io.StringIO()
         writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
         writer.writerow(CSV_COLUMNS)
@@ -415,14 +411,15 @@ def _statuses(
     return [JobStatus(s) for s in status]
 
 
-def _filters(
+def _newest_first(
     guild_id: int,
     user_id: int | None,
     text: str | None,
     status: JobStatus | str | Iterable[JobStatus | str] | None,
     since: datetime | None,
     until: datetime | None,
-) -> list[ColumnElement[bool]]:
+) -> Select[tuple[Job]]:
+    """A guild's jobs matching the filters, newest first (same time: larger id first)."""
     conditions: list[ColumnElement[bool]] = [Job.guild_id == guild_id]
     if user_id is not None:
         conditions.append(Job.user_id == user_id)
@@ -436,7 +433,7 @@ def _filters(
         conditions.append(Job.created_at >= since)
     if until is not None:
         conditions.append(Job.created_at < until)
-    return conditions
+    return select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc())
 
 
 def _view(job: Job) -> JobView:

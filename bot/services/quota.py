@@ -218,31 +218,19 @@ class QuotaService:
 
             used = await _take(session, guild_id, user_id, starts, own.period, n, own.limit)
             if used is None:
-                await session.rollback()
-                current = await _read_used(session, guild_id, user_id, own.period, starts)
                 assert own.limit is not None  # an unlimited take cannot fail
-                raise QuotaExceeded(
-                    own.limit,
-                    current,
-                    next_reset(own.period, now),
-                    own.source.value,
-                    requested=n,
-                    period=own.period.value,
+                raise await _refusal(
+                    session, guild_id, user_id, starts, own.period, n, own.limit,
+                    own.source.value, now,
                 )
             cap_period = cap.period if cap is not None else own.period
             cap_limit = cap.limit_images if cap is not None else None
             cap_used = await _take(session, guild_id, GUILD_TOTAL, starts, cap_period, n, cap_limit)
             if cap_used is None:
-                await session.rollback()
                 assert cap is not None
-                current = await _read_used(session, guild_id, GUILD_TOTAL, cap.period, starts)
-                raise QuotaExceeded(
-                    cap.limit_images,
-                    current,
-                    next_reset(cap.period, now),
-                    QuotaSource.CAP.value,
-                    requested=n,
-                    period=cap.period.value,
+                raise await _refusal(
+                    session, guild_id, GUILD_TOTAL, starts, cap.period, n, cap.limit_images,
+                    QuotaSource.CAP.value, now,
                 )
             await session.commit()
 
@@ -637,6 +625,26 @@ async def _give_back(
                 used=case((COUNTERS.c.used >= n, COUNTERS.c.used - n), else_=0)
             )
         )
+
+
+async def _refusal(
+    session: AsyncSession,
+    guild_id: int,
+    subject: int,
+    starts: Mapping[Period, datetime],
+    period: Period,
+    n: int,
+    limit: int,
+    source: str,
+    now: datetime,
+) -> QuotaExceeded:
+    """After a `_take` that did not fit: roll the reservation back, then say why, with the
+    subject's counter as it now stands."""
+    await session.rollback()
+    current = await _read_used(session, guild_id, subject, period, starts)
+    return QuotaExceeded(
+        limit, current, next_reset(period, now), source, requested=n, period=period.value
+    )
 
 
 async def _read_used(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import discord
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _JOB = r"(?P<job>[0-9a-f]{32})"
 _INDEX = r"(?P<i>[1-4])"
+_NEVER = r"(?!)"  # matches no custom_id
 
 _Dynamic = discord.ui.DynamicItem[discord.ui.Button]
 
@@ -71,124 +72,135 @@ async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -
         await reporter(interaction, exc)
 
 
-class UpscaleButton(_Dynamic, template=rf"imagine:u:{_JOB}:{_INDEX}"):
+class _JobButton(_Dynamic, template=_NEVER):
+    """A button acting on one job: a press calls `ImagineActions.<action>(job_id, *args)`.
+
+    discord.py compiles a template for every DynamicItem class, so this base gets one that
+    matches nothing; it is never registered. Each subclass passes its own `template=`.
+    """
+
+    action: ClassVar[str]  # the `ImagineActions` method a press calls
+
+    def __init__(self, job_id: str, *, custom_id: str, row: int | None, **look: Any) -> None:
+        super().__init__(discord.ui.Button(custom_id=custom_id, row=row, **look))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
+        return cls(match["job"], row=item.row)
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.job_id,)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _dispatch(interaction, self.action, *self._args())
+
+
+class _ImageButton(_JobButton, template=_NEVER):
+    """A button acting on image `index` (1-4) of one job."""
+
+    def __init__(
+        self, job_id: str, index: int, *, custom_id: str, row: int | None, **look: Any
+    ) -> None:
+        super().__init__(job_id, custom_id=custom_id, row=row, **look)
+        self.index = index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
+        return cls(match["job"], int(match["i"]), row=item.row)
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.job_id, self.index)
+
+
+class UpscaleButton(_ImageButton, template=rf"imagine:u:{_JOB}:{_INDEX}"):
     """U1-U4: post image i of the job alone, at full size."""
 
+    action = "upscale"
+
     def __init__(self, job_id: str, index: int, *, row: int | None = 0) -> None:
-        button = discord.ui.Button(
+        super().__init__(
+            job_id,
+            index,
             label=f"U{index}",
             style=discord.ButtonStyle.secondary,
             custom_id=f"imagine:u:{job_id}:{index}",
             row=row,
         )
-        super().__init__(button)
-        self.job_id = job_id
-        self.index = index
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> UpscaleButton:
-        return cls(match["job"], int(match["i"]), row=item.row)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, "upscale", self.job_id, self.index)
 
 
-class VariationButton(_Dynamic, template=rf"imagine:v:{_JOB}:{_INDEX}"):
+class VariationButton(_ImageButton, template=rf"imagine:v:{_JOB}:{_INDEX}"):
     """V1-V4: four variations of image i (img2img from it with the same prompt)."""
+
+    action = "vary"
 
     def __init__(
         self, job_id: str, index: int, *, row: int | None = 1, label: str | None = None
     ) -> None:
-        button = discord.ui.Button(
+        super().__init__(
+            job_id,
+            index,
             label=label or f"V{index}",
             style=discord.ButtonStyle.secondary,
             custom_id=f"imagine:v:{job_id}:{index}",
             row=row,
         )
-        super().__init__(button)
-        self.job_id = job_id
-        self.index = index
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> VariationButton:
+    ) -> Self:
         label = getattr(item, "label", None)
         return cls(match["job"], int(match["i"]), row=item.row, label=label)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, "vary", self.job_id, self.index)
 
-
-class RerollButton(_Dynamic, template=rf"imagine:r:{_JOB}"):
+class RerollButton(_JobButton, template=rf"imagine:r:{_JOB}"):
     """Run the job again with the same parameters and new seeds."""
 
+    action = "reroll"
+
     def __init__(self, job_id: str, *, row: int | None = 2) -> None:
-        button = discord.ui.Button(
+        super().__init__(
+            job_id,
             emoji="\N{ANTICLOCKWISE DOWNWARDS AND UPWARDS OPEN CIRCLE ARROWS}",
             style=discord.ButtonStyle.secondary,
             custom_id=f"imagine:r:{job_id}",
             row=row,
         )
-        super().__init__(button)
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> RerollButton:
-        return cls(match["job"], row=item.row)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, "reroll", self.job_id)
 
 
-class DeleteButton(_Dynamic, template=rf"imagine:d:{_JOB}"):
+class DeleteButton(_JobButton, template=rf"imagine:d:{_JOB}"):
     """Delete the message it is on; the requester or an admin only."""
 
+    action = "delete"
+
     def __init__(self, job_id: str, *, row: int | None = 2) -> None:
-        button = discord.ui.Button(
+        super().__init__(
+            job_id,
             emoji="\N{WASTEBASKET}",
             style=discord.ButtonStyle.danger,
             custom_id=f"imagine:d:{job_id}",
             row=row,
         )
-        super().__init__(button)
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> DeleteButton:
-        return cls(match["job"], row=item.row)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, "delete", self.job_id)
 
 
-class CancelButton(_Dynamic, template=rf"imagine:c:{_JOB}"):
+class CancelButton(_JobButton, template=rf"imagine:c:{_JOB}"):
     """Cancel a job still waiting in the queue; its owner only. Refunds the reservation."""
 
+    action = "cancel"
+
     def __init__(self, job_id: str, *, row: int | None = 0) -> None:
-        button = discord.ui.Button(
+        super().__init__(
+            job_id,
             label="Cancel",
             style=discord.ButtonStyle.secondary,
             custom_id=f"imagine:c:{job_id}",
             row=row,
         )
-        super().__init__(button)
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> CancelButton:
-        return cls(match["job"], row=item.row)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, "cancel", self.job_id)
 
 
 ALL_BUTTONS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (

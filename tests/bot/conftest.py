@@ -13,13 +13,13 @@ from bot.jobs import JobOrchestrator
 from bot.services import Services, build_services
 from generation.engine import DiffusersEngine
 from generation.errors import OutOfMemoryError
-from generation.events import GenerationResult
 from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
 from generation.request import GenerationRequest
 from generation.service import GenerationService
 from generation.tiny import TINY_MODEL_ID, ensure_tiny_model
 from tests.db.fixtures import clock, db_url, engine, migrated_template, sessions
+from tests.generation.engines import PassThroughEngine
 
 __all__ = ["clock", "db_url", "engine", "migrated_template", "sessions"]
 
@@ -32,25 +32,12 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class FlaggingEngine:
+class FlaggingEngine(PassThroughEngine):
     """The real tiny engine, with the safety checker's verdict forced (NSFW policy tests)."""
 
     def __init__(self, inner: DiffusersEngine, flagged: Sequence[int]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.flagged = set(flagged)  # 1-based image indexes to flag
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def warmup(self, width: int, height: int) -> GenerationResult:
-        return self.inner.warmup(width, height)
 
     def generate(self, requests, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
         results = self.inner.generate(requests, on_step, should_stop)

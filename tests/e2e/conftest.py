@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,16 @@ from PIL import Image
 from bot.app import ImagineBot
 from bot.config import Settings, load_settings
 from generation.engine import DiffusersEngine
-from generation.events import GenerationResult
 from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService
 from generation.tiny import ensure_tiny_model
-from tests.fakediscord import (
-    FakeChannel,
-    FakeDiscord,
-    FakeGuild,
-    FakeMember,
-    FakeRole,
-    Permissions,
-    restore_discord_urls,
-)
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.fixtures import Server, add_server, discord_urls, fake
 from tests.fakediscord.models import Message
+from tests.generation.engines import PassThroughEngine
+
+__all__ = ["discord_urls", "fake"]
 
 #: Default image size and steps for e2e jobs: a 2x2 grid is 128x128.
 SIZE = 64
@@ -52,21 +46,8 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def discord_urls() -> Iterator[None]:
-    """discord.py's REST base and gateway URL are class attributes: restore them."""
-    with restore_discord_urls():
-        yield
-
-
-@dataclass
-class World:
-    guild: FakeGuild
-    channel: FakeChannel
-    admin_role: FakeRole
-    admin: FakeMember
-    alice: FakeMember
-    bob: FakeMember
+#: The e2e tests' name for the standard test server.
+World = Server
 
 
 @pytest.fixture
@@ -76,23 +57,8 @@ def guild_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(first_response_timeout=3.0) as fake:
-        yield fake
-
-
-@pytest.fixture
 def world(fake: FakeDiscord, guild_options: dict[str, Any]) -> World:
-    guild = fake.add_guild("Test Server", **guild_options)
-    admin_role = fake.add_role(guild, "Admins", permissions=Permissions.MANAGE_GUILD)
-    return World(
-        guild=guild,
-        channel=guild.channels[0],
-        admin_role=admin_role,
-        admin=fake.add_member(guild, "admin", roles=[admin_role]),
-        alice=fake.add_member(guild, "alice"),
-        bob=fake.add_member(guild, "bob"),
-    )
+    return add_server(fake, **guild_options)
 
 
 SettingsFactory = Callable[..., Settings]
@@ -172,22 +138,13 @@ async def bot(fake: FakeDiscord, world: World, settings: Settings) -> AsyncItera
         yield bot
 
 
-class SlowSteps:
+class SlowSteps(PassThroughEngine):
     """The real tiny engine, pausing after each denoising step so a job lasts a known minimum
     time (the tiny model alone can finish before its queued message is even sent)."""
 
     def __init__(self, inner: DiffusersEngine, pause: float) -> None:
-        self.inner, self.pause = inner, pause
-        self.model_id = inner.model_id
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def warmup(self, width: int, height: int) -> GenerationResult:
-        return self.inner.warmup(width, height)
+        super().__init__(inner)
+        self.pause = pause
 
     def generate(self, requests, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
         def slow_step(step: int, total: int) -> None:

@@ -8,8 +8,7 @@ the presser is still an admin.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -19,13 +18,14 @@ from bot.audit_format import (
     ACTIONS,
     PAGE_SIZE,
     PAGE_TEMPLATE,
+    PREFIX,
     AuditPageRef,
     audit_custom_id,
     entry_text,
     parse_audit_ref,
 )
 from bot.cogs.admin.access import ADMIN_HINT, admin_only, guild_id_of, reply, require_admin
-from bot.cogs.errors import MemberError
+from bot.cogs.admin.paging import PageButton, page_footer
 from bot.history_format import Direction
 from bot.paging import CHUNK, PageSlice, newer_page
 from bot.services.audit import AuditEntry
@@ -36,36 +36,14 @@ if TYPE_CHECKING:
 __all__ = ["AuditCog", "AuditPageButton"]
 
 
-class AuditPageButton(discord.ui.DynamicItem[discord.ui.Button], template=PAGE_TEMPLATE):
+class AuditPageButton(PageButton, template=PAGE_TEMPLATE):
     """Prev/Next under an audit page; all its state is in the custom_id."""
 
-    def __init__(self, ref: AuditPageRef | None, custom_id: str, label: str) -> None:
-        super().__init__(
-            discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=custom_id)
-        )
-        self.ref = ref
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> AuditPageButton:
-        try:
-            ref: AuditPageRef | None = parse_audit_ref(match)
-        except ValueError:
-            ref = None
-        return cls(ref, match.string, getattr(item, "label", None) or "Page")
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        client = cast("ImagineBot", interaction.client)
-        try:
-            cog = client.get_cog(AuditCog.__cog_name__)
-            if not isinstance(cog, AuditCog):
-                raise RuntimeError("the audit cog is not loaded")
-            if self.ref is None:
-                raise MemberError("This page is out of date: run `/audit` again.")
-            await cog.turn_page(interaction, self.ref)
-        except Exception as exc:
-            await client.report_interaction_error(interaction, exc)
+    cog_name = "Audit"
+    command = "/audit"
+    prefix = PREFIX
+    parse_ref = staticmethod(parse_audit_ref)
+    custom_id_of = staticmethod(audit_custom_id)
 
 
 class AuditCog(commands.Cog, name="Audit"):
@@ -152,24 +130,14 @@ def render_page(
         filters.append(f"by one admin ({actor_id})")
     if action is not None:
         filters.append(ACTIONS.get(action, action).lower())
-    footer = "Newest first; times in your time zone."
-    embed.set_footer(text=f"Filters: {', '.join(filters)}. {footer}" if filters else footer)
+    embed.set_footer(text=page_footer(", ".join(filters)))
 
-    view = discord.ui.View(timeout=None)
     newer = older = None
     if page.items and page.has_newer:
         newer = AuditPageRef(Direction.NEWER, page.items[0].id, actor_id, action)
     if page.items and page.has_older:
         older = AuditPageRef(Direction.OLDER, page.items[-1].id, actor_id, action)
-    view.add_item(_button("Prev", newer, "imagine:a:none:prev"))
-    view.add_item(_button("Next", older, "imagine:a:none:next"))
-    return embed, view
-
-
-def _button(label: str, ref: AuditPageRef | None, placeholder: str) -> discord.ui.Item[Any]:
-    if ref is None:
-        return discord.ui.Button(label=label, custom_id=placeholder, disabled=True)
-    return AuditPageButton(ref, audit_custom_id(ref), label)
+    return embed, AuditPageButton.prev_next(newer, older)
 
 
 def _entry_id(entry: AuditEntry) -> int:

@@ -15,8 +15,7 @@ import csv
 import datetime as dt
 import gzip
 import io
-import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -30,6 +29,7 @@ from bot.cogs.admin.access import (
     reply,
     require_admin,
 )
+from bot.cogs.admin.paging import PageButton, page_footer
 from bot.cogs.errors import MemberError
 from bot.cogs.imagine import upload_limit
 from bot.db.models import JobStatus
@@ -37,6 +37,7 @@ from bot.history_format import (
     MAX_TEXT_FILTER,
     PAGE_SIZE,
     PAGE_TEMPLATE,
+    PREFIX,
     Direction,
     HistoryQuery,
     PageRef,
@@ -58,37 +59,14 @@ NOT_YOURS = "Only server admins can see other members' history."
 EXPORT_TEXT_MAX = 200
 
 
-class HistoryPageButton(discord.ui.DynamicItem[discord.ui.Button], template=PAGE_TEMPLATE):
+class HistoryPageButton(PageButton, template=PAGE_TEMPLATE):
     """Prev/Next under a history page; all its state is in the custom_id."""
 
-    def __init__(self, ref: PageRef | None, custom_id: str, label: str) -> None:
-        super().__init__(
-            discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=custom_id)
-        )
-        self.ref = ref
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> HistoryPageButton:
-        try:
-            ref: PageRef | None = parse_page_ref(match)
-        except ValueError:
-            ref = None  # answered in the callback: an error here would only be logged
-        label = getattr(item, "label", None) or "Page"
-        return cls(ref, match.string, label)
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        client = cast("ImagineBot", interaction.client)
-        try:
-            cog = client.get_cog(HistoryCog.__cog_name__)
-            if not isinstance(cog, HistoryCog):
-                raise RuntimeError("the history cog is not loaded")
-            if self.ref is None:
-                raise MemberError("This page is out of date: run `/history list` again.")
-            await cog.turn_page(interaction, self.ref)
-        except Exception as exc:
-            await client.report_interaction_error(interaction, exc)
+    cog_name = "History"
+    command = "/history list"
+    prefix = PREFIX
+    parse_ref = staticmethod(parse_page_ref)
+    custom_id_of = staticmethod(page_custom_id)
 
 
 class HistoryCog(commands.Cog, name="History"):
@@ -253,12 +231,8 @@ def render_page(
     embed = discord.Embed(
         title=title, description=description[:4096], colour=discord.Colour.blurple()
     )
-    described = query.describe()
-    footer = "Newest first; times in your time zone."
-    if described:
-        footer = f"Filters: {described}. {footer}"
+    footer = page_footer(query.describe())
 
-    view = discord.ui.View(timeout=None)
     newer = older = None
     if page.items and page.has_newer:
         newer = PageRef(Direction.NEWER, query, page.items[0].cursor)
@@ -266,19 +240,8 @@ def render_page(
         older = PageRef(Direction.OLDER, query, page.items[-1].cursor)
     if any(ref is not None and page_custom_id(ref) is None for ref in (newer, older)):
         footer += " The text filter is too long for paging buttons; shorten it."
-    view.add_item(_button("Prev", newer))
-    view.add_item(_button("Next", older))
     embed.set_footer(text=footer)
-    return embed, view
-
-
-def _button(label: str, ref: PageRef | None) -> discord.ui.Item[Any]:
-    """A paging button, or a disabled stand-in at either end (or if the ref cannot fit)."""
-    custom_id = page_custom_id(ref) if ref is not None else None
-    if ref is None or custom_id is None:
-        placeholder = f"imagine:h:none:{label.lower()}"
-        return discord.ui.Button(label=label, custom_id=placeholder, disabled=True)
-    return HistoryPageButton(ref, custom_id, label)
+    return embed, HistoryPageButton.prev_next(newer, older)
 
 
 def _query(
