@@ -90,8 +90,13 @@ class HistoryQuery:
             "text": self.text,
             "status": self.status,
             "since": _midnight(self.since) if self.since else None,
-            # `until` is inclusive for people, exclusive for the service.
-            "until": _midnight(self.until + dt.timedelta(days=1)) if self.until else None,
+            # `until` is inclusive for people, exclusive for the service (the last day
+            # there is has no next midnight: no upper bound then).
+            "until": (
+                _midnight(self.until + dt.timedelta(days=1))
+                if self.until and self.until < dt.date.max
+                else None
+            ),
         }
 
     def describe(self) -> str:

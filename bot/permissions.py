@@ -10,7 +10,7 @@ import discord
 
 from bot.services.moderation import ModerationService
 
-__all__ = ["can_manage_messages", "has_admin_permissions", "is_admin"]
+__all__ = ["can_manage_messages", "has_admin_permissions", "is_admin", "server_permissions"]
 
 
 def has_admin_permissions(permissions: discord.Permissions) -> bool:
@@ -18,11 +18,27 @@ def has_admin_permissions(permissions: discord.Permissions) -> bool:
     return permissions.administrator or permissions.manage_guild
 
 
+def server_permissions(interaction: discord.Interaction) -> discord.Permissions:
+    """The invoker's server-wide permissions (roles, ownership, Administrator).
+
+    `interaction.permissions` are the invoker's permissions *in the channel*, after its
+    overwrites: a channel overwrite could grant Manage Server to a member there, or take it
+    from an admin. Manage Server is a server permission, so it is read from the roles of the
+    cached server; without that cache (no guilds intent) the channel's are all there is.
+    """
+    user = interaction.user
+    guild_id = interaction.guild_id
+    cached = interaction.client.get_guild(guild_id) if guild_id is not None else None
+    if cached is not None and isinstance(user, discord.Member) and user.guild is cached:
+        return user.guild_permissions
+    return interaction.permissions
+
+
 async def is_admin(interaction: discord.Interaction, moderation: ModerationService) -> bool:
     """Manage Server (or Administrator), or the admin role configured for this server."""
     if interaction.guild_id is None:
         return False
-    if has_admin_permissions(interaction.permissions):
+    if has_admin_permissions(server_permissions(interaction)):
         return True
     settings = await moderation.get_settings(interaction.guild_id)
     if settings.admin_role_id is None:

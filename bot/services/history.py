@@ -13,7 +13,7 @@ import io
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select, update
@@ -64,8 +64,12 @@ CSV_COLUMNS = (
     "error",
     "result_url",
 )
-# A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection).
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection),
+# also after leading whitespace (trimmed on import) and in their full-width forms (which
+# East Asian spreadsheet locales accept as the ASCII signs).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "|", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class Cursor:
     job_id: str
 
     def encode(self) -> str:
-        micros = int(self.created_at.timestamp() * 1_000_000)
+        micros = (self.created_at - _EPOCH) // _MICROSECOND  # exact, no float rounding
         return f"{micros}.{self.job_id}"
 
     @classmethod
@@ -500,6 +504,6 @@ def _csv_row(job: JobView) -> list[object]:
 def _cell(value: object) -> str:
     """A CSV cell as text, with formula triggers neutralised by a leading apostrophe."""
     text = "" if value is None else str(value)
-    if text.startswith(FORMULA_TRIGGERS):
+    if text.startswith(FORMULA_TRIGGERS) or text.lstrip().startswith(FORMULA_TRIGGERS):
         return "'" + text
     return text

@@ -37,6 +37,10 @@ MAX_WORD_CHARS = 200
 # word joiner, BOM, soft hyphen, bidi controls) and combining marks (Mn) left over after
 # NFKC, which only decorate letters (e.g. strike-through overlays).
 _STRIPPED_CATEGORIES = frozenset({"Cf", "Mn"})
+# Hangul fillers: letters (Lo) that render as nothing or a blank, a known invisible trick.
+_STRIPPED_CHARS = frozenset("\u115f\u1160\u3164\uffa0")
+# Punctuation between two letters or digits of a blocked phrase: a word separator.
+_INNER_SEPARATOR = re.compile(r"(?<=[^\W_])[\W_]+(?=[^\W_])")
 # Letters and digits (a "word character" without the underscore): whole-word boundaries.
 _WORD_CHAR = r"[^\W_]"
 
@@ -45,20 +49,29 @@ def normalize(text: str) -> str:
     """Text as the blocklist compares it: NFKC, invisible characters removed, casefolded,
     runs of whitespace collapsed to one space."""
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _STRIPPED_CATEGORIES)
-    text = unicodedata.normalize("NFKC", text.casefold())
-    return " ".join(text.split())
+    text = unicodedata.normalize("NFKC", _strip_invisible(text).casefold())
+    # Case folding can add marks ("İ" -> "i" + combining dot above): strip again.
+    return " ".join(_strip_invisible(text).split())
+
+
+def _strip_invisible(text: str) -> str:
+    return "".join(
+        ch
+        for ch in text
+        if ch not in _STRIPPED_CHARS and unicodedata.category(ch) not in _STRIPPED_CATEGORIES
+    )
 
 
 def find_blocked(text: str, words: Iterable[str]) -> str | None:
     """The first blocked word or phrase (already normalised) found in `text`, or None.
 
     Whole words only; between the words of a phrase any run of spaces or punctuation
-    counts ("teddy bear" matches "teddy-bear").
+    counts, in the prompt and in the blocked phrase alike ("teddy bear" matches
+    "teddy-bear", "x-rated" matches "x rated").
     """
     haystack = normalize(text)
     for word in sorted(words, key=len, reverse=True):
-        parts = [re.escape(part) for part in word.split(" ") if part]
+        parts = [re.escape(part) for part in _INNER_SEPARATOR.split(word) if part.strip()]
         if not parts:
             continue
         pattern = rf"(?<!{_WORD_CHAR})" + r"[\W_]+".join(parts) + rf"(?!{_WORD_CHAR})"

@@ -286,10 +286,13 @@ class QuotaService:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 await session.rollback()
                 return 0
-            # The images come back to the periods they were taken from.
+            # The images come back to the periods they were taken from; not to the member's
+            # counters an admin reset since (the reset already gave these images back).
             starts = _starts(reserved.created_at)
-            for subject in (reserved.user_id, GUILD_TOTAL):
-                await _give_back(session, reserved.guild_id, subject, starts, amount)
+            reset_since = await _reset_periods_since(session, reserved, starts)
+            own_starts = {p: s for p, s in starts.items() if p not in reset_since}
+            await _give_back(session, reserved.guild_id, reserved.user_id, own_starts, amount)
+            await _give_back(session, reserved.guild_id, GUILD_TOTAL, starts, amount)
             await session.commit()
             return amount
 
@@ -625,6 +628,25 @@ async def _give_back(
                 used=case((COUNTERS.c.used >= n, COUNTERS.c.used - n), else_=0)
             )
         )
+
+
+async def _reset_periods_since(
+    session: AsyncSession, reserved: UsageEntry, starts: Mapping[Period, datetime]
+) -> set[Period]:
+    """The periods of `starts` whose member counter an admin reset after `reserved`."""
+    resets = await session.scalars(
+        select(UsageEntry.created_at).where(
+            UsageEntry.guild_id == reserved.guild_id,
+            UsageEntry.user_id == reserved.user_id,
+            UsageEntry.kind == LedgerKind.RESET,
+            UsageEntry.id > reserved.id,
+        )
+    )
+    periods: set[Period] = set()
+    for at in resets.all():
+        reset_starts = _starts(at)
+        periods.update(p for p, start in starts.items() if reset_starts[p] == start)
+    return periods
 
 
 async def _refusal(

@@ -135,3 +135,10 @@ def test_entry_escapes_and_shortens_the_prompt() -> None:
 def test_failed_entry_has_no_result_link() -> None:
     """Only succeeded jobs link a result."""
     assert "[result]" not in entry_text(job(status=JobStatus.FAILED), show_member=False)
+
+
+def test_until_the_last_representable_day_means_no_upper_bound() -> None:
+    """until=9999-12-31 is accepted (its next midnight does not exist): no upper bound."""
+    query = HistoryQuery.build(1, until="9999-12-31")
+    assert query.filters()["until"] is None
+    assert query.describe() == "until 9999-12-31"

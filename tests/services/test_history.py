@@ -290,3 +290,34 @@ async def test_stats_count_succeeded_images(services: Services) -> None:
     assert (everyone.jobs, everyone.images, everyone.gpu_seconds) == (2, 6, 3.5)
     bob = await history.stats(GUILD, BOB)
     assert (bob.jobs, bob.images) == (1, 2)
+
+
+HIDDEN_FORMULAS = [
+    " =1+1",
+    "   @SUM(A1:A2)",
+    "\u3000=1+1",  # ideographic space
+    "\n=cmd|' /C calc'!A0",
+    "|cmd",
+    "\uff1d1+1",  # full-width equals sign
+    "\uff0bcmd",  # full-width plus sign
+]
+
+
+async def test_csv_export_neutralises_formulas_behind_whitespace_or_wide_signs(
+    services: Services, clock: FakeClock
+) -> None:
+    """Cells whose formula sign follows leading whitespace, or is full-width, get the quote."""
+    history = services.history
+    for prompt in HIDDEN_FORMULAS:
+        clock.advance(seconds=1)
+        await history.create_job(_record(prompt))
+
+    rows = list(csv.DictReader(io.StringIO(await history.export_csv(GUILD), newline="")))
+
+    assert [row["prompt"] for row in reversed(rows)] == ["'" + p for p in HIDDEN_FORMULAS]
+
+
+def test_cursor_round_trips_after_2038() -> None:
+    """Cursor text keeps the exact microsecond for any date (no float rounding)."""
+    cursor = Cursor(datetime(2040, 10, 11, 9, 55, 1, 988775, tzinfo=UTC), "ab" * 16)
+    assert Cursor.decode(cursor.encode()) == cursor

@@ -225,3 +225,32 @@ async def test_touch_member_keeps_first_seen(services: Services, clock: FakeCloc
     await services.moderation.touch_member(GUILD, ALICE)
     assert await services.moderation.member_seen(GUILD, ALICE) == (first, later)
     assert await services.moderation.member_seen(OTHER_GUILD, ALICE) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("KİLL", "kill"),  # capital dotted I casefolds to i + a combining dot
+        ("b\u3164ad", "bad"),  # Hangul filler, an invisible "blank" used on Discord
+        ("b\u115fa\u1160d\uffa0", "bad"),  # the other Hangul fillers
+    ],
+)
+def test_normalize_removes_marks_and_fillers_left_by_casefolding(raw: str, expected: str) -> None:
+    """Marks that case folding creates and invisible Hangul fillers do not survive."""
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "hit"),
+    [
+        ("an x rated film", "x-rated"),
+        ("an X_RATED film", "x-rated"),
+        ("I DON’T care", "don't"),
+        ("a taxi-rated review", None),
+    ],
+)
+def test_blocked_phrase_with_punctuation_matches_any_separator(
+    prompt: str, hit: str | None
+) -> None:
+    """Punctuation inside a blocked phrase separates words like a space does."""
+    assert find_blocked(prompt, ["x-rated", "don't"]) == hit

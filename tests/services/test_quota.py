@@ -409,3 +409,21 @@ async def test_usage_summaries(services: Services) -> None:
     weekly = await quota.server_usage(GUILD, "week")
     assert weekly.resets_at == datetime(2026, 3, 16, tzinfo=UTC)
     assert weekly.used == 5
+
+
+async def test_refund_of_a_job_reserved_before_a_reset_gives_nothing_back_twice(
+    services: Services,
+) -> None:
+    """A job in flight during /quota reset, refunded later, does not free images again."""
+    quota = services.quota
+    await quota.set_rule(GUILD, "member", ALICE, 5, "day", ADMIN)
+    await quota.reserve(GUILD, ALICE, [], 5, _job(1))  # in flight
+    assert await quota.reset_member(GUILD, ALICE, ADMIN) == 5
+    await quota.reserve(GUILD, ALICE, [], 5, _job(2))  # the 5 images the reset gave back
+
+    assert await quota.refund(_job(1)) == 5  # the in-flight job fails afterwards
+    status = await quota.status(GUILD, ALICE, [])
+    assert (status.used, status.remaining) == (5, 0)
+    assert (await quota.server_usage(GUILD)).used == 5
+    with pytest.raises(QuotaExceeded):
+        await quota.reserve(GUILD, ALICE, [], 1, _job(3))

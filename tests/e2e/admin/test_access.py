@@ -160,3 +160,21 @@ async def test_admin_actions_are_audited_and_paged(
     only_bans = await call(fake, world.channel, world.admin, "audit", action="ban")
     assert "Member banned" in only_bans.text() and "Word blocked" not in only_bans.text()
     assert fake.violations == []
+
+
+async def test_admin_check_uses_server_permissions_not_channel_overwrites(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """Manage Server is a server permission: a channel overwrite neither grants nor takes it."""
+    fake.override_command_permissions(world.guild, "blocklist")
+    fake.set_overwrite(world.channel, world.bob, allow=Permissions.MANAGE_GUILD)
+    fake.set_overwrite(world.channel, world.admin_role, deny=Permissions.MANAGE_GUILD)
+
+    refusal = await call(fake, world.channel, world.bob, "blocklist add", word="ogre")
+    assert refused(refusal, NOT_ADMIN)
+    assert await bot.services.moderation.blocked_words(world.guild.id) == []
+
+    added = await call(fake, world.channel, world.admin, "blocklist add", word="troll")
+    assert added.ephemeral and "Blocked" in added.content
+    assert await bot.services.moderation.blocked_words(world.guild.id) == ["troll"]
+    assert fake.violations == []
