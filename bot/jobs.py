@@ -247,7 +247,7 @@ class JobOrchestrator:
         try:
             async for event in submission.job.events():
                 if isinstance(event, JobStarted):
-                    await self._services.history.mark_running(submission.job_id)
+                    await self._quietly(self._services.history.mark_running(submission.job_id))
                 if isinstance(event, JobFinished):
                     return await self._succeeded(submission, event.result)
                 if isinstance(event, JobFailed):
@@ -276,17 +276,23 @@ class JobOrchestrator:
             log.info("refunded %d job(s) left unfinished by the previous run", len(unfinished))
         return len(unfinished)
 
-    async def regenerate(self, job: JobView, index: int) -> Image.Image:
+    async def regenerate(
+        self, job: JobView, index: int, owner: str | None = None
+    ) -> Image.Image:
         """Re-make image `index` (1-based) of a stored job from its parameters and seed.
 
         For U/V buttons whose image file is gone. Not charged: the member already paid for
         the image. Variations need their source image, found (or re-made) the same way.
+        `owner` is the queue owner of the member who asked (default: the job's requester), so
+        the re-make takes that member's turn and counts toward their per-member queue limit.
         """
         if job.seeds is None or not 1 <= index <= len(job.seeds):
             raise GenerationError("That image has no recorded seed, so it cannot be re-made.")
         init_image = None
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
-            init_image = await self.source_image(job.parent_job_id, job.image_index + 1)
+            init_image = await self.source_image(
+                job.parent_job_id, job.image_index + 1, owner=owner
+            )
         request = GenerationRequest(
             prompt=job.prompt,
             negative_prompt=job.negative_prompt,
@@ -300,19 +306,22 @@ class JobOrchestrator:
             init_image=init_image,
             strength=job.strength if job.strength is not None else VARIATION_STRENGTH,
         )
-        owner = f"{job.guild_id}:{job.user_id}"
+        owner = owner or f"{job.guild_id}:{job.user_id}"
         result = await self._generation.submit(request, owner=owner).result()
         image = result.images[0]
         await self._images.save(job.id, [(index, image)])
         return image
 
-    async def source_image(self, job_id: str, index: int) -> Image.Image:
-        """Image `index` of a job, from disk or re-made; raises NotFound for unknown jobs."""
+    async def source_image(
+        self, job_id: str, index: int, owner: str | None = None
+    ) -> Image.Image:
+        """Image `index` of a job, from disk or re-made (for `owner`, see `regenerate`);
+        raises NotFound for unknown jobs."""
         image = await self._images.load(job_id, index)
         if image is not None:
             return image
         job = await self._services.history.require(job_id)
-        return await self.regenerate(job, index)
+        return await self.regenerate(job, index, owner)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord.ext import commands
@@ -56,9 +57,12 @@ __all__ = ["PROGRESS_INTERVAL", "ImagineCog"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: Seconds between two edits of a job's message (Discord rate-limits message edits).
 PROGRESS_INTERVAL = 2.0
-#: Seconds the gate may take before the interaction is deferred (Discord allows 3).
+#: Seconds after the interaction reached its handler by which it is answered or deferred
+#: (Discord allows 3). One budget for the database look-ups before the gate and the gate itself.
 ACK_WITHIN = 2.0
 #: Seconds the followers get on shutdown to post what they have before Discord disconnects.
 DRAIN_TIMEOUT = 10.0
@@ -101,6 +105,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def _imagine(
         self, interaction: discord.Interaction, prompt: str, options: ImagineOptions
     ) -> None:
+        _received(interaction)
         parsed = parse_prompt(prompt)
         merged = merge_options(options, parsed.options)
         await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
@@ -160,8 +165,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     message.content, view=message.view, allowed_mentions=message.allowed_mentions
                 )
                 original_id = callback.message_id
-        except discord.HTTPException:
-            # Nobody will see this job: drop it (the follower settles the refund).
+        except BaseException:
+            # Nobody will see this job (Discord refused, the connection dropped, the handler
+            # was cancelled): drop it; the follower settles the refund.
             self.bot.orchestrator.cancel(submission.job_id)
             self._spawn(self._follow(interaction, submission, caption, None))
             raise
@@ -172,14 +178,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
     ) -> Submission:
         """Submit, deferring (publicly, "thinking") if the gate is slow, so Discord gets an
         answer within its 3 seconds even when the database is busy."""
-        task = asyncio.create_task(self.bot.orchestrator.submit(requester, plan))
-        done, _ = await asyncio.wait({task}, timeout=ACK_WITHIN)
-        if not done and not interaction.response.is_done():
-            try:
-                await interaction.response.defer(thinking=True)
-            except discord.HTTPException as exc:
-                log.warning("could not defer interaction %s: %s", interaction.id, exc)
-        return await task
+        return await _in_time(interaction, self.bot.orchestrator.submit(requester, plan))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -283,17 +282,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         Free: it makes no new image (a re-made one was paid for with the grid).
         """
+        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
-        if await self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id):
+        banned = self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id)
+        if await _in_time(interaction, banned):
             raise Banned()
-        data = await self.bot.images.read_bytes(job_id, index)
+        data = await _in_time(interaction, self.bot.images.read_bytes(job_id, index))
         image: Image.Image | None = None
         if data is None:
             if flagged:
                 raise MemberError(WITHHELD)
-            await interaction.response.defer(thinking=True)
-            image = await self.bot.orchestrator.regenerate(job, index)
+            await _defer(interaction)
+            owner = _owner(interaction, job.guild_id)
+            image = await self.bot.orchestrator.regenerate(job, index, owner)
         ext = "png"
         limit = upload_limit(interaction)
         if image is not None or (data is not None and len(data) > limit):
@@ -320,9 +322,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
+        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
-        source = await self._source(interaction, job_id, index, flagged=flagged)
+        source = await self._source(
+            interaction, job_id, index, flagged=flagged, guild_id=job.guild_id
+        )
         plan = JobPlan(
             self._variation_request(job, source),
             kind=JobKind.VARIATION,
@@ -339,11 +344,14 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """Reroll: the same parameters with new seeds (a variation rerolls from its source)."""
+        _received(interaction)
         job = await self._job(interaction, job_id)
         gen = self.bot.settings.generation
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
-            source = await self._source(interaction, job.parent_job_id, index)
+            source = await self._source(
+                interaction, job.parent_job_id, index, guild_id=job.guild_id
+            )
             plan = JobPlan(
                 self._variation_request(job, source, count=job.count),
                 kind=JobKind.VARIATION,
@@ -399,22 +407,30 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def _job(self, interaction: discord.Interaction, job_id: str) -> JobView:
         """The job behind a button; in a server, only that server's jobs are found."""
-        return await self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
+        lookup = self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
+        return await _in_time(interaction, lookup)
 
     async def _source(
-        self, interaction: discord.Interaction, job_id: str, index: int, *, flagged: bool = False
+        self,
+        interaction: discord.Interaction,
+        job_id: str,
+        index: int,
+        *,
+        flagged: bool = False,
+        guild_id: int,
     ) -> Image.Image:
         """A stored image to vary; re-making a lost one takes a while, so defer first.
 
         A flagged image with no file was withheld by the NSFW policy: never re-made.
         """
-        image = await self.bot.images.load(job_id, index)
+        image = await _in_time(interaction, self.bot.images.load(job_id, index))
         if image is not None:
             return image
         if flagged:
             raise MemberError(WITHHELD)
-        await interaction.response.defer(thinking=True)
-        return await self.bot.orchestrator.source_image(job_id, index)
+        await _defer(interaction)
+        owner = _owner(interaction, guild_id)
+        return await self.bot.orchestrator.source_image(job_id, index, owner)
 
     def _variation_request(
         self, job: JobView, source: Image.Image, count: int | None = None
@@ -431,6 +447,48 @@ class ImagineCog(commands.Cog, name="Imagine"):
             init_image=source,
             strength=VARIATION_STRENGTH,
         )
+
+
+_RECEIVED = "imagine_received"
+
+
+def _received(interaction: discord.Interaction) -> None:
+    """Note when the handler got the interaction (the start of its time to answer).
+
+    A local monotonic time rather than the snowflake's: the host's wall clock may be off
+    from Discord's."""
+    interaction.extras.setdefault(_RECEIVED, time.monotonic())
+
+
+def _ack_remaining(interaction: discord.Interaction) -> float:
+    """Seconds left before the interaction must be answered or deferred (0 when overdue)."""
+    _received(interaction)
+    age = time.monotonic() - interaction.extras[_RECEIVED]
+    return min(ACK_WITHIN, max(0.0, ACK_WITHIN - age))
+
+
+async def _defer(interaction: discord.Interaction) -> None:
+    """Defer publicly ("thinking") unless the interaction was already answered."""
+    if interaction.response.is_done():
+        return
+    try:
+        await interaction.response.defer(thinking=True)
+    except discord.HTTPException as exc:
+        log.warning("could not defer interaction %s: %s", interaction.id, exc)
+
+
+async def _in_time(interaction: discord.Interaction, step: Awaitable[T]) -> T:
+    """Await `step`, deferring the interaction if it is still running when the time to answer
+    Discord runs out (the step goes on; its result or error is returned as usual)."""
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=_ack_remaining(interaction))
+        if not done:
+            await _defer(interaction)
+    except BaseException:
+        task.cancel()  # the handler was cancelled: do not leave the step running unowned
+        raise
+    return await task
 
 
 def upload_limit(interaction: discord.Interaction) -> int:
@@ -457,6 +515,11 @@ def _requester(
     roles = tuple(role.id for role in getattr(interaction.user, "roles", ()) if role.id != guild_id)
     nsfw = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
     return Requester(guild_id, channel_id, interaction.user.id, roles, channel_nsfw=nsfw)
+
+
+def _owner(interaction: discord.Interaction, guild_id: int) -> str:
+    """The queue owner for work the pressing member asked for (see `Requester.owner`)."""
+    return f"{interaction.guild_id or guild_id}:{interaction.user.id}"
 
 
 def _caption(request: GenerationRequest, user_id: int, label: str = "") -> Caption:

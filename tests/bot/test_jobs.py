@@ -264,3 +264,42 @@ async def test_recover_fails_and_refunds_unfinished_jobs(
     assert await orchestrator.recover() == 1
     assert await used(services) == 0
     assert (await services.history.require(job_id)).status is JobStatus.FAILED
+
+
+async def test_remade_image_is_queued_for_the_member_who_pressed(
+    orchestrator: JobOrchestrator,
+    generation: GenerationService,
+    image_store: ImageStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-making a lost image counts against the presser's queue share, not the requester's."""
+    bob = Requester(guild_id=1, channel_id=10, user_id=200)
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2, seed=3)))
+    await orchestrator.run(sub)
+    await image_store.delete(sub.job_id)
+    owners: list[str] = []
+    submit = generation.submit
+
+    def spy(request, owner="", job_id=None):  # type: ignore[no-untyped-def]
+        owners.append(owner)
+        return submit(request, owner, job_id)
+
+    monkeypatch.setattr(generation, "submit", spy)
+    await orchestrator.source_image(sub.job_id, 2, owner=bob.owner)
+    assert owners == [bob.owner]
+
+
+async def test_a_failed_running_mark_does_not_fail_the_job(
+    orchestrator: JobOrchestrator, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording "running" is bookkeeping: a database hiccup there must not discard the
+    images the worker goes on to make."""
+
+    async def locked(job_id: str) -> bool:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(services.history, "mark_running", locked)
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    outcome = await orchestrator.run(sub)
+    assert outcome.status is OutcomeStatus.SUCCEEDED
+    assert await used(services) == 2

@@ -137,3 +137,44 @@ async def test_upscale_remakes_a_lost_image(
     assert png_size(single) == (SIZE, SIZE)
     assert (bot.images.root / job_id / "3.png").is_file()
     assert fake.violations == []
+
+
+def slowed(monkeypatch, target: object, name: str, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    """Make `target.name` (an async method) take `seconds` longer, like a busy database."""
+    import asyncio
+
+    original = getattr(target, name)
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(seconds)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, slow)
+
+
+async def test_variation_answers_in_time_when_the_database_is_slow(
+    bot: ImagineBot, fake: FakeDiscord, world: World, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """The 3-second budget counts from the click, not from the queueing step: a slow job
+    lookup plus a slow gate still gets an answer (deferred) in time."""
+    grid = await make_grid(fake, world)
+    job_id = job_of(grid)
+    slowed(monkeypatch, bot.services.history, "require", 1.5)
+    slowed(monkeypatch, bot.services.moderation, "check", 1.5)
+    click = await fake.click(grid, f"imagine:v:{job_id}:1", world.alice)
+    result = await click.wait_original(has_image, timeout=TIMEOUT)
+    assert "Variations of image #1" in result.content
+    assert fake.violations == []
+
+
+async def test_upscale_answers_in_time_when_the_database_is_slow(
+    bot: ImagineBot, fake: FakeDiscord, world: World, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """U defers when looking the job up takes too long, then posts the image."""
+    grid = await make_grid(fake, world)
+    job_id = job_of(grid)
+    slowed(monkeypatch, bot.services.history, "require", 3.5)
+    click = await fake.click(grid, f"imagine:u:{job_id}:2", world.alice)
+    single = await click.wait_original(has_image, timeout=TIMEOUT)
+    assert "Image #2" in single.content
+    assert fake.violations == []
