@@ -351,7 +351,12 @@ async def serve(settings: Settings) -> None:
                 return
             log.info("signal received: shutting down")
             await bot.close()
-            await runner
+            try:
+                await runner
+            except Exception:
+                # Stopped mid-start (e.g. while the model loaded): what start-up raised then
+                # follows from the shutdown; it is no failure to report.
+                log.debug("start-up interrupted by the shutdown", exc_info=True)
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)

@@ -73,6 +73,12 @@ class Requester:
     user_id: int
     role_ids: tuple[int, ...] = ()
     channel_nsfw: bool = False
+    #: The channel a thread belongs to: the allow-list names channels, not their threads.
+    parent_channel_id: int | None = None
+
+    @property
+    def allow_list_channel_id(self) -> int:
+        return self.parent_channel_id or self.channel_id
 
     @property
     def owner(self) -> str:
@@ -204,7 +210,7 @@ class JobOrchestrator:
             requester.user_id,
             request.prompt,
             request.negative_prompt,
-            channel_id=requester.channel_id,
+            channel_id=requester.allow_list_channel_id,
         )
         request = request.validated(self._generation.limits)
         job_id = uuid.uuid4().hex

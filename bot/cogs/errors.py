@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.flags import FlagError
 from bot.services.errors import ServiceError
-from generation.errors import QueueFullError, RequestError
+from generation.errors import GenerationError
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -43,7 +43,9 @@ def user_message(error: BaseException) -> str | None:
         return user_message(error.original)
     if isinstance(error, ServiceError | FlagError | MemberError):
         return error.user_message
-    if isinstance(error, RequestError | QueueFullError):
+    if isinstance(error, GenerationError):
+        # Bad parameters, a full queue, a job cancelled by shutdown, a CUDA out-of-memory:
+        # each says what happened in words a member can act on.
         return str(error)
     if isinstance(error, app_commands.NoPrivateMessage):
         return "This command only works in a server."

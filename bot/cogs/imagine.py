@@ -513,8 +513,17 @@ def _requester(
     if channel_id is None:
         raise MemberError("I cannot tell which channel this is.")
     roles = tuple(role.id for role in getattr(interaction.user, "roles", ()) if role.id != guild_id)
+    # A thread's age restriction is its parent's (discord.py's Thread.is_nsfw reads it).
     nsfw = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
-    return Requester(guild_id, channel_id, interaction.user.id, roles, channel_nsfw=nsfw)
+    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+    return Requester(
+        guild_id,
+        channel_id,
+        interaction.user.id,
+        roles,
+        channel_nsfw=nsfw,
+        parent_channel_id=parent_id,
+    )
 
 
 def _owner(interaction: discord.Interaction, guild_id: int) -> str:

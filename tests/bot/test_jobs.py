@@ -191,6 +191,19 @@ async def test_channel_allow_list_is_enforced(
         await orchestrator.submit(ALICE, JobPlan(small()))
 
 
+async def test_threads_follow_their_parent_channel_on_the_allow_list(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """A thread under an allowed channel is allowed; one under another channel is not."""
+    await services.moderation.set_channel_allowed(1, 11, True, actor_id=999)
+    in_thread = Requester(guild_id=1, channel_id=50, user_id=100, parent_channel_id=11)
+    submission = await orchestrator.submit(in_thread, JobPlan(small(count=1)))
+    assert (await orchestrator.run(submission)).status is OutcomeStatus.SUCCEEDED
+    elsewhere = Requester(guild_id=1, channel_id=51, user_id=100, parent_channel_id=10)
+    with pytest.raises(ChannelNotAllowed):
+        await orchestrator.submit(elsewhere, JobPlan(small()))
+
+
 async def test_quota_exceeded_queues_nothing(
     orchestrator: JobOrchestrator, services: Services, generation: GenerationService
 ) -> None:
