@@ -47,14 +47,13 @@ def build_sd15_random(folder: Path, tiny: bool, device: str) -> None:
     import transformers
     from diffusers import (
         AutoencoderKL,
-        PNDMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
 
-    from generation.tiny import _build_tokenizer
+    from generation.tiny import _build_tokenizer, sd_v1_scheduler
 
     scale = 8 if tiny else 1
     ch = tuple(c // scale for c in (320, 640, 1280, 1280))
@@ -111,15 +110,7 @@ def build_sd15_random(folder: Path, tiny: bool, device: str) -> None:
     feature_extractor = processor_cls(
         size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
     )
-    scheduler = PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
+    scheduler = sd_v1_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

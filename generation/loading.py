@@ -10,8 +10,9 @@ Choices and why:
   CPU (fp16 matmuls are slow or missing there). The ``fp16`` weight variant is tried first
   everywhere (half the download; diffusers casts it to the dtype asked for) and plain weights
   are used when a model has no such variant.
-- No ``torch.autocast``: it is slower than pure fp16 and can give black images. Attention is
-  diffusers' default with torch 2, ``scaled_dot_product_attention``; nothing here changes it.
+- No autocast (mixed-precision context): it is slower than pure fp16 and can give black
+  images. Attention is diffusers' default with torch 2, ``scaled_dot_product_attention``;
+  nothing here changes it.
 - The pipeline's own safety checker is detached: it blacks out flagged images. We keep the
   checker and run it ourselves (`LoadedModel.nsfw_flags`), so flagged images come back unmodified
   with a flag, and the caller (the bot) decides what to do with them.

@@ -88,7 +88,7 @@ def _save_tiny_pipeline(folder: Path) -> None:
 
 def _build_components() -> dict[str, object]:
     import transformers
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
 
@@ -153,16 +153,7 @@ def _build_components() -> dict[str, object]:
     feature_extractor = image_processor_cls(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     )
-    # SD v1.x's own scheduler configuration.
-    scheduler = PNDMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
+    scheduler = sd_v1_scheduler()
     return {
         "vae": vae,
         "text_encoder": text_encoder,
@@ -172,6 +163,21 @@ def _build_components() -> dict[str, object]:
         "safety_checker": safety_checker,
         "feature_extractor": feature_extractor,
     }
+
+
+def sd_v1_scheduler():  # -> diffusers.PNDMScheduler
+    """The PNDM scheduler with SD v1.x's own configuration (what its model_index ships)."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
 
 
 def _build_tokenizer():  # -> transformers.CLIPTokenizer
