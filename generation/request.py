@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 SCHEDULERS: tuple[str, ...] = ("pndm", "ddim", "euler_a", "unipc", "dpmpp_2m_karras")
 DEFAULT_SCHEDULER = "dpmpp_2m_karras"
 
-#: Seeds are 32-bit, as in Midjourney; image i of a request uses seed + i.
+#: Seeds are 32-bit, as in Midjourney; image i of a request uses seed + i, wrapping past
+#: MAX_SEED to 0, so every image's own seed can be typed back in.
 MAX_SEED = 2**32 - 1
 #: Widest aspect ratio accepted, either way round (4:1 ... 1:4).
 MAX_ASPECT = 4.0
@@ -74,7 +75,7 @@ class GenerationRequest:
         """The seed of each image (requires a validated request, whose seed is set)."""
         if self.seed is None:
             raise ValueError("seeds of an unvalidated request: call validated() first")
-        return [self.seed + i for i in range(self.count)]
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
 
     @property
     def is_variation(self) -> bool:

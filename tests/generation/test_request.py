@@ -64,7 +64,7 @@ def test_missing_seed_is_drawn_and_kept() -> None:
     """Validation fills a random 32-bit seed; image i then uses seed + i."""
     request = GenerationRequest("  a cat  ", count=3).validated()
     assert request.seed is not None and 0 <= request.seed <= MAX_SEED
-    assert request.seeds == [request.seed, request.seed + 1, request.seed + 2]
+    assert request.seeds == [(request.seed + i) % (MAX_SEED + 1) for i in range(3)]
     assert request.prompt == "a cat"
     assert request.validated() == request
 
@@ -72,6 +72,12 @@ def test_missing_seed_is_drawn_and_kept() -> None:
 def test_given_seed_is_kept() -> None:
     """An explicit seed passes through unchanged."""
     assert GenerationRequest("a cat", seed=7, count=2).validated().seeds == [7, 8]
+
+
+def test_image_seeds_wrap_to_stay_typeable() -> None:
+    """Past the largest seed, image seeds wrap to 0, so each can be given back as a seed."""
+    request = GenerationRequest("a cat", seed=MAX_SEED - 1, count=4).validated()
+    assert request.seeds == [MAX_SEED - 1, MAX_SEED, 0, 1]
 
 
 @pytest.mark.parametrize(
