@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from PIL import Image
 
@@ -54,6 +55,7 @@ __all__ = [
     "Requester",
     "Submission",
     "decide_fates",
+    "request_from_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,25 @@ class Outcome:
     @property
     def spoiler(self) -> bool:
         return ImageFate.SPOILER in self.fates
+
+
+def request_from_job(job: JobView, **changes: Any) -> GenerationRequest:
+    """A stored job's parameters as a new request (no seed unless given), with `changes`.
+
+    The one place reroll, variations and re-made images read a job back into a request.
+    """
+    fields: dict[str, Any] = {
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "steps": job.steps,
+        "guidance": job.guidance,
+        "width": job.width,
+        "height": job.height,
+        "count": job.count,
+        "scheduler": job.scheduler,
+    }
+    fields.update(changes)
+    return GenerationRequest(**fields)
 
 
 def decide_fates(
@@ -299,16 +320,10 @@ class JobOrchestrator:
             init_image = await self.source_image(
                 job.parent_job_id, job.image_index + 1, owner=owner
             )
-        request = GenerationRequest(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
+        request = request_from_job(
+            job,
             seed=job.seeds[index - 1],
-            steps=job.steps,
-            guidance=job.guidance,
-            width=job.width,
-            height=job.height,
             count=1,
-            scheduler=job.scheduler,
             init_image=init_image,
             strength=job.strength if job.strength is not None else VARIATION_STRENGTH,
         )

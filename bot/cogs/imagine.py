@@ -32,7 +32,15 @@ from bot.db.models import JobKind
 from bot.delivery import Attachment, DeliveryMethod, OutgoingMessage, Throttle
 from bot.flags import ImagineOptions, merge_options, parse_prompt
 from bot.images import withheld_tile
-from bot.jobs import VARIATION_STRENGTH, JobPlan, Outcome, OutcomeStatus, Requester, Submission
+from bot.jobs import (
+    VARIATION_STRENGTH,
+    JobPlan,
+    Outcome,
+    OutcomeStatus,
+    Requester,
+    Submission,
+    request_from_job,
+)
 from bot.messages import (
     Caption,
     cancelled_text,
@@ -360,16 +368,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
             label = f"Variations of image #{index}"
         else:
-            request = GenerationRequest(
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                steps=job.steps,
-                guidance=job.guidance,
-                width=job.width,
-                height=job.height,
-                count=job.count,
-                scheduler=job.scheduler if job.scheduler else gen.scheduler,
-            )
+            request = request_from_job(job, scheduler=job.scheduler or gen.scheduler)
             plan = JobPlan(request, kind=JobKind.REROLL, parent_job_id=job_id)
             label = "Reroll"
         await self._start(
@@ -435,15 +434,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
     def _variation_request(
         self, job: JobView, source: Image.Image, count: int | None = None
     ) -> GenerationRequest:
-        return GenerationRequest(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            steps=job.steps,
-            guidance=job.guidance,
+        return request_from_job(
+            job,
             width=source.width,
             height=source.height,
             count=count or self.bot.settings.generation.count,
-            scheduler=job.scheduler,
             init_image=source,
             strength=VARIATION_STRENGTH,
         )
