@@ -34,13 +34,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import Settings
+from bot.core.image_store import ImageStore
+from bot.core.jobs import JobOrchestrator
 from bot.db.session import open_database
-from bot.delivery import Deliverer
-from bot.images import ImageStore
-from bot.jobs import JobOrchestrator
+from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
+from bot.presentation.delivery import Deliverer
 from bot.services import Services, build_services
 from bot.services.clock import Clock
-from bot.ui.buttons import ALL_BUTTONS, ImagineActions
 from generation.errors import GenerationError
 from generation.factory import build_service
 from generation.service import GenerationService

@@ -15,8 +15,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.flags import FlagError
-from bot.services.errors import ServiceError
+from bot.core.flags import FlagError
+from bot.errors import MemberError, ServiceError
 from generation.errors import GenerationError
 
 if TYPE_CHECKING:
@@ -27,14 +27,6 @@ __all__ = ["ErrorHandler", "MemberError", "user_message"]
 log = logging.getLogger(__name__)
 
 UNEXPECTED = "Something went wrong on my side; it has been logged. Please try again later."
-
-
-class MemberError(Exception):
-    """A refusal raised by the Discord layer itself (e.g. "only the requester can...")."""
-
-    def __init__(self, user_message: str) -> None:
-        super().__init__(user_message)
-        self.user_message = user_message
 
 
 def user_message(error: BaseException) -> str | None:

@@ -26,13 +26,9 @@ import discord
 from discord.ext import commands
 from PIL import Image
 
-from bot.cogs.errors import MemberError
-from bot.cogs.imagine_command import build_imagine_command
-from bot.db.models import JobKind
-from bot.delivery import Attachment, DeliveryMethod, OutgoingMessage, Throttle
-from bot.flags import ImagineOptions, merge_options, parse_prompt
-from bot.images import withheld_tile
-from bot.jobs import (
+from bot.core.flags import ImagineOptions, merge_options, parse_prompt
+from bot.core.image_store import withheld_tile
+from bot.core.jobs import (
     VARIATION_STRENGTH,
     JobPlan,
     Outcome,
@@ -41,7 +37,17 @@ from bot.jobs import (
     Submission,
     request_from_job,
 )
-from bot.messages import (
+from bot.db.models import JobKind
+from bot.errors import Banned, MemberError
+from bot.presentation.delivery import (
+    Attachment,
+    DeliveryMethod,
+    OutgoingMessage,
+    Throttle,
+    upload_limit,
+)
+from bot.presentation.imagine_command import build_imagine_command
+from bot.presentation.messages import (
     Caption,
     cancelled_text,
     failed_text,
@@ -51,10 +57,9 @@ from bot.messages import (
     running_text,
     upscale_text,
 )
-from bot.permissions import can_manage_messages
-from bot.services.errors import Banned
+from bot.presentation.permissions import can_manage_messages
+from bot.presentation.views import grid_view, queued_view, single_view
 from bot.services.history import JobView
-from bot.ui.views import grid_view, queued_view, single_view
 from generation.events import JobEvent, JobQueued, JobStarted, JobStep
 from generation.request import GenerationRequest, Limits, parse_aspect
 
@@ -74,7 +79,6 @@ PROGRESS_INTERVAL = 2.0
 ACK_WITHIN = 2.0
 #: Seconds the followers get on shutdown to post what they have before Discord disconnects.
 DRAIN_TIMEOUT = 10.0
-DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 WITHHELD = "That image was withheld by this server's safety settings."
 
 
@@ -484,15 +488,6 @@ async def _in_time(interaction: discord.Interaction, step: Awaitable[T]) -> T:
         task.cancel()  # the handler was cancelled: do not leave the step running unowned
         raise
     return await task
-
-
-def upload_limit(interaction: discord.Interaction) -> int:
-    """Bytes an attachment may have: the interaction's limit, and the guild's for channel
-    messages (a late result is posted there), whichever is smaller."""
-    limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
-    if interaction.guild is not None:
-        limit = min(limit, interaction.guild.filesize_limit)
-    return limit
 
 
 def _requester(

@@ -8,8 +8,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.errors import MemberError
-from bot.messages import relative_time
+from bot.errors import MemberError
+from bot.presentation.messages import relative_time
 from bot.services.quota import QuotaStatus
 
 if TYPE_CHECKING:

@@ -20,9 +20,9 @@ from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select, up
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Job, JobKind, JobStatus
+from bot.errors import InvalidArgument, InvalidTransition, NotFound
 from bot.services._guilds import ensure_guild
 from bot.services.clock import Clock, utcnow
-from bot.services.errors import InvalidArgument, InvalidTransition, NotFound
 
 JOBS: Table = Job.__table__  # type: ignore[assignment]
 MAX_PAGE = 100

@@ -21,16 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import AllowedChannel, Ban, Guild, Member, NsfwPolicy
 from bot.db.models import BlockedWord as BlockedWordRow
 from bot.db.upsert import insert_ignore, upsert
-from bot.services._guilds import ensure_guild
-from bot.services.audit import record
-from bot.services.clock import Clock, utcnow
-from bot.services.errors import (
+from bot.errors import (
     Banned,
     BlockedWord,
     BotDisabled,
     ChannelNotAllowed,
     InvalidArgument,
 )
+from bot.services._guilds import ensure_guild
+from bot.services.audit import record
+from bot.services.clock import Clock, utcnow
 
 MAX_WORD_CHARS = 200
 # Removed before matching: format characters (category Cf: zero-width space/joiners,

@@ -31,10 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import GUILD_TOTAL, LedgerKind, Period, QuotaScope, UsageCounter, UsageEntry
 from bot.db.models import QuotaRule as QuotaRuleRow
 from bot.db.upsert import insert_ignore, upsert
+from bot.errors import InvalidArgument, QuotaExceeded
 from bot.services._guilds import ensure_guild
 from bot.services.audit import record
 from bot.services.clock import Clock, utcnow
-from bot.services.errors import InvalidArgument, QuotaExceeded
 
 COUNTERS: Table = UsageCounter.__table__  # type: ignore[assignment]
 PERIOD_LENGTH = {Period.DAY: timedelta(days=1), Period.WEEK: timedelta(weeks=1)}

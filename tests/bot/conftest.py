@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.images import ImageStore
-from bot.jobs import JobOrchestrator
+from bot.core.image_store import ImageStore
+from bot.core.jobs import JobOrchestrator
 from bot.services import Services, build_services
 from generation.engine import DiffusersEngine
 from generation.errors import OutOfMemoryError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.cogs.errors import MemberError, user_message
-from bot.services.errors import QuotaExceeded
+from bot.cogs.errors import user_message
+from bot.errors import MemberError, QuotaExceeded
 from generation.errors import JobCancelledError, OutOfMemoryError, QueueFullError, RequestError
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from bot.cogs.imagine import ImagineCog
 from bot.config import load_settings
-from bot.delivery import Deliverer
-from bot.images import ImageStore
-from bot.jobs import JobOrchestrator, JobPlan
+from bot.core.image_store import ImageStore
+from bot.core.jobs import JobOrchestrator, JobPlan
+from bot.presentation.delivery import Deliverer
 from bot.services import Services
 from generation.service import GenerationService
 from tests.bot.conftest import small

@@ -16,7 +16,7 @@ MODULES = [
     "bot.db.upsert",
     "bot.services",
     "bot.services.audit",
-    "bot.services.errors",
+    "bot.errors",
     "bot.services.history",
     "bot.services.moderation",
     "bot.services.quota",

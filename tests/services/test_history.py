@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.db.models import JobKind, JobStatus
+from bot.errors import InvalidTransition, NotFound
 from bot.services import Services
-from bot.services.errors import InvalidTransition, NotFound
 from bot.services.history import Cursor, JobRecord
 from tests.db.fixtures import FakeClock
 

@@ -7,8 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import NsfwPolicy, UsageEntry
-from bot.services import Services
-from bot.services.errors import (
+from bot.errors import (
     Banned,
     BlockedWord,
     BotDisabled,
@@ -16,6 +15,7 @@ from bot.services.errors import (
     InvalidArgument,
     QuotaExceeded,
 )
+from bot.services import Services
 from bot.services.moderation import find_blocked, normalize
 from tests.db.fixtures import FakeClock
 

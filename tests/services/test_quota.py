@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import LedgerKind, Period, QuotaScope, UsageEntry
+from bot.errors import InvalidArgument, QuotaExceeded
 from bot.services import Services
-from bot.services.errors import InvalidArgument, QuotaExceeded
 from bot.services.quota import QuotaService, QuotaSource, next_reset, period_start
 from tests.db.fixtures import FakeClock
 

@@ -14,7 +14,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.audit_format import (
+from bot.core.paging import CHUNK, PageSlice, newer_page
+from bot.presentation.access import ADMIN_HINT, admin_only, guild_id_of, reply, require_admin
+from bot.presentation.audit_format import (
     ACTIONS,
     PAGE_SIZE,
     PAGE_TEMPLATE,
@@ -24,10 +26,8 @@ from bot.audit_format import (
     entry_text,
     parse_audit_ref,
 )
-from bot.cogs.admin.access import ADMIN_HINT, admin_only, guild_id_of, reply, require_admin
-from bot.cogs.admin.paging import PageButton, page_footer
-from bot.history_format import Direction
-from bot.paging import CHUNK, PageSlice, newer_page
+from bot.presentation.history_format import Direction
+from bot.presentation.paging_buttons import PageButton, page_footer
 from bot.services.audit import AuditEntry
 
 if TYPE_CHECKING:

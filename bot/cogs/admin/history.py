@@ -21,19 +21,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.audit_format import EXPORT_ACTION
-from bot.cogs.admin.access import (
+from bot.core.paging import CHUNK, PageSlice, newer_page
+from bot.db.models import JobStatus
+from bot.errors import MemberError
+from bot.presentation.access import (
     NotAdmin,
     admin_only,
     guild_id_of,
     reply,
     require_admin,
 )
-from bot.cogs.admin.paging import PageButton, page_footer
-from bot.cogs.errors import MemberError
-from bot.cogs.imagine import upload_limit
-from bot.db.models import JobStatus
-from bot.history_format import (
+from bot.presentation.audit_format import EXPORT_ACTION
+from bot.presentation.delivery import upload_limit
+from bot.presentation.history_format import (
     MAX_TEXT_FILTER,
     PAGE_SIZE,
     PAGE_TEMPLATE,
@@ -46,7 +46,7 @@ from bot.history_format import (
     page_custom_id,
     parse_page_ref,
 )
-from bot.paging import CHUNK, PageSlice, newer_page
+from bot.presentation.paging_buttons import PageButton, page_footer
 from bot.services.history import Cursor, JobView
 
 if TYPE_CHECKING:

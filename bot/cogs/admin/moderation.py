@@ -19,9 +19,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.audit_format import inline_code
-from bot.cogs.admin.access import ADMIN_HINT, admin_only, guild_id_of, reply
-from bot.cogs.errors import MemberError
+from bot.errors import MemberError
+from bot.presentation.access import ADMIN_HINT, admin_only, guild_id_of, reply
+from bot.presentation.audit_format import inline_code
 from bot.services.moderation import MAX_WORD_CHARS
 
 if TYPE_CHECKING:

@@ -17,7 +17,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.admin.access import (
+from bot.db.models import Period, QuotaScope
+from bot.errors import MemberError
+from bot.presentation.access import (
     NotAdmin,
     admin_only,
     guild_id_of,
@@ -25,9 +27,7 @@ from bot.cogs.admin.access import (
     require_admin,
     role_ids_of,
 )
-from bot.cogs.errors import MemberError
-from bot.db.models import Period, QuotaScope
-from bot.messages import relative_time
+from bot.presentation.messages import relative_time
 from bot.services.quota import QuotaRule, QuotaSource, QuotaStatus
 
 if TYPE_CHECKING:

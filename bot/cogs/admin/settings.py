@@ -18,9 +18,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.admin.access import ADMIN_HINT, admin_only, guild_id_of, reply
-from bot.cogs.errors import MemberError
 from bot.db.models import NsfwPolicy
+from bot.errors import MemberError
+from bot.presentation.access import ADMIN_HINT, admin_only, guild_id_of, reply
 from bot.services.moderation import GuildSettings
 
 if TYPE_CHECKING:

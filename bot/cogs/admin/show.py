@@ -20,16 +20,16 @@ from discord.ext import commands
 from discord.utils import escape_markdown
 from PIL import Image
 
-from bot.cogs.admin.access import NO_MENTIONS, guild_id_of
-from bot.cogs.errors import MemberError
-from bot.cogs.imagine import upload_limit
+from bot.core.image_store import withheld_tile
+from bot.core.jobs import ImageFate, decide_fates
 from bot.db.models import JobStatus
-from bot.images import withheld_tile
-from bot.jobs import ImageFate, decide_fates
-from bot.messages import Caption, finished_text
-from bot.permissions import is_admin
+from bot.errors import MemberError
+from bot.presentation.access import NO_MENTIONS, guild_id_of
+from bot.presentation.delivery import upload_limit
+from bot.presentation.messages import Caption, finished_text
+from bot.presentation.permissions import is_admin
+from bot.presentation.views import grid_view
 from bot.services.history import JobView
-from bot.ui.views import grid_view
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot

@@ -240,3 +240,16 @@ class Deliverer:
         except (aiohttp.ClientError, TimeoutError) as exc:
             errors.append(f"{route}: {exc!r}")
         return None
+
+
+#: Discord's attachment limit for a server without boosts.
+DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+
+
+def upload_limit(interaction: discord.Interaction) -> int:
+    """Bytes an attachment may have: the interaction's limit, and the guild's for channel
+    messages (a late result is posted there), whichever is smaller."""
+    limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+    if interaction.guild is not None:
+        limit = min(limit, interaction.guild.filesize_limit)
+    return limit

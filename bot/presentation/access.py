@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import discord
 from discord import app_commands
 
-from bot.cogs.errors import MemberError
-from bot.permissions import is_admin
+from bot.errors import MemberError
+from bot.presentation.permissions import is_admin
 from bot.services import Services
 
 if TYPE_CHECKING:

@@ -134,3 +134,11 @@ class ChannelNotAllowed(ServiceError):
         self.allowed = tuple(sorted(allowed))
         where = ", ".join(f"<#{cid}>" for cid in self.allowed[:10])
         super().__init__(f"Images can't be generated in this channel. Try {where}.")
+
+
+class MemberError(Exception):
+    """A refusal raised by the Discord layer itself (e.g. "only the requester can...")."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message

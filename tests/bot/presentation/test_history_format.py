@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bot.db.models import JobKind, JobStatus
-from bot.history_format import (
+from bot.presentation.history_format import (
     CUSTOM_ID_MAX,
     MAX_TEXT_FILTER,
     PAGE_TEMPLATE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.flags import FLAGS_HELP, FlagError, ImagineOptions, merge_options, parse_prompt
+from bot.core.flags import FLAGS_HELP, FlagError, ImagineOptions, merge_options, parse_prompt
 
 
 def test_plain_prompt_has_no_options() -> None:

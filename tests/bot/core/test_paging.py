@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.paging import b36decode, b36encode, decode_cursor, encode_cursor, newer_page
+from bot.core.paging import b36decode, b36encode, decode_cursor, encode_cursor, newer_page
 from bot.services.history import Cursor
 
 ITEMS = list(range(100, 0, -1))  # newest first: 100, 99, ..., 1

@@ -29,8 +29,8 @@ from typing import Any
 
 from PIL import Image
 
+from bot.core.image_store import ImageStore
 from bot.db.models import JobKind, NsfwPolicy
-from bot.images import ImageStore
 from bot.services import Services
 from bot.services.history import JobRecord, JobView
 from generation.errors import GenerationError

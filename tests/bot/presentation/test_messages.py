@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bot.messages import (
+from bot.presentation.messages import (
     MAX_CONTENT,
     Caption,
     failed_text,

@@ -15,8 +15,8 @@ from typing import Any
 
 from discord.utils import escape_markdown, escape_mentions
 
-from bot.history_format import Direction
-from bot.paging import b36decode, b36encode
+from bot.core.paging import b36decode, b36encode
+from bot.presentation.history_format import Direction
 from bot.services.audit import AuditEntry
 
 __all__ = [

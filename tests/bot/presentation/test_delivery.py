@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bot.delivery import OutgoingMessage, Throttle
+from bot.presentation.delivery import OutgoingMessage, Throttle
 
 
 class FakeClock:
@@ -41,7 +41,7 @@ def test_allowed_mentions_only_the_requester() -> None:
 
 def test_token_usable_until_a_minute_before_expiry() -> None:
     """The original response is edited only while its token has more than 60 s left."""
-    from bot.delivery import Deliverer
+    from bot.presentation.delivery import Deliverer
 
     created = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
     now = created

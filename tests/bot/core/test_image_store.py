@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.images import ImageStore, withheld_tile
+from bot.core.image_store import ImageStore, withheld_tile
 
 JOB = "0123456789abcdef0123456789abcdef"
 

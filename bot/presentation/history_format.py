@@ -19,8 +19,8 @@ from typing import Any
 
 from discord.utils import escape_markdown, escape_mentions
 
+from bot.core.paging import b36decode, b36encode, decode_cursor, encode_cursor
 from bot.db.models import JobStatus
-from bot.paging import b36decode, b36encode, decode_cursor, encode_cursor
 from bot.services.history import Cursor, JobView
 
 __all__ = [

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import discord
 from discord import app_commands
 
-from bot.flags import MAX_SEED, ImagineOptions
+from bot.core.flags import MAX_SEED, ImagineOptions
 
 __all__ = ["ASPECT_CHOICES", "ImagineHandler", "build_imagine_command"]
 

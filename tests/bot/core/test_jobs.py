@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from bot.core.image_store import ImageStore
+from bot.core.jobs import (
+    ImageFate,
+    JobOrchestrator,
+    JobPlan,
+    OutcomeStatus,
+    Requester,
+    decide_fates,
+)
 from bot.db.models import JobKind, JobStatus, NsfwPolicy
-from bot.images import ImageStore
-from bot.jobs import ImageFate, JobOrchestrator, JobPlan, OutcomeStatus, Requester, decide_fates
+from bot.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded
 from bot.services import Services
-from bot.services.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded
 from bot.services.history import JobRecord
 from generation.errors import RequestError
 from generation.service import GenerationService

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.audit_format import (
+from bot.presentation.audit_format import (
     ACTIONS,
     PAGE_TEMPLATE,
     AuditPageRef,
@@ -17,7 +17,7 @@ from bot.audit_format import (
     inline_code,
     parse_audit_ref,
 )
-from bot.history_format import Direction
+from bot.presentation.history_format import Direction
 from bot.services.audit import AuditEntry
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast, runtime_c
 
 import discord
 
-from bot.cogs.errors import MemberError
+from bot.errors import MemberError
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot

@@ -6,7 +6,13 @@ from collections.abc import Collection
 
 import discord
 
-from bot.ui.buttons import CancelButton, DeleteButton, RerollButton, UpscaleButton, VariationButton
+from bot.presentation.buttons import (
+    CancelButton,
+    DeleteButton,
+    RerollButton,
+    UpscaleButton,
+    VariationButton,
+)
 
 __all__ = ["grid_view", "queued_view", "single_view"]
 

@@ -1,0 +1,36 @@
+"""The bot's Discord-free core stays Discord-free (and light)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_core_imports_neither_discord_nor_torch() -> None:
+    """Every module of bot.core imports neither discord nor torch."""
+    code = (
+        "import importlib, pkgutil, sys, bot.core; "
+        "[importlib.import_module(m.name) for m in "
+        "pkgutil.walk_packages(bot.core.__path__, 'bot.core.')]; "
+        "print('discord' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_no_cog_imports_another_cog() -> None:
+    """Cogs share code through bot.core and bot.presentation, never through each other."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[3] / "bot" / "cogs"
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bot.cogs"):
+                offenders.append(f"{path.relative_to(root)} imports {node.module}")
+    assert offenders == []
