@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generation.engine import DiffusersEngine
 from generation.factory import build_service
 from generation.loading import ModelSpec
+from generation.params import GenerationParams
 from generation.request import GenerationRequest
 
 PROMPT = "dog sitting in a field of autumn leaves"
@@ -190,8 +191,8 @@ def run_engine(
     sync = device.startswith("cuda")
     results: dict[str, Any] = {}
     cases = {
-        "pndm_batch1": GenerationRequest(
-            prompt=PROMPT,
+        "pndm_batch1": GenerationParams(
+            PROMPT,
             seed=1,
             steps=steps_pndm,
             count=1,
@@ -199,8 +200,8 @@ def run_engine(
             width=size,
             height=size,
         ),
-        "dpmpp_batch4": GenerationRequest(
-            prompt=PROMPT,
+        "dpmpp_batch4": GenerationParams(
+            PROMPT,
             seed=1,
             steps=steps,
             count=4,
@@ -209,11 +210,12 @@ def run_engine(
             height=size,
         ),
     }
-    for name, request in cases.items():
+    for name, params in cases.items():
+        request = GenerationRequest(params)
         seconds, out = timed(lambda r=request: engine.generate([r]), repeats, sync)
         results[name] = {
             "s_per_call": seconds,
-            "img_per_s": request.count / seconds,
+            "img_per_s": params.count / seconds,
             "images": image_stats(out[0].images),
             "nsfw_flags": out[0].nsfw,
         }
@@ -242,7 +244,9 @@ async def run_service(folder: Path, device: str, steps: int, batch_images: int, 
             jobs = [
                 service.submit(
                     GenerationRequest(
-                        prompt=f"{PROMPT} {i}", steps=steps, count=4, width=size, height=size
+                        GenerationParams(
+                            f"{PROMPT} {i}", steps=steps, count=4, width=size, height=size
+                        )
                     ),
                     owner=f"guild:{i}",
                 )

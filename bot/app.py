@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
+from bot.core.threads import Threads
 from bot.db.session import open_database
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
 from bot.presentation.delivery import Deliverer
@@ -43,7 +44,7 @@ from bot.services import Services, build_services
 from bot.services.clock import Clock
 from generation.errors import GenerationError
 from generation.factory import build_service
-from generation.service import GenerationService
+from generation.interfaces import GenerationBackend
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -116,7 +117,7 @@ class ImagineBot(commands.Bot):
         cogs: Sequence[CogFactory] | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         service_clock: Clock | None = None,
-        generation_factory: Callable[[Settings], GenerationService] | None = None,
+        generation_factory: Callable[[Settings], GenerationBackend] | None = None,
     ) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
@@ -132,11 +133,13 @@ class ImagineBot(commands.Bot):
         # Another backend (or a test's instrumented engine) can be swapped in here.
         self._generation_factory = generation_factory or build_generation
         self.deliverer = Deliverer(clock) if clock is not None else Deliverer()
-        self.images = ImageStore(settings.storage.images_dir)
+        # The one door into worker threads (encoding, exports, image files); closed last.
+        self.threads = Threads()
+        self.images = ImageStore(settings.storage.images_dir, self.threads)
         self.imagine_actions: ImagineActions | None = None
         self._db_engine: AsyncEngine | None = None
         self._services: Services | None = None
-        self._generation: GenerationService | None = None
+        self._generation: GenerationBackend | None = None
         self._orchestrator: JobOrchestrator | None = None
         self._previous_endpoints: DiscordEndpoints | None = None
         self._shutdown_hooks: list[Callable[[], Any]] = []
@@ -149,7 +152,7 @@ class ImagineBot(commands.Bot):
         return _ready(self._services, "services")
 
     @property
-    def generation(self) -> GenerationService:
+    def generation(self) -> GenerationBackend:
         return _ready(self._generation, "generation service")
 
     @property
@@ -249,6 +252,7 @@ class ImagineBot(commands.Bot):
             await super().close()
             if self._db_engine is not None:
                 await self._db_engine.dispose()
+            self.threads.close(wait=False)
             if self._previous_endpoints is not None:
                 self._previous_endpoints.apply()
 
@@ -264,7 +268,7 @@ def _ready(value: Any, what: str) -> Any:
     return value
 
 
-def build_generation(settings: Settings) -> GenerationService:
+def build_generation(settings: Settings) -> GenerationBackend:
     """The in-process generation service configured by `settings` (not started)."""
     model, gen = settings.model, settings.generation
     return build_service(

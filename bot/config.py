@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from generation.params import SCHEDULERS, GenerationParams, Limits
+
 DEFAULT_MODEL_ID = "CompVis/stable-diffusion-v1-4"
 
 
@@ -50,13 +52,21 @@ class ModelSettings(_Section):
         return None if value in ("", "none", "None") else value
 
 
+#: The generation package's documented defaults; `[generation]` starts from these.
+_LIBRARY = GenerationParams(prompt="")
+
+
 class GenerationSettings(_Section):
-    scheduler: str = "dpmpp_2m_karras"
-    steps: int = Field(25, ge=1, le=150)
-    guidance: float = Field(7.5, ge=0.0, le=30.0)
-    width: int = Field(512, ge=64)
-    height: int = Field(512, ge=64)
-    count: int = Field(4, ge=1, le=4)
+    """The bot's one source of generation defaults and limits (`params`, `limits`)."""
+
+    scheduler: str = _LIBRARY.scheduler
+    steps: int = Field(_LIBRARY.steps, ge=1, le=150)
+    guidance: float = Field(_LIBRARY.guidance, ge=0.0, le=30.0)
+    width: int = Field(_LIBRARY.width, ge=64)
+    height: int = Field(_LIBRARY.height, ge=64)
+    count: int = Field(_LIBRARY.count, ge=1, le=4)
+    # How far variations (V buttons) move from their source image, (0, 1].
+    variation_strength: float = Field(0.6, gt=0.0, le=1.0)
     min_steps: int = Field(1, ge=1)
     max_steps: int = Field(100, ge=1, le=500)
     max_guidance: float = Field(30.0, gt=0)
@@ -68,6 +78,26 @@ class GenerationSettings(_Section):
     # Images the worker may put in one pipeline call when batching compatible jobs.
     max_batch_images: int = Field(8, ge=1)
     warmup: bool = True
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {value!r}; choose one of: {', '.join(SCHEDULERS)}")
+        return value
+
+    @property
+    def native_pixels(self) -> int:
+        """The default size's area: aspect ratios aim at it (the model's sweet spot)."""
+        return self.width * self.height
+
+    def limits(self) -> Limits:
+        """The bounds every request is validated against."""
+        return Limits.with_defaults(self)
+
+    def params(self, prompt: str, **given: Any) -> GenerationParams:
+        """Parameters for `prompt`: `given` values (None: not given) over these defaults."""
+        return GenerationParams.with_defaults(self, prompt=prompt, **given)
 
 
 class StorageSettings(_Section):

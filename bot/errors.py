@@ -1,6 +1,7 @@
 """Errors a member or admin may see, each with a message ready to show them.
 
-    ServiceError                 .user_message: text for Discord (may use <t:...:R> timestamps)
+    ServiceError                 .user_message: text for people; .render(when): the same with
+                                 its times written by `when` (the Discord layer: format_dt)
     ├── NotFound                 no such job / rule / entry (in this server)
     ├── InvalidArgument          an admin's value is out of range (limit < 0, bad scope, ...)
     ├── InvalidTransition        a job cannot move to that status (e.g. succeeded -> running)
@@ -16,8 +17,16 @@ they are expected outcomes, not bugs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+#: Writes a moment for a reader: `plain_time` here, `discord.utils.format_dt` on Discord.
+TimeFormat = Callable[[datetime], str]
+
+
+def plain_time(moment: datetime) -> str:
+    """A moment as plain UTC text (logs, tests, anything that is not Discord)."""
+    return f"at {moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 class ServiceError(Exception):
@@ -26,6 +35,11 @@ class ServiceError(Exception):
     def __init__(self, user_message: str) -> None:
         super().__init__(user_message)
         self.user_message = user_message
+
+    def render(self, when: TimeFormat) -> str:
+        """The message with any moment in it written by `when` (Discord: each reader's own
+        time zone through `format_dt`); errors without moments return `user_message`."""
+        return self.user_message
 
 
 class NotFound(ServiceError):
@@ -44,11 +58,6 @@ class InvalidTransition(ServiceError):
         self.job_id = job_id
         self.current = current
         self.target = target
-
-
-def discord_time(moment: datetime, style: str = "R") -> str:
-    """Discord's timestamp markup: each client renders it in the reader's time zone."""
-    return f"<t:{int(moment.timestamp())}:{style}>"
 
 
 class QuotaExceeded(ServiceError):
@@ -74,15 +83,15 @@ class QuotaExceeded(ServiceError):
         self.source = source
         self.requested = requested
         self.period = period
-        super().__init__(self._message())
+        super().__init__(self.render(plain_time))
 
     @property
     def remaining(self) -> int:
         return max(self.limit - self.used, 0)
 
-    def _message(self) -> str:
+    def render(self, when: TimeFormat) -> str:
         span = "today" if self.period == "day" else "this week"
-        reset = discord_time(self.resets_at)
+        reset = when(self.resets_at)
         if self.source == "cap":
             return (
                 f"This server has used {self.used} of its {self.limit} images {span}, "

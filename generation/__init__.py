@@ -6,12 +6,17 @@ use this package through `generation.service.GenerationService` (or the
 
 Modules, from the member's request inwards:
 
-- `request`: `GenerationRequest`, `Limits`, `parse_aspect`, `SCHEDULERS` (validation).
-- `service`: `GenerationService` (queue + one worker thread), `Job`; `events`: its events and
-  `GenerationResult`; `queue_policy`: fair round-robin and batching; `factory.build_service`.
+- `params`: `GenerationParams` (the parameters, once), `Limits`, `SCHEDULERS` (validation);
+  `request`: `GenerationRequest` (parameters + source image), `parse_aspect`.
+- `interfaces`: `GenerationBackend`, what the bot depends on; `Engine`, the worker-side seam.
+- `service`: `GenerationService` (queue + one worker thread), the in-process backend;
+  `job`: `QueuedJob`, the caller's handle on a queued job; `events`: its events,
+  `GenerationResult` and `QueueStats`; `queue_policy`: fair round-robin and batching;
+  `factory.build_service`.
 - `engine`: `DiffusersEngine`, runs pipeline calls; `loading`: model, device, dtype, schedulers;
   `tiny`: the `builtin:tiny-random` test model (random weights, its images are noise).
-- `grid`: grids and PNG/WebP/JPEG encoding; `cli`: `imagine generate`.
+- `grid`: grids and PNG/WebP/JPEG encoding (pure functions: callers run them in their own
+  threads); `cli`: `imagine generate`.
 
 Importing this package is cheap: torch and diffusers are only imported by `engine`/`loading`.
 """

@@ -18,8 +18,9 @@ from typing import Any
 from rich.markup import escape
 
 from generation.errors import GenerationError, RequestError
-from generation.grid import EXTENSIONS, FORMATS, normalize_format
-from generation.request import SCHEDULERS, GenerationRequest, Limits, parse_aspect
+from generation.grid import EXTENSIONS, FORMATS, encode, encode_grid, normalize_format
+from generation.params import SCHEDULERS, GenerationParams, Limits
+from generation.request import GenerationRequest, parse_aspect
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
 _SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -127,30 +128,25 @@ def run_generate(args: argparse.Namespace, model_settings: Any, generation_setti
 
 
 def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
-    limits = Limits(
-        min_steps=gen.min_steps,
-        max_steps=gen.max_steps,
-        max_guidance=gen.max_guidance,
-        max_pixels=gen.max_pixels,
-    )
+    limits = Limits.with_defaults(gen)
+    width, height = args.width, args.height
     if args.ar is not None:
-        if args.width is not None or args.height is not None:
+        if width is not None or height is not None:
             raise RequestError("Give either --ar or --width/--height, not both.")
         width, height = parse_aspect(args.ar, limits)
-    else:
-        width = args.width if args.width is not None else gen.width
-        height = args.height if args.height is not None else gen.height
-    request = GenerationRequest(
+    params = GenerationParams.with_defaults(
+        gen,
         prompt=" ".join(args.prompt),
-        negative_prompt=args.negative or "",
+        negative_prompt=args.negative,
         seed=args.seed,
-        steps=args.steps if args.steps is not None else gen.steps,
-        guidance=args.guidance if args.guidance is not None else gen.guidance,
+        steps=args.steps,
+        guidance=args.guidance,
         width=width,
         height=height,
-        count=args.n if args.n is not None else gen.count,
-        scheduler=args.scheduler or gen.scheduler,
-    ).validated(limits)
+        count=args.n,
+        scheduler=args.scheduler,
+    )
+    request = GenerationRequest(params).validated(limits)
     out, fmt = _output(args.out, args.format)
     return _Plan(
         model_id=args.model or model.id,
@@ -212,7 +208,7 @@ async def _generate(plan: _Plan, err: Any) -> int:
         await service.start()
         job = service.submit(plan.request, owner="cli")
         result = await _follow(job, err)
-        return await _write(service, plan, result, err)
+        return await _write(plan, result, err)
     except RequestError as exc:
         err.print(f"[red]imagine generate:[/] {escape(str(exc))}", highlight=False)
         return 2
@@ -230,8 +226,8 @@ async def _follow(job: Any, err: Any) -> Any:
 
     from generation.events import JobStarted, JobStep
 
-    request = job.request
-    label = f"{request.count} image(s) {request.width}x{request.height}"
+    params = job.request.params
+    label = f"{params.count} image(s) {params.width}x{params.height}"
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -239,7 +235,7 @@ async def _follow(job: Any, err: Any) -> Any:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task(f"{label}: queued", total=request.steps)
+        task = progress.add_task(f"{label}: queued", total=params.steps)
         async for event in job.events():
             if isinstance(event, JobStarted):
                 progress.update(task, description=f"{label}: steps")
@@ -248,14 +244,14 @@ async def _follow(job: Any, err: Any) -> Any:
     return await job.result()
 
 
-async def _write(service: Any, plan: _Plan, result: Any, err: Any) -> int:
-    grid, _ = await service.encode_grid(result.images, plan.fmt)
+async def _write(plan: _Plan, result: Any, err: Any) -> int:
+    grid, _ = await asyncio.to_thread(encode_grid, result.images, plan.fmt)
     plan.out.parent.mkdir(parents=True, exist_ok=True)
     plan.out.write_bytes(grid)
     written = [plan.out]
     if plan.singles:
-        singles = await service.encode_images(result.images, plan.fmt)
-        for index, (data, ext) in enumerate(singles, start=1):
+        for index, image in enumerate(result.images, start=1):
+            data, ext = await asyncio.to_thread(encode, image, plan.fmt)
             path = plan.out.with_name(f"{plan.out.stem}_{index}.{ext}")
             path.write_bytes(data)
             written.append(path)

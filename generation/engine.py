@@ -24,7 +24,8 @@ from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.interfaces import ProgressCallback, StopCheck
 from generation.loading import LoadedModel, ModelSpec, build_scheduler, load_model
-from generation.request import DEFAULT_SCHEDULER, GenerationRequest
+from generation.params import GenerationParams
+from generation.request import GenerationRequest
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -65,16 +66,8 @@ class DiffusersEngine:
             torch.cuda.empty_cache()
 
     def warmup(self, width: int = 512, height: int = 512) -> GenerationResult:
-        request = GenerationRequest(
-            prompt="warm-up",
-            seed=0,
-            steps=2,
-            count=1,
-            width=width,
-            height=height,
-            scheduler=DEFAULT_SCHEDULER,
-        )
-        return self.generate([request])[0]
+        params = GenerationParams("warm-up", seed=0, steps=2, count=1, width=width, height=height)
+        return self.generate([GenerationRequest(params)])[0]
 
     def generate(
         self,
@@ -117,16 +110,17 @@ class DiffusersEngine:
         first = requests[0]
         pipe = model.img2img if first.is_variation else model.txt2img
         # A fresh scheduler per call: schedulers hold per-run state.
-        pipe.scheduler = build_scheduler(first.scheduler, model.scheduler_config)
+        pipe.scheduler = build_scheduler(first.params.scheduler, model.scheduler_config)
         prompts: list[str] = []
         negatives: list[str] = []
         generators: list[torch.Generator] = []
         init_images: list[Image] = []
         for request in requests:
-            init = _fit(request.init_image, request) if request.init_image is not None else None
+            params = request.params
+            init = _fit(request.init_image, params) if request.init_image is not None else None
             for seed in request.seeds:
-                prompts.append(request.prompt)
-                negatives.append(request.negative_prompt)
+                prompts.append(params.prompt)
+                negatives.append(params.negative_prompt)
                 generators.append(torch.Generator(model.generator_device).manual_seed(seed))
                 if init is not None:
                     init_images.append(init)
@@ -144,17 +138,17 @@ class DiffusersEngine:
         kwargs: dict[str, Any] = {
             "prompt": prompts,
             "negative_prompt": negatives,
-            "num_inference_steps": first.steps,
-            "guidance_scale": first.guidance,
+            "num_inference_steps": first.params.steps,
+            "guidance_scale": first.params.guidance,
             "generator": generators,
             "num_images_per_prompt": 1,
             "output_type": "pil",
             "callback_on_step_end": step_end,
         }
         if first.is_variation:
-            kwargs.update(image=init_images, strength=first.strength)
+            kwargs.update(image=init_images, strength=first.params.strength)
         else:
-            kwargs.update(width=first.width, height=first.height)
+            kwargs.update(width=first.params.width, height=first.params.height)
         output = pipe(**kwargs)
         return list(output.images), interrupted
 
@@ -163,7 +157,8 @@ class DiffusersEngine:
         tokenizer = self.model.txt2img.tokenizer
         limit = int(tokenizer.model_max_length)
         warnings = []
-        texts = (("prompt", request.prompt), ("negative prompt", request.negative_prompt))
+        params = request.params
+        texts = (("prompt", params.prompt), ("negative prompt", params.negative_prompt))
         for label, text in texts:
             if not text:
                 continue
@@ -187,20 +182,21 @@ class DiffusersEngine:
         warnings: list[list[str]],
         seconds: float,
     ) -> list[GenerationResult]:
-        total = sum(r.count for r in requests)
+        total = sum(r.params.count for r in requests)
         results = []
         start = 0
         for request, request_warnings in zip(requests, warnings, strict=True):
-            end = start + request.count
+            count = request.params.count
+            end = start + count
             results.append(
                 GenerationResult(
                     images=images[start:end],
                     seeds=request.seeds,
-                    nsfw=list(flags[start:end]) if flags is not None else [False] * request.count,
+                    nsfw=list(flags[start:end]) if flags is not None else [False] * count,
                     warnings=request_warnings,
                     request=request,
                     model_id=self.model_id,
-                    gpu_seconds=seconds * request.count / total,
+                    gpu_seconds=seconds * count / total,
                     safety_checked=flags is not None,
                 )
             )
@@ -210,8 +206,8 @@ class DiffusersEngine:
     def _out_of_memory(
         self, requests: Sequence[GenerationRequest], exc: BaseException
     ) -> OutOfMemoryError:
-        images = sum(r.count for r in requests)
-        first = requests[0]
+        images = sum(r.params.count for r in requests)
+        first = requests[0].params
         log.warning(
             "out of memory for %d image(s) at %dx%d: %s", images, first.width, first.height, exc
         )
@@ -224,11 +220,11 @@ class DiffusersEngine:
         )
 
 
-def _fit(image: Image, request: GenerationRequest) -> Image:
-    """The img2img source as RGB at the request's size."""
+def _fit(image: Image, params: GenerationParams) -> Image:
+    """The img2img source as RGB at the parameters' size."""
     from PIL import Image as PILImage
 
     image = image.convert("RGB")
-    if image.size != (request.width, request.height):
-        image = image.resize((request.width, request.height), PILImage.Resampling.LANCZOS)
+    if image.size != (params.width, params.height):
+        image = image.resize((params.width, params.height), PILImage.Resampling.LANCZOS)
     return image

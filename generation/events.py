@@ -57,6 +57,16 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """A backend's queue at one moment: jobs (and their images) waiting and running."""
+
+    waiting: int
+    running: int
+    waiting_images: int = 0
+    running_images: int = 0
+
+
+@dataclass(frozen=True)
 class JobQueued:
     """Waiting; `position` 1 is next to start. `eta_seconds` is a rough estimate, or None."""
 

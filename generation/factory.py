@@ -11,8 +11,8 @@ from pathlib import Path
 
 from generation.engine import DiffusersEngine
 from generation.loading import ModelSpec
+from generation.params import Limits
 from generation.queue_policy import FairQueuePolicy
-from generation.request import Limits
 from generation.service import GenerationService
 
 

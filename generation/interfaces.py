@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
-
-    from generation.events import GenerationResult
-    from generation.job import Job
-    from generation.request import GenerationRequest, Limits
+    from generation.events import GenerationResult, QueueStats
+    from generation.job import QueuedJob
+    from generation.params import Limits
+    from generation.request import GenerationRequest
 
 #: Called on the worker thread after each denoising step with (step, total), 1-based.
 ProgressCallback = Callable[[int, int], None]
@@ -59,31 +58,61 @@ class Engine(Protocol):
 
 
 class GenerationBackend(Protocol):
-    """What the bot needs from an image generator, local or remote."""
+    """What the bot needs from an image generator, local or remote.
+
+    All methods run on the event loop's thread and never block it. Implementations: the
+    in-process `GenerationService` (one GPU worker thread); a pool of remote GPU workers can be
+    another. Every implementation must pass the contract suite in
+    ``tests/generation/contract/``.
+    """
 
     @property
-    def model_id(self) -> str: ...
+    def model_id(self) -> str:
+        """The model the images are made with (a Hub id, a folder, or ``builtin:...``)."""
+        ...
 
     @property
-    def limits(self) -> Limits: ...
+    def model_note(self) -> str | None:
+        """A line to show with results (e.g. "random-weight test model: images are noise")."""
+        ...
 
-    async def start(self) -> None: ...
+    @property
+    def limits(self) -> Limits:
+        """The bounds requests are validated against."""
+        ...
 
-    async def close(self) -> None: ...
+    async def start(self) -> None:
+        """Get ready to run jobs (load the model, connect); raises `GenerationError`."""
+        ...
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop taking jobs, cancel the waiting ones, let running ones finish (within `grace`
+        seconds, then cancel them), release everything. Safe to call twice."""
+        ...
 
     def submit(
         self, request: GenerationRequest, owner: str = "", job_id: str | None = None
-    ) -> Job:
-        """Validate and queue (under `job_id` when given); raises `RequestError` or
-        `QueueFullError`."""
+    ) -> QueuedJob:
+        """Validate and queue (under `job_id` when given) for `owner` (fairness is per owner).
+
+        Raises `RequestError` (bad request, job id in use) or `QueueFullError` (the queue or the
+        owner's share of it is full, or the backend is shutting down). The handle's first event
+        is `JobQueued`; its `request` is the validated one (concrete seed).
+        """
         ...
 
-    def queue_length(self) -> int: ...
+    def job(self, job_id: str) -> QueuedJob | None:
+        """A queued or running job by id; None once it has ended."""
+        ...
 
-    def pending_for(self, owner: str) -> int: ...
+    def running(self) -> list[QueuedJob]:
+        """The jobs being generated now."""
+        ...
 
-    def estimate_wait(self, position: int) -> float: ...
+    def queue_stats(self) -> QueueStats:
+        """Jobs and images waiting and running."""
+        ...
 
-    async def encode_grid(
-        self, images: Sequence[Image], fmt: str = "png", limit_bytes: int | None = None
-    ) -> tuple[bytes, str]: ...
+    def estimate_wait(self, position: int) -> float:
+        """Rough seconds until the job at queue `position` (1 = next) starts."""
+        ...

@@ -1,4 +1,8 @@
-"""`Job`: the caller's handle on one submitted request (await its result, follow its events).
+"""`QueuedJob`: the caller's handle on one submitted request (await its result, follow its events).
+
+The name says which "job": this is the queue's job, alive from submission to its final event.
+The bot's stored job (its database row, `bot.db.models.StoredJob`) and its read-only view
+(`bot.services.history.JobView`) outlive it.
 
 A job is a record of events fed by whoever runs it (the in-process `GenerationService`, or later
 a client of remote GPU workers) through `publish`; it holds no thread, engine or pipeline. Every
@@ -26,7 +30,7 @@ from generation.events import (
 from generation.request import GenerationRequest
 
 
-class Job:
+class QueuedJob:
     """One request on its way through the queue and the worker.
 
     `request` is the validated request (its seed is concrete). Events are kept, so every
@@ -37,7 +41,7 @@ class Job:
         self,
         request: GenerationRequest,
         owner: str,
-        canceller: Callable[[Job], bool],
+        canceller: Callable[[QueuedJob], bool],
         job_id: str | None = None,
     ) -> None:
         self.id: str = job_id or uuid.uuid4().hex
@@ -53,7 +57,7 @@ class Job:
         self.cancel_requested = False
 
     def __repr__(self) -> str:
-        return f"<Job {self.id[:8]} owner={self.owner!r} {self._state.value}>"
+        return f"<QueuedJob {self.id[:8]} owner={self.owner!r} {self._state.value}>"
 
     @property
     def state(self) -> JobState:

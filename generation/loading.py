@@ -14,8 +14,8 @@ Choices and why:
   images. Attention is diffusers' default with torch 2, ``scaled_dot_product_attention``;
   nothing here changes it.
 - The pipeline's own safety checker is detached: it blacks out flagged images. We keep the
-  checker and run it ourselves (`LoadedModel.nsfw_flags`), so flagged images come back unmodified
-  with a flag, and the caller (the bot) decides what to do with them.
+  checker and call it ourselves on copies of the images (`LoadedModel.nsfw_flags`), so flagged
+  images come back unmodified with a flag, and the caller (the bot) decides what to do.
 - ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub itself; a model that is neither cached nor
   downloadable becomes a `ModelNotFoundError` that says how to get it.
 """
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from generation.errors import GenerationError, ModelNotFoundError
-from generation.request import SCHEDULERS
+from generation.params import SCHEDULERS
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, ensure_tiny_model
 
 if TYPE_CHECKING:
@@ -91,32 +91,21 @@ class LoadedModel:
         return torch.device("cpu") if self.device.type == "mps" else self.device
 
     def nsfw_flags(self, images: Sequence[Image]) -> list[bool] | None:
-        """Run the safety checker on `images`; None when the checker is off or absent.
+        """Run the model's own safety checker on `images`; None when it is off or absent.
 
-        Mirrors `StableDiffusionSafetyChecker.forward` (same scores, thresholds and rounding)
-        without its side effect of blacking out flagged images.
+        The checker blacks out what it flags in the arrays it is handed, so it gets copies:
+        the caller keeps every image unmodified, with its flag, and decides what to do.
         """
+        import numpy as np
+
         checker = self.safety_checker
         if checker is None or self.feature_extractor is None or not images:
             return None
         pixels = self.feature_extractor(list(images), return_tensors="pt").pixel_values
         pixels = pixels.to(device=self.device, dtype=self.dtype)
-        with torch.inference_mode():
-            pooled = checker.vision_model(pixels)[1]
-            embeds = torch.nn.functional.normalize(checker.visual_projection(pooled).float())
-
-            def scores(
-                concepts: torch.Tensor, thresholds: torch.Tensor, adjustment: Any = 0.0
-            ) -> torch.Tensor:
-                cos = embeds @ torch.nn.functional.normalize(concepts.float()).T
-                return torch.round((cos - thresholds.float() + adjustment) * 1000) / 1000
-
-            special = scores(checker.special_care_embeds, checker.special_care_embeds_weights)
-            # An image close to a "special care" concept gets a stricter threshold for the rest.
-            adjustment = (special > 0).any(dim=1, keepdim=True).float() * 0.01
-            concept = scores(checker.concept_embeds, checker.concept_embeds_weights, adjustment)
-            flags = (concept > 0).any(dim=1)
-        return [bool(f) for f in flags.cpu()]
+        copies = [np.array(image) for image in images]
+        _, flags = checker(clip_input=pixels, images=copies)
+        return [bool(flag) for flag in flags]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -282,12 +271,12 @@ def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> Stable
 
 
 def _dtype_keyword() -> str:
-    """`dtype` on diffusers versions that deprecate `torch_dtype`, else `torch_dtype`."""
-    from diffusers.utils import deprecation_utils
+    """`dtype` from diffusers 0.40 on (it deprecates `torch_dtype` there, following
+    transformers), `torch_dtype` before: decided by the installed version, a public fact."""
+    import diffusers
+    from packaging.version import Version
 
-    if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE"):
-        return "dtype"
-    return "torch_dtype"
+    return "dtype" if Version(diffusers.__version__) >= Version("0.40.0.dev0") else "torch_dtype"
 
 
 def _is_missing_variant(exc: BaseException, variant: str) -> bool:

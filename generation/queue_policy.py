@@ -155,7 +155,7 @@ class FairQueuePolicy:
             return []
         first = order[0]
         batch = [first]
-        images = first.request.count
+        images = first.request.params.count
         if self.batching:
             key: Hashable = first.request.batch_key
             skipped_owners: set[str] = set()
@@ -164,10 +164,10 @@ class FairQueuePolicy:
                     break
                 if job.owner in skipped_owners:
                     continue
-                fits = images + job.request.count <= self.max_batch_images
+                fits = images + job.request.params.count <= self.max_batch_images
                 if fits and job.request.batch_key == key:
                     batch.append(job)
-                    images += job.request.count
+                    images += job.request.params.count
                 else:
                     skipped_owners.add(job.owner)  # keep this owner's jobs in order
         for job in batch:

@@ -1,6 +1,6 @@
 """`GenerationService`: the asyncio face of one pipeline running on one worker thread.
 
-The bot (and the CLI) submit requests and get `Job`s back; a dispatcher task on the event loop
+The bot (and the CLI) submit requests and get `QueuedJob`s back; a dispatcher task on the event loop
 asks the queue policy for the next batch of jobs and hands it to the engine on the worker
 thread. This module is the one place where work crosses between the loop and that thread:
 
@@ -8,8 +8,8 @@ thread. This module is the one place where work crosses between the loop and tha
 - worker -> loop: `loop.call_soon_threadsafe(...)` for step progress; results come back
   through the executor future.
 
-The event loop never runs model code, and grid/PNG encoding runs on a separate small executor
-(`encode_grid`) so the GPU thread goes straight on to the next batch.
+The event loop never runs model code. Encoding the images is the caller's business (the bot
+does it in its own thread helper), so the GPU thread goes straight on to the next batch.
 
 A CUDA out-of-memory error fails only the job(s) concerned (a shared call is first retried one
 job at a time), and the worker goes on with the next jobs.
@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from generation.errors import (
     GenerationError,
@@ -40,18 +40,16 @@ from generation.events import (
     JobStarted,
     JobState,
     JobStep,
+    QueueStats,
 )
-from generation.grid import EXTENSIONS, encode_image, encode_to_fit, make_grid, normalize_format
 from generation.interfaces import Engine
-from generation.job import Job
+from generation.job import QueuedJob
+from generation.params import Limits
 from generation.queue_policy import FairQueuePolicy, QueuePolicy
-from generation.request import GenerationRequest, Limits
+from generation.request import GenerationRequest
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
-if TYPE_CHECKING:
-    from PIL.Image import Image
-
-__all__ = ["GenerationService", "Job", "ServiceClosedError"]
+__all__ = ["GenerationService", "QueuedJob", "ServiceClosedError"]
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +78,26 @@ class GenerationService:
     def __init__(
         self,
         engine: Engine,
-        policy: QueuePolicy[Job] | None = None,
+        policy: QueuePolicy[QueuedJob] | None = None,
         *,
         limits: Limits | None = None,
         warmup: bool = True,
         warmup_size: tuple[int, int] = (512, 512),
-        encode_threads: int = 1,
     ) -> None:
         self._engine = engine
         # Not `policy or ...`: an empty policy has len() 0 and is falsy.
-        self._policy: QueuePolicy[Job] = policy if policy is not None else FairQueuePolicy()
+        self._policy: QueuePolicy[QueuedJob] = policy if policy is not None else FairQueuePolicy()
         self._limits = limits or Limits()
         self._warmup = warmup
         self._warmup_size = warmup_size
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-gpu")
-        self._encoder = ThreadPoolExecutor(
-            max_workers=encode_threads, thread_name_prefix="imagine-encode"
-        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._accepting = True
         self._closed = False
-        self._live: dict[str, Job] = {}
-        self._running: list[Job] = []
+        self._live: dict[str, QueuedJob] = {}
+        self._running: list[QueuedJob] = []
         self._running_progress = 0.0
         self._unit_seconds: float | None = None
 
@@ -134,10 +128,20 @@ class GenerationService:
         """Jobs of `owner` waiting (not counting running ones), as limited by the policy."""
         return self._policy.pending_for(owner)
 
-    def running(self) -> list[Job]:
+    def running(self) -> list[QueuedJob]:
+        """The jobs in the pipeline call now running (empty between calls)."""
         return list(self._running)
 
-    def job(self, job_id: str) -> Job | None:
+    def queue_stats(self) -> QueueStats:
+        """Jobs and images waiting and running, for status displays."""
+        return QueueStats(
+            waiting=len(self._policy),
+            running=len(self._running),
+            waiting_images=sum(job.request.params.count for job in self._policy.order()),
+            running_images=sum(job.request.params.count for job in self._running),
+        )
+
+    def job(self, job_id: str) -> QueuedJob | None:
         """A queued or running job by id (None once it has ended)."""
         return self._live.get(job_id)
 
@@ -199,13 +203,12 @@ class GenerationService:
         if self._loop is not None:
             await self._on_worker(self._engine.close)
         self._gpu.shutdown(wait=False)
-        self._encoder.shutdown(wait=False)
 
     # -- jobs -----------------------------------------------------------------------------
 
     def submit(
         self, request: GenerationRequest, owner: str = "", job_id: str | None = None
-    ) -> Job:
+    ) -> QueuedJob:
         """Validate `request` and queue it for `owner`; raises `RequestError`/`QueueFullError`.
 
         The returned job's `request` is the validated one (with its concrete seed). Its first
@@ -218,15 +221,15 @@ class GenerationService:
             raise ServiceClosedError(
                 "The image generator is shutting down and takes no new requests."
             )
-        job = Job(request.validated(self._limits), owner, self._cancel, job_id)
+        job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id)
         self._policy.push(job)
         self._live[job.id] = job
-        log.debug("job %s queued for %r: %d image(s)", job.id, owner, job.request.count)
+        log.debug("job %s queued for %r: %d image(s)", job.id, owner, job.request.params.count)
         self._publish_positions()
         self._wakeup.set()
         return job
 
-    def _cancel(self, job: Job) -> bool:
+    def _cancel(self, job: QueuedJob) -> bool:
         if job.state is JobState.QUEUED and self._policy.remove(job):
             self._end(job, JobCancelled())
             self._publish_positions()
@@ -235,26 +238,6 @@ class GenerationService:
             job.cancel_requested = True
             return True
         return False
-
-    # -- encoding -------------------------------------------------------------------------
-
-    async def encode_grid(
-        self, images: Sequence[Image], fmt: str = "png", limit_bytes: int | None = None
-    ) -> tuple[bytes, str]:
-        """The grid of `images` encoded as `fmt` (or to fit `limit_bytes`), and its extension.
-
-        Runs on the encoding thread, never on the loop or the GPU thread.
-        """
-        return await self._on_encoder(_encode, make_grid, list(images), fmt, limit_bytes)
-
-    async def encode_images(
-        self, images: Sequence[Image], fmt: str = "png", limit_bytes: int | None = None
-    ) -> list[tuple[bytes, str]]:
-        """Each image encoded like `encode_grid` does it, on the encoding thread."""
-        encoded = []
-        for image in images:
-            encoded.append(await self._on_encoder(_encode, None, image, fmt, limit_bytes))
-        return encoded
 
     # -- the dispatcher (event loop side) -------------------------------------------------
 
@@ -275,10 +258,10 @@ class GenerationService:
                     job.fail(GenerationError("Internal error while generating; try again."))
                     self._live.pop(job.id, None)
 
-    async def _run_batch(self, jobs: list[Job]) -> None:
+    async def _run_batch(self, jobs: list[QueuedJob]) -> None:
         self._running = list(jobs)
         self._running_progress = 0.0
-        images = sum(job.request.count for job in jobs)
+        images = sum(job.request.params.count for job in jobs)
         for job in jobs:
             job.publish(JobStarted(batch_images=images))
         self._publish_positions()
@@ -289,7 +272,7 @@ class GenerationService:
             self._running = []
             self._running_progress = 0.0
 
-    async def _run_jobs(self, jobs: list[Job]) -> None:
+    async def _run_jobs(self, jobs: list[QueuedJob]) -> None:
         live = []
         for job in jobs:
             if job.cancel_requested:
@@ -329,7 +312,7 @@ class GenerationService:
             for job, result in zip(live, results, strict=True):
                 self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
 
-    def _publish_step(self, jobs: list[Job], step: int, total: int) -> None:
+    def _publish_step(self, jobs: list[QueuedJob], step: int, total: int) -> None:
         self._running_progress = step / total if total else 0.0
         for job in jobs:
             if not job.cancel_requested:
@@ -343,12 +326,12 @@ class GenerationService:
                 job.publish(JobQueued(position, eta))
             eta += self._job_seconds(job)
 
-    def _end(self, job: Job, event: JobFinished | JobCancelled) -> None:
+    def _end(self, job: QueuedJob, event: JobFinished | JobCancelled) -> None:
         job.publish(event)
         self._live.pop(job.id, None)
         log.debug("job %s %s", job.id, job.state.value)
 
-    def _fail(self, jobs: Sequence[Job], error: GenerationError) -> None:
+    def _fail(self, jobs: Sequence[QueuedJob], error: GenerationError) -> None:
         for job in jobs:
             job.fail(error)
             self._live.pop(job.id, None)
@@ -368,7 +351,7 @@ class GenerationService:
             measured if previous is None else previous + _EMA_ALPHA * (measured - previous)
         )
 
-    def _job_seconds(self, job: Job) -> float:
+    def _job_seconds(self, job: QueuedJob) -> float:
         unit = self._unit_seconds if self._unit_seconds is not None else _DEFAULT_UNIT_SECONDS
         return unit * _work_units(job.request, self._limits.native_pixels)
 
@@ -383,25 +366,10 @@ class GenerationService:
         loop = self._require_loop()
         return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
 
-    async def _on_encoder(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = self._require_loop()
-        return await loop.run_in_executor(self._encoder, functools.partial(fn, *args))
-
 
 def _work_units(request: GenerationRequest, native_pixels: int) -> float:
-    steps = request.steps * (request.strength if request.is_variation else 1.0)
-    area = request.width * request.height / native_pixels
-    return request.count * (steps + _FIXED_STEPS) * area
+    params = request.params
+    steps = params.steps * (params.strength if params.strength is not None else 1.0)
+    area = params.width * params.height / native_pixels
+    return params.count * (steps + _FIXED_STEPS) * area
 
-
-def _encode(
-    compose: Callable[[list[Image]], Image] | None,
-    images: Any,
-    fmt: str,
-    limit_bytes: int | None,
-) -> tuple[bytes, str]:
-    image = compose(images) if compose is not None else images
-    if limit_bytes is not None:
-        return encode_to_fit(image, limit_bytes)
-    name = normalize_format(fmt)
-    return encode_image(image, name), EXTENSIONS[name]

@@ -9,6 +9,7 @@ a short apology rather than Discord's "The application did not respond".
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import discord
@@ -17,6 +18,7 @@ from discord.ext import commands
 
 from bot.core.flags import FlagError
 from bot.errors import MemberError, ServiceError
+from bot.presentation.delivery import respond
 from generation.errors import GenerationError
 
 if TYPE_CHECKING:
@@ -33,7 +35,9 @@ def user_message(error: BaseException) -> str | None:
     """The message for the member if `error` is an expected refusal, else None (a bug)."""
     if isinstance(error, app_commands.CommandInvokeError | commands.CommandInvokeError):
         return user_message(error.original)
-    if isinstance(error, ServiceError | FlagError | MemberError):
+    if isinstance(error, ServiceError):
+        return error.render(_relative)
+    if isinstance(error, FlagError | MemberError):
         return error.user_message
     if isinstance(error, GenerationError):
         # Bad parameters, a full queue, a job cancelled by shutdown, a CUDA out-of-memory:
@@ -50,6 +54,10 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, app_commands.TransformerError):
         return f"I could not understand the value {error.value!r}."
     return None
+
+
+def _relative(moment: datetime) -> str:
+    return discord.utils.format_dt(moment, "R")
 
 
 class ErrorHandler(commands.Cog, name="Errors"):
@@ -89,12 +97,7 @@ class ErrorHandler(commands.Cog, name="Errors"):
         """An ephemeral answer, as the initial response or as a follow-up if one was sent."""
         mentions = discord.AllowedMentions.none()
         try:
-            if interaction.response.is_done():
-                await interaction.followup.send(message, ephemeral=True, allowed_mentions=mentions)
-            else:
-                await interaction.response.send_message(
-                    message, ephemeral=True, allowed_mentions=mentions
-                )
+            await respond(interaction, message, ephemeral=True, allowed_mentions=mentions)
         except discord.HTTPException as exc:
             log.warning("could not tell the member about an error: %s", exc)
 

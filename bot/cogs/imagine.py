@@ -29,7 +29,6 @@ from PIL import Image
 from bot.core.flags import ImagineOptions, merge_options, parse_prompt
 from bot.core.image_store import withheld_tile
 from bot.core.jobs import (
-    VARIATION_STRENGTH,
     JobPlan,
     Outcome,
     OutcomeStatus,
@@ -44,6 +43,7 @@ from bot.presentation.delivery import (
     DeliveryMethod,
     OutgoingMessage,
     Throttle,
+    respond,
     upload_limit,
 )
 from bot.presentation.imagine_command import build_imagine_command
@@ -61,7 +61,8 @@ from bot.presentation.permissions import can_manage_messages
 from bot.presentation.views import grid_view, queued_view, single_view
 from bot.services.history import JobView
 from generation.events import JobEvent, JobQueued, JobStarted, JobStep
-from generation.request import GenerationRequest, Limits, parse_aspect
+from generation.grid import encode, encode_grid
+from generation.request import GenerationRequest, parse_aspect
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -125,22 +126,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
     def _request(self, prompt: str, options: ImagineOptions) -> GenerationRequest:
         """A request from the member's options, the configuration filling the gaps."""
         gen = self.bot.settings.generation
-        width, height = gen.width, gen.height
+        given = options.given_params()
         if options.aspect is not None:
             # Aspect ratios keep the configured default's area (the model's sweet spot).
-            limits = Limits(max_pixels=gen.max_pixels, native_pixels=gen.width * gen.height)
-            width, height = parse_aspect(options.aspect, limits)
-        return GenerationRequest(
-            prompt=prompt,
-            negative_prompt=options.negative or "",
-            seed=options.seed,
-            steps=options.steps if options.steps is not None else gen.steps,
-            guidance=options.guidance if options.guidance is not None else gen.guidance,
-            width=width,
-            height=height,
-            count=options.count if options.count is not None else gen.count,
-            scheduler=gen.scheduler,
-        )
+            given["width"], given["height"] = parse_aspect(options.aspect, gen.limits())
+        return GenerationRequest(gen.params(prompt, **given))
 
     # -- the job flow shared by /imagine, V and reroll ------------------------------------
 
@@ -155,8 +145,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
     ) -> None:
         requester = _requester(interaction, guild_id, channel_id)
         submission = await self._submit_in_time(interaction, requester, plan)
-        caption = _caption(submission.request, interaction.user.id, label)
-        position = submission.job.position or 1
+        caption = Caption(submission.request.params, interaction.user.id, label)
+        position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
         message = OutgoingMessage(
             queued_text(caption, position, _in(eta)),
@@ -280,8 +270,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 withheld_tile(image.size) if i in withheld else image
                 for i, image in enumerate(outcome.images, 1)
             ]
-            data, ext = await self.bot.generation.encode_grid(
-                tiles, limit_bytes=upload_limit(interaction)
+            data, ext = await self.bot.threads.run(
+                encode_grid, tiles, limit_bytes=upload_limit(interaction)
             )
             name = f"imagine_{submission.job_id[:8]}.{ext}"
             files.append(Attachment(name, data, spoiler=outcome.spoiler))
@@ -313,24 +303,22 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if image is not None or (data is not None and len(data) > limit):
             image = image or await self.bot.images.load(job_id, index)
             assert image is not None
-            [(data, ext)] = await self.bot.generation.encode_images([image], limit_bytes=limit)
+            data, ext = await self.bot.threads.run(encode, image, limit_bytes=limit)
         assert data is not None
         name = f"imagine_{job_id[:8]}_{index}.{ext}"
         message = OutgoingMessage(
-            upscale_text(_caption_from_job(job, interaction.user.id), index),
+            upscale_text(Caption(job.params, interaction.user.id), index),
             mention=interaction.user.id,
             files=[Attachment(name, data, spoiler=flagged)],
             view=single_view(job_id, index),
         )
-        kwargs = {
-            "files": message.files_for_send(),
-            "view": message.view,
-            "allowed_mentions": message.allowed_mentions,
-        }
-        if interaction.response.is_done():
-            await interaction.followup.send(message.content, **kwargs)  # type: ignore[arg-type]
-        else:
-            await interaction.response.send_message(message.content, **kwargs)  # type: ignore[arg-type]
+        await respond(
+            interaction,
+            message.content,
+            files=message.files_for_send(),
+            view=message.view,
+            allowed_mentions=message.allowed_mentions,
+        )
 
     async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
@@ -358,21 +346,21 @@ class ImagineCog(commands.Cog, name="Imagine"):
         """Reroll: the same parameters with new seeds (a variation rerolls from its source)."""
         _received(interaction)
         job = await self._job(interaction, job_id)
-        gen = self.bot.settings.generation
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
             source = await self._source(
                 interaction, job.parent_job_id, index, guild_id=job.guild_id
             )
             plan = JobPlan(
-                self._variation_request(job, source, count=job.count),
+                # Same parameters (count, strength) as the variation being rerolled.
+                request_from_job(job, width=source.width, height=source.height, init_image=source),
                 kind=JobKind.VARIATION,
                 parent_job_id=job.parent_job_id,
                 image_index=index,
             )
             label = f"Variations of image #{index}"
         else:
-            request = request_from_job(job, scheduler=job.scheduler or gen.scheduler)
+            request = request_from_job(job)
             plan = JobPlan(request, kind=JobKind.REROLL, parent_job_id=job_id)
             label = "Reroll"
         await self._start(
@@ -435,16 +423,17 @@ class ImagineCog(commands.Cog, name="Imagine"):
         owner = _owner(interaction, guild_id)
         return await self.bot.orchestrator.source_image(job_id, index, owner)
 
-    def _variation_request(
-        self, job: JobView, source: Image.Image, count: int | None = None
-    ) -> GenerationRequest:
+    def _variation_request(self, job: JobView, source: Image.Image) -> GenerationRequest:
+        """Variations of `source` (an image of `job`): its prompt, the configured count and
+        strength, at the source's size."""
+        gen = self.bot.settings.generation
         return request_from_job(
             job,
             width=source.width,
             height=source.height,
-            count=count or self.bot.settings.generation.count,
+            count=gen.count,
+            strength=gen.variation_strength,
             init_image=source,
-            strength=VARIATION_STRENGTH,
         )
 
 
@@ -521,30 +510,10 @@ def _owner(interaction: discord.Interaction, guild_id: int) -> str:
     return f"{interaction.guild_id or guild_id}:{interaction.user.id}"
 
 
-def _caption(request: GenerationRequest, user_id: int, label: str = "") -> Caption:
-    return Caption(
-        prompt=request.prompt,
-        user_id=user_id,
-        negative=request.negative_prompt,
-        seed=request.seed,
-        steps=request.steps,
-        guidance=request.guidance,
-        width=request.width,
-        height=request.height,
-        count=request.count,
-        scheduler=request.scheduler,
-        label=label,
-    )
-
-
-def _caption_from_job(job: JobView, user_id: int) -> Caption:
-    return Caption(prompt=job.prompt, user_id=user_id, negative=job.negative_prompt)
-
-
 def _check_image(job: JobView, index: int) -> bool:
     """Refuse indexes the job does not have; True if the safety checker flagged the image
     (then it exists only where the policy allowed it, and is posted behind a spoiler)."""
-    if not 1 <= index <= job.count:
+    if not 1 <= index <= job.params.count:
         raise MemberError(f"This job has no image #{index}.")
     flagged = bool(job.nsfw and index <= len(job.nsfw) and job.nsfw[index - 1])
     return flagged
@@ -555,7 +524,7 @@ def _progress_text(caption: Caption, event: JobEvent) -> str | None:
         eta = _in(event.eta_seconds) if event.eta_seconds is not None else None
         return queued_text(caption, event.position, eta)
     if isinstance(event, JobStarted):
-        return running_text(caption, 0, caption.steps)
+        return running_text(caption, 0, caption.params.steps)
     if isinstance(event, JobStep):
         return running_text(caption, event.step, event.total)
     return None

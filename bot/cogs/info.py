@@ -44,10 +44,10 @@ class InfoCog(commands.Cog, name="Info"):
             inline=False,
         )
         embed.add_field(name="Your jobs", value=self._jobs_text(guild_id, user.id), inline=False)
-        running = len(generation.running())
+        queue = generation.queue_stats()
         embed.add_field(
             name="Queue",
-            value=f"{generation.queue_length()} waiting, {running} running",
+            value=f"{queue.waiting} waiting, {queue.running} running",
             inline=True,
         )
         model = generation.model_id
@@ -59,9 +59,9 @@ class InfoCog(commands.Cog, name="Info"):
     def _jobs_text(self, guild_id: int, user_id: int) -> str:
         lines = []
         for sub in self.bot.orchestrator.live_for(guild_id, user_id)[:10]:
-            position = sub.job.position
+            position = sub.queued.position
             state = f"queued, position {position}" if position is not None else "running"
-            prompt = discord.utils.escape_markdown(sub.request.prompt[:60])
+            prompt = discord.utils.escape_markdown(sub.request.params.prompt[:60])
             lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
         return "\n".join(lines) or "None queued or running."
 

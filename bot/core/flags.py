@@ -51,7 +51,7 @@ _ALIASES = {
     "ar": "aspect",
     "aspect": "aspect",
     "seed": "seed",
-    "no": "negative",
+    "no": "negative_prompt",
     "steps": "steps",
     "cfg": "guidance",
     "guidance": "guidance",
@@ -74,14 +74,26 @@ class FlagError(ValueError):
 
 @dataclass(frozen=True)
 class ImagineOptions:
-    """Everything a member can set for one `/imagine`; None means "use the server default"."""
+    """Everything a member can set for one `/imagine`; None means "use the server default".
 
-    negative: str | None = None
+    Every field but `aspect` is named like the `GenerationParams` field it sets (`aspect`
+    becomes width and height for the model), so `given_params` hands them on by name.
+    """
+
+    negative_prompt: str | None = None
     aspect: str | None = None
     seed: int | None = None
     steps: int | None = None
     guidance: float | None = None
     count: int | None = None
+
+    def given_params(self) -> dict[str, object]:
+        """The generation parameters the member set (not None), by field name; aspect aside."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "aspect" and getattr(self, f.name) is not None
+        }
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,7 @@ def _parse_value(field: str, name: str, value: str) -> object:
         return _parse_aspect(name, value)
     if field == "seed":
         return _parse_int(name, value, 0, MAX_SEED)
-    if field == "negative":
+    if field == "negative_prompt":
         parts = [part.strip() for part in value.split(",") if part.strip()]
         if not parts:
             raise FlagError(f"`--{name}` needs a value.")

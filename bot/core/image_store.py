@@ -2,12 +2,12 @@
 
 Discord strips PNG metadata and its CDN links expire, so the U/V buttons (which may be pressed
 days later, after restarts) read the single images from here; the parameters live in the
-database. All disk work runs in a thread so the event loop never waits on it.
+database. All disk work runs in the bot's thread helper (`bot.core.threads.Threads`), so the
+event loop never waits on it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import re
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from bot.core.threads import Threads
+
 __all__ = ["ImageStore", "withheld_tile"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -25,8 +27,9 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 class ImageStore:
     """Single images by (job id, 1-based index); a missing file reads as None."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, threads: Threads) -> None:
         self.root = Path(root)
+        self._threads = threads
 
     def path(self, job_id: str, index: int) -> Path:
         """Where image `index` (1-based) of `job_id` lives; job ids are checked (no traversal)."""
@@ -38,20 +41,20 @@ class ImageStore:
 
     async def save(self, job_id: str, images: Sequence[tuple[int, Image.Image]]) -> list[Path]:
         """Write `(index, image)` pairs as PNG; returns the paths written."""
-        return await asyncio.to_thread(self._save_sync, job_id, list(images))
+        return await self._threads.run(self._save_sync, job_id, list(images))
 
     async def load(self, job_id: str, index: int) -> Image.Image | None:
         """The stored image, fully decoded, or None when it was never stored or is gone."""
-        return await asyncio.to_thread(self._load_sync, self.path(job_id, index))
+        return await self._threads.run(self._load_sync, self.path(job_id, index))
 
     async def read_bytes(self, job_id: str, index: int) -> bytes | None:
         """The stored PNG file as bytes, or None."""
-        return await asyncio.to_thread(_read_or_none, self.path(job_id, index))
+        return await self._threads.run(_read_or_none, self.path(job_id, index))
 
     async def delete(self, job_id: str) -> None:
         """Remove every stored image of a job (a no-op when there is none)."""
         folder = self.path(job_id, 1).parent
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+        await self._threads.run(shutil.rmtree, folder, True)
 
     def _save_sync(self, job_id: str, images: list[tuple[int, Image.Image]]) -> list[Path]:
         written = []

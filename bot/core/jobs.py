@@ -42,9 +42,9 @@ from generation.events import (
     JobFinished,
     JobStarted,
 )
-from generation.job import Job
+from generation.interfaces import GenerationBackend
+from generation.job import QueuedJob
 from generation.request import GenerationRequest
-from generation.service import GenerationService
 
 __all__ = [
     "ImageFate",
@@ -61,9 +61,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[JobEvent], Awaitable[None]]
-
-#: How far a variation may move from its source image (img2img strength).
-VARIATION_STRENGTH = 0.6
 
 
 @dataclass(frozen=True)
@@ -100,18 +97,18 @@ class JobPlan:
 
 @dataclass(frozen=True)
 class Submission:
-    """A queued job: its id (database, quota ledger, buttons and generation service alike)
-    and the service's handle."""
+    """A submitted job: its id (database, quota ledger, buttons and backend alike), the
+    backend's handle on the queued job, who asked and what."""
 
     job_id: str
-    job: Job = field(repr=False)
+    queued: QueuedJob = field(repr=False)
     requester: Requester
     plan: JobPlan
 
     @property
     def request(self) -> GenerationRequest:
         """The validated request (concrete seed)."""
-        return self.job.request
+        return self.queued.request
 
 
 class OutcomeStatus(enum.Enum):
@@ -152,23 +149,16 @@ class Outcome:
         return ImageFate.SPOILER in self.fates
 
 
-def request_from_job(job: JobView, **changes: Any) -> GenerationRequest:
-    """A stored job's parameters as a new request (no seed unless given), with `changes`.
+def request_from_job(
+    job: JobView, *, init_image: Image.Image | None = None, **changes: Any
+) -> GenerationRequest:
+    """A stored job's parameters as a new request (no seed unless given), with `changes` to
+    its parameters and `init_image` as the source image of image-to-image work.
 
     The one place reroll, variations and re-made images read a job back into a request.
     """
-    fields: dict[str, Any] = {
-        "prompt": job.prompt,
-        "negative_prompt": job.negative_prompt,
-        "steps": job.steps,
-        "guidance": job.guidance,
-        "width": job.width,
-        "height": job.height,
-        "count": job.count,
-        "scheduler": job.scheduler,
-    }
-    fields.update(changes)
-    return GenerationRequest(**fields)
+    params = replace(job.params, **{"seed": None, **changes})
+    return GenerationRequest(params, init_image=init_image)
 
 
 def decide_fates(
@@ -192,7 +182,7 @@ class JobOrchestrator:
     """Submits jobs through the gate and settles them; holds the live ones for cancelling."""
 
     def __init__(
-        self, services: Services, generation: GenerationService, images: ImageStore
+        self, services: Services, generation: GenerationBackend, images: ImageStore
     ) -> None:
         self._services = services
         self._generation = generation
@@ -202,7 +192,7 @@ class JobOrchestrator:
     # -- information ----------------------------------------------------------------------
 
     @property
-    def generation(self) -> GenerationService:
+    def generation(self) -> GenerationBackend:
         return self._generation
 
     def live(self, job_id: str) -> Submission | None:
@@ -229,25 +219,25 @@ class JobOrchestrator:
         await services.moderation.check(
             requester.guild_id,
             requester.user_id,
-            request.prompt,
-            request.negative_prompt,
+            request.params.prompt,
+            request.params.negative_prompt,
             channel_id=requester.allow_list_channel_id,
         )
         request = request.validated(self._generation.limits)
         job_id = uuid.uuid4().hex
         await services.quota.reserve(
-            requester.guild_id, requester.user_id, requester.role_ids, request.count, job_id
+            requester.guild_id, requester.user_id, requester.role_ids, request.params.count, job_id
         )
         try:
-            job = self._generation.submit(request, owner=requester.owner, job_id=job_id)
+            queued = self._generation.submit(request, owner=requester.owner, job_id=job_id)
         except BaseException:
             await services.quota.refund(job_id)
             raise
-        submission = Submission(job_id, job, requester, replace(plan, request=job.request))
+        submission = Submission(job_id, queued, requester, replace(plan, request=queued.request))
         try:
             await services.history.create_job(self._record(submission))
         except BaseException:
-            job.cancel()
+            queued.cancel()
             await services.quota.refund(job_id)
             raise
         self._live[job_id] = submission
@@ -259,7 +249,7 @@ class JobOrchestrator:
         Settling (refund, history) happens in `run` when the job's final event arrives.
         """
         submission = self._live.get(job_id)
-        return submission is not None and submission.job.cancel()
+        return submission is not None and submission.queued.cancel()
 
     # -- settling -------------------------------------------------------------------------
 
@@ -272,7 +262,7 @@ class JobOrchestrator:
         the images and reports the job failed.
         """
         try:
-            async for event in submission.job.events():
+            async for event in submission.queued.events():
                 if isinstance(event, JobStarted):
                     await self._quietly(self._services.history.mark_running(submission.job_id))
                 if isinstance(event, JobFinished):
@@ -285,7 +275,7 @@ class JobOrchestrator:
                     await self._progress(on_progress, event)
             raise GenerationError("The job ended without a result.")  # pragma: no cover
         except asyncio.CancelledError:
-            submission.job.cancel()
+            submission.queued.cancel()
             await asyncio.shield(self._settle_abandoned(submission, "The bot shut down."))
             raise
         except Exception as exc:
@@ -320,12 +310,10 @@ class JobOrchestrator:
             init_image = await self.source_image(
                 job.parent_job_id, job.image_index + 1, owner=owner
             )
+        # A variation whose source job is gone is re-made from its prompt alone.
+        strength = job.params.strength if init_image is not None else None
         request = request_from_job(
-            job,
-            seed=job.seeds[index - 1],
-            count=1,
-            init_image=init_image,
-            strength=job.strength if job.strength is not None else VARIATION_STRENGTH,
+            job, seed=job.seeds[index - 1], count=1, init_image=init_image, strength=strength
         )
         owner = owner or f"{job.guild_id}:{job.user_id}"
         result = await self._generation.submit(request, owner=owner).result()
@@ -409,24 +397,13 @@ class JobOrchestrator:
             log.exception("job bookkeeping failed")
 
     def _record(self, submission: Submission) -> JobRecord:
-        request, plan, who = submission.request, submission.plan, submission.requester
-        assert request.seed is not None
+        plan, who = submission.plan, submission.requester
         return JobRecord(
             id=submission.job_id,
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             user_id=who.user_id,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            guidance=request.guidance,
-            width=request.width,
-            height=request.height,
-            count=request.count,
-            scheduler=request.scheduler,
-            seed=request.seed,
-            seeds=tuple(request.seeds),
-            strength=request.strength if request.is_variation else None,
+            params=submission.request.params,
             model_id=self._generation.model_id,
             kind=plan.kind,
             parent_job_id=plan.parent_job_id,

@@ -1,4 +1,4 @@
-"""The schema: guilds and their settings, members, jobs, quotas, usage, bans, audit log.
+"""The schema: guilds and their settings, stored jobs, quotas, usage, bans, audit log.
 
 Portable by construction, because a later deployment runs it on PostgreSQL:
 Discord ids are `BigInteger` (snowflakes overflow int32), times are `UTCDateTime`
@@ -27,9 +27,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, composite, mapped_column
 
 from bot.db.types import StrEnumType, UTCDateTime
+from generation.params import PARAM_FIELDS, GenerationParams
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -50,7 +51,6 @@ class JobKind(StrEnum):
     TXT2IMG = "txt2img"
     VARIATION = "variation"
     REROLL = "reroll"
-    UPSCALE = "upscale"
 
 
 class JobStatus(StrEnum):
@@ -143,24 +143,13 @@ class BlockedWord(Base):
     created_at: Mapped[datetime]
 
 
-class Member(Base):
-    """A member the bot has seen in a guild (first and last interaction)."""
+class StoredJob(Base):
+    """A stored job: one generation, with everything needed to redo or re-post it.
 
-    __tablename__ = "members"
-
-    guild_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"), primary_key=True
-    )
-    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    first_seen: Mapped[datetime]
-    last_seen: Mapped[datetime]
-
-
-class Job(Base):
-    """One generation (or upscale) request, with everything needed to redo or re-post it.
-
-    The id is a uuid hex, shared with the generation service's job and the quota ledger,
-    and short enough for buttons to carry it in their custom_ids.
+    The id is a uuid hex, shared with the generation queue's job (`QueuedJob`) and the quota
+    ledger, and short enough for buttons to carry it in their custom_ids. The generation
+    parameters are the columns named like `GenerationParams`' fields, mapped onto that one
+    value by the `params` composite (the only place they are mapped).
     """
 
     __tablename__ = "jobs"
@@ -196,7 +185,7 @@ class Job(Base):
     parent_job_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("jobs.id", ondelete="SET NULL")
     )
-    # Which image of the parent's grid an upscale or variation is made from (0-based).
+    # Which image of the parent's grid a variation is made from (0-based).
     image_index: Mapped[int | None] = mapped_column(Integer)
 
     status: Mapped[JobStatus] = mapped_column(StrEnumType(JobStatus), default=JobStatus.QUEUED)
@@ -210,6 +199,9 @@ class Job(Base):
     result_message_id: Mapped[int | None] = mapped_column(BigInteger)
     # Per-image safety-checker flags (JSON list of bools).
     nsfw: Mapped[list[bool] | None] = mapped_column(JSON)
+
+    #: The parameter columns as one `GenerationParams`, in its field order.
+    params: Mapped[GenerationParams] = composite(*PARAM_FIELDS)
 
 
 class QuotaRule(Base):

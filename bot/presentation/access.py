@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import MemberError
+from bot.presentation.delivery import respond
 from bot.presentation.permissions import is_admin
 from bot.services import Services
 
@@ -107,7 +108,4 @@ async def reply(
         kwargs["view"] = view
     if file is not None:
         kwargs["file"] = file
-    if interaction.response.is_done():
-        await interaction.followup.send(**kwargs)
-    else:
-        await interaction.response.send_message(**kwargs)
+    await respond(interaction, **kwargs)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from discord.utils import escape_markdown, escape_mentions
+from discord.utils import escape_markdown, escape_mentions, format_dt
 
 from bot.core.paging import b36decode, b36encode
 from bot.presentation.history_format import Direction
@@ -90,7 +90,7 @@ def entry_text(entry: AuditEntry) -> str:
     """`<time> <@actor> Action: details`."""
     label = ACTIONS.get(entry.action, entry.action)
     details = describe_details(entry.action, entry.details)
-    line = f"<t:{int(entry.created_at.timestamp())}:f> <@{entry.actor_id}> **{label}**"
+    line = f"{format_dt(entry.created_at, 'f')} <@{entry.actor_id}> **{label}**"
     return f"{line}: {details}" if details else line
 
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import discord
@@ -32,6 +33,7 @@ __all__ = [
     "DeliveryMethod",
     "OutgoingMessage",
     "Throttle",
+    "respond",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,21 @@ class Delivered:
     @property
     def ok(self) -> bool:
         return self.method is not DeliveryMethod.NONE
+
+
+async def respond(
+    interaction: discord.Interaction, content: str | None = None, **kwargs: Any
+) -> None:
+    """Answer the interaction, or follow up when it was already answered or deferred.
+
+    The one respond-or-follow-up helper: `kwargs` are those both `InteractionResponse.
+    send_message` and `Webhook.send` take (`ephemeral`, `embed`, `file(s)`, `view`,
+    `allowed_mentions`).
+    """
+    if interaction.response.is_done():
+        await interaction.followup.send(content, **kwargs)
+    else:
+        await interaction.response.send_message(content, **kwargs)
 
 
 def _default_clock() -> dt.datetime:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from discord.utils import escape_markdown, escape_mentions
+from discord.utils import escape_markdown, escape_mentions, format_dt
 
 from bot.core.paging import b36decode, b36encode, decode_cursor, encode_cursor
 from bot.db.models import JobStatus
@@ -201,16 +201,17 @@ def parse_page_ref(match: re.Match[str]) -> PageRef:
 
 def entry_text(job: JobView, *, show_member: bool) -> str:
     """One job in a history page: when, status, seed, result link, id, (member), prompt."""
-    head = [f"<t:{int(job.created_at.timestamp())}:f>", f"**{job.status.value}**"]
-    if job.seed is not None:
-        head.append(f"seed {job.seed}")
+    head = [format_dt(job.created_at, "f"), f"**{job.status.value}**"]
+    if job.params.seed is not None:
+        head.append(f"seed {job.params.seed}")
     if job.result_url and job.status is JobStatus.SUCCEEDED:
         head.append(f"[result]({job.result_url})")
     ident = f"`{job.id}`"
     if show_member:
         ident += f" · <@{job.user_id}>"
-    prompt = job.prompt if len(job.prompt) <= PROMPT_SHOWN else job.prompt[: PROMPT_SHOWN - 1]
-    shown = escape_mentions(escape_markdown(prompt)) + ("…" if prompt != job.prompt else "")
+    full = job.params.prompt
+    prompt = full if len(full) <= PROMPT_SHOWN else full[: PROMPT_SHOWN - 1]
+    shown = escape_mentions(escape_markdown(prompt)) + ("…" if prompt != full else "")
     return f"{' · '.join(head)}\n{ident}\n> {shown or '(empty prompt)'}"
 
 

@@ -76,7 +76,7 @@ def build_imagine_command(
         count: app_commands.Range[int, 1, max_count] | None = None,
     ) -> None:
         options = ImagineOptions(
-            negative=negative,
+            negative_prompt=negative,
             aspect=aspect.value if aspect is not None else None,
             seed=seed,
             steps=steps,

@@ -12,7 +12,9 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from discord.utils import escape_markdown, escape_mentions
+from discord.utils import escape_markdown, escape_mentions, format_dt
+
+from generation.params import GenerationParams
 
 __all__ = [
     "MAX_CONTENT",
@@ -33,28 +35,20 @@ _PROMPT_SHOWN = 900
 
 @dataclass(frozen=True)
 class Caption:
-    """What the messages show of a job; built from the job's database record."""
+    """What the messages show of a job: its parameters, who asked, and a label."""
 
-    prompt: str
+    params: GenerationParams
     user_id: int
-    negative: str = ""
-    seed: int | None = None
-    steps: int = 0
-    guidance: float = 0.0
-    width: int = 0
-    height: int = 0
-    count: int = 0
-    scheduler: str = ""
     label: str = ""  # e.g. "Variations of image #2", "Reroll"
 
 
 def relative_time(when: dt.datetime) -> str:
     """A Discord timestamp each member sees in their own time zone ("in 2 minutes")."""
-    return f"<t:{int(when.timestamp())}:R>"
+    return format_dt(when, "R")
 
 
 def _headline(job: Caption) -> str:
-    prompt = job.prompt
+    prompt = job.params.prompt
     if len(prompt) > _PROMPT_SHOWN:
         prompt = prompt[: _PROMPT_SHOWN - 1] + "…"
     # Escaped twice over: markdown so `**` in a prompt cannot unbold it, mentions so the text
@@ -82,7 +76,11 @@ def running_text(job: Caption, step: int, total: int) -> str:
 
 
 def parameters_line(job: Caption, seeds: Sequence[int]) -> str:
-    """Seeds and parameters, enough to reproduce the grid with `/imagine`."""
+    """Seeds and parameters, enough to reproduce the grid with `/imagine`.
+
+    The one renderer of `GenerationParams` for members: a new parameter is shown here.
+    """
+    params = job.params
     if len(seeds) > 1:
         seed_text = (
             f"seeds {seeds[0]}-{seeds[-1]}"
@@ -92,17 +90,18 @@ def parameters_line(job: Caption, seeds: Sequence[int]) -> str:
     elif seeds:
         seed_text = f"seed {seeds[0]}"
     else:
-        seed_text = f"seed {job.seed}"
+        seed_text = f"seed {params.seed}"
     parts = [
         seed_text,
-        f"{job.width}×{job.height}",
-        f"{job.steps} steps",
-        f"cfg {job.guidance:g}",
-        job.scheduler,
+        f"{params.width}×{params.height}",
+        f"{params.steps} steps",
+        f"cfg {params.guidance:g}",
+        params.scheduler,
+        f"strength {params.strength:g}" if params.strength is not None else "",
     ]
     line = " · ".join(p for p in parts if p)
-    if job.negative:
-        negative = escape_mentions(escape_markdown(job.negative[:300]))
+    if params.negative_prompt:
+        negative = escape_mentions(escape_markdown(params.negative_prompt[:300]))
         line += f"\nWithout: {negative}"
     return line
 

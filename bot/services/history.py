@@ -9,6 +9,7 @@ cursor is short enough for a button's custom_id.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,15 +17,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import Job, JobKind, JobStatus
+from bot.db.models import JobKind, JobStatus, StoredJob
 from bot.errors import InvalidArgument, InvalidTransition, NotFound
 from bot.services._guilds import ensure_guild
 from bot.services.clock import Clock, utcnow
+from generation.params import PARAM_FIELDS, GenerationParams
 
-JOBS: Table = Job.__table__  # type: ignore[assignment]
+JOBS: Table = StoredJob.__table__  # type: ignore[assignment]
 MAX_PAGE = 100
 MAX_ERROR_CHARS = 4000
 
@@ -39,6 +41,8 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
 
+#: The export's columns: who and what, the parameters (`GenerationParams`' fields, in order),
+#: then the outcome. Rows are built from Core rows of the jobs table (`csv_row`).
 CSV_COLUMNS = (
     "job_id",
     "created_at",
@@ -46,16 +50,8 @@ CSV_COLUMNS = (
     "channel_id",
     "kind",
     "status",
-    "prompt",
-    "negative_prompt",
-    "seed",
+    *PARAM_FIELDS,
     "seeds",
-    "steps",
-    "guidance",
-    "width",
-    "height",
-    "count",
-    "scheduler",
     "model_id",
     "parent_job_id",
     "image_index",
@@ -64,6 +60,9 @@ CSV_COLUMNS = (
     "error",
     "result_url",
 )
+#: Rows fetched from the database per round trip while exporting; the event loop gets a turn
+#: between batches.
+EXPORT_BATCH = 1000
 # A spreadsheet evaluates a cell starting with one of these as a formula (CSV injection),
 # also after leading whitespace (trimmed on import) and in their full-width forms (which
 # East Asian spreadsheet locales accept as the ASCII signs).
@@ -74,23 +73,17 @@ _MICROSECOND = timedelta(microseconds=1)
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A new job as the bot knows it when queueing. `id`: the generation job id, if known."""
+    """A new job to store, as the bot knows it when queueing.
+
+    `params` are the validated parameters (their seed concrete, so every image's seed is
+    stored from the start); `id`: the queue's job id, if known.
+    """
 
     guild_id: int
     channel_id: int
     user_id: int
-    prompt: str
+    params: GenerationParams
     model_id: str
-    negative_prompt: str = ""
-    steps: int = 25
-    guidance: float = 7.5
-    width: int = 512
-    height: int = 512
-    count: int = 4
-    scheduler: str = "dpmpp_2m_karras"
-    seed: int | None = None
-    seeds: tuple[int, ...] | None = None
-    strength: float | None = None
     kind: JobKind = JobKind.TXT2IMG
     parent_job_id: str | None = None
     image_index: int | None = None
@@ -121,23 +114,14 @@ class Cursor:
 
 @dataclass(frozen=True)
 class JobView:
-    """A job in full, as stored."""
+    """A stored job in full, read back: its parameters, relations, status and result."""
 
     id: str
     guild_id: int
     channel_id: int
     user_id: int
-    prompt: str
-    negative_prompt: str
-    steps: int
-    guidance: float
-    width: int
-    height: int
-    count: int
-    scheduler: str
-    seed: int | None
+    params: GenerationParams
     seeds: tuple[int, ...] | None
-    strength: float | None
     model_id: str
     kind: JobKind
     parent_job_id: str | None
@@ -159,12 +143,7 @@ class JobView:
     @property
     def result_url(self) -> str | None:
         """Link to the message holding the result, if one was posted."""
-        if self.result_channel_id is None or self.result_message_id is None:
-            return None
-        return (
-            f"https://discord.com/channels/{self.guild_id}/"
-            f"{self.result_channel_id}/{self.result_message_id}"
-        )
+        return result_url(self.guild_id, self.result_channel_id, self.result_message_id)
 
 
 @dataclass(frozen=True)
@@ -197,22 +176,14 @@ class HistoryService:
         if len(job_id) > 32:
             raise InvalidArgument(f"Job ids have at most 32 characters, got {job_id!r}.")
         now = self._now()
-        job = Job(
+        params = record.params
+        job = StoredJob(
             id=job_id,
             guild_id=record.guild_id,
             channel_id=record.channel_id,
             user_id=record.user_id,
-            prompt=record.prompt,
-            negative_prompt=record.negative_prompt,
-            steps=record.steps,
-            guidance=record.guidance,
-            width=record.width,
-            height=record.height,
-            count=record.count,
-            scheduler=record.scheduler,
-            seed=record.seed,
-            seeds=list(record.seeds) if record.seeds is not None else None,
-            strength=record.strength,
+            params=params,
+            seeds=params.seeds if params.seed is not None else None,
             model_id=record.model_id,
             kind=record.kind,
             parent_job_id=record.parent_job_id,
@@ -281,7 +252,7 @@ class HistoryService:
     async def get(self, job_id: str, *, guild_id: int | None = None) -> JobView | None:
         """One job in full; None if missing or (with `guild_id`) from another guild."""
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
+            job = await session.get(StoredJob, job_id)
         if job is None or (guild_id is not None and job.guild_id != guild_id):
             return None
         return _view(job)
@@ -315,8 +286,8 @@ class HistoryService:
         if before is not None:
             query = query.where(
                 or_(
-                    Job.created_at < before.created_at,
-                    and_(Job.created_at == before.created_at, Job.id < before.job_id),
+                    StoredJob.created_at < before.created_at,
+                    and_(StoredJob.created_at == before.created_at, StoredJob.id < before.job_id),
                 )
             )
         query = query.limit(limit + 1)
@@ -326,7 +297,7 @@ class HistoryService:
         next_cursor = items[-1].cursor if len(rows) > limit else None
         return Page(items=items, next_cursor=next_cursor)
 
-    async def export_csv(
+    async def export_rows(
         self,
         guild_id: int,
         *,
@@ -335,30 +306,36 @@ class HistoryService:
         status: JobStatus | str | Iterable[JobStatus | str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> str:
-        """The guild's history (newest first) as CSV that is safe to open in a spreadsheet.
+    ) -> list[RowMapping]:
+        """The guild's jobs (newest first, filtered like `list`) as Core rows of the jobs table.
 
-        The csv module quotes commas, quotes and newlines; cells a spreadsheet would run
-        as a formula get a leading apostrophe.
+        Core rows, not ORM objects: a 50,000-row export builds no objects on the event loop,
+        and the rows are fetched in batches of `EXPORT_BATCH` so the loop gets a turn between
+        them. Turn them into a file with `render_csv`, off the loop.
         """
-        query = _newest_first(guild_id, user_id, text, status, since, until)
-        out = io.StringIO()
-        writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(CSV_COLUMNS)
+        conditions = _conditions(guild_id, user_id, text, status, since, until)
+        query = (
+            select(JOBS)
+            .where(*conditions)
+            .order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
+            .execution_options(yield_per=EXPORT_BATCH)
+        )
+        rows: list[RowMapping] = []
         async with self._sessions() as session:
-            for job in (await session.scalars(query)).all():
-                writer.writerow([_cell(value) for value in _csv_row(_view(job))])
-        return out.getvalue()
+            result = await session.stream(query)
+            async for batch in result.mappings().partitions():
+                rows.extend(batch)
+        return rows
 
     async def stats(self, guild_id: int, user_id: int | None = None) -> JobStats:
         """Succeeded jobs, their images and GPU seconds, for a guild or one member."""
         query = select(
             func.count(),
-            func.coalesce(func.sum(Job.count), 0),
-            func.coalesce(func.sum(Job.gpu_seconds), 0.0),
-        ).where(Job.guild_id == guild_id, Job.status == JobStatus.SUCCEEDED)
+            func.coalesce(func.sum(StoredJob.count), 0),
+            func.coalesce(func.sum(StoredJob.gpu_seconds), 0.0),
+        ).where(StoredJob.guild_id == guild_id, StoredJob.status == JobStatus.SUCCEEDED)
         if user_id is not None:
-            query = query.where(Job.user_id == user_id)
+            query = query.where(StoredJob.user_id == user_id)
         async with self._sessions() as session:
             jobs, images, seconds = (await session.execute(query)).one()
         return JobStats(jobs=int(jobs), images=int(images), gpu_seconds=float(seconds))
@@ -372,7 +349,8 @@ class HistoryService:
         """
         now = self._now()
         async with self._sessions() as session:
-            rows = (await session.scalars(select(Job).where(Job.status.in_(UNFINISHED)))).all()
+            query = select(StoredJob).where(StoredJob.status.in_(UNFINISHED))
+            rows = (await session.scalars(query)).all()
             if not rows:
                 return []
             await session.execute(
@@ -399,7 +377,7 @@ class HistoryService:
                 await session.commit()
                 return True
             await session.rollback()
-            current = await session.scalar(select(Job.status).where(Job.id == job_id))
+            current = await session.scalar(select(StoredJob.status).where(StoredJob.id == job_id))
         if current is None:
             raise NotFound(f"There is no job `{job_id}`.")
         if current is target:
@@ -415,6 +393,32 @@ def _statuses(
     return [JobStatus(s) for s in status]
 
 
+def _conditions(
+    guild_id: int,
+    user_id: int | None,
+    text: str | None,
+    status: JobStatus | str | Iterable[JobStatus | str] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a guild's jobs matching the filters."""
+    jobs = JOBS.c
+    conditions: list[ColumnElement[bool]] = [jobs.guild_id == guild_id]
+    if user_id is not None:
+        conditions.append(jobs.user_id == user_id)
+    if text:
+        # lower(prompt) LIKE lower(:text) on SQLite (Unicode lower(), see db.session),
+        # ILIKE on PostgreSQL; % and _ in the text are escaped, not wildcards.
+        conditions.append(jobs.prompt.icontains(text, autoescape=True))
+    if status is not None:
+        conditions.append(jobs.status.in_(_statuses(status)))
+    if since is not None:
+        conditions.append(jobs.created_at >= since)
+    if until is not None:
+        conditions.append(jobs.created_at < until)
+    return conditions
+
+
 def _newest_first(
     guild_id: int,
     user_id: int | None,
@@ -422,41 +426,24 @@ def _newest_first(
     status: JobStatus | str | Iterable[JobStatus | str] | None,
     since: datetime | None,
     until: datetime | None,
-) -> Select[tuple[Job]]:
-    """A guild's jobs matching the filters, newest first (same time: larger id first)."""
-    conditions: list[ColumnElement[bool]] = [Job.guild_id == guild_id]
-    if user_id is not None:
-        conditions.append(Job.user_id == user_id)
-    if text:
-        # lower(prompt) LIKE lower(:text) on SQLite (Unicode lower(), see db.session),
-        # ILIKE on PostgreSQL; % and _ in the text are escaped, not wildcards.
-        conditions.append(Job.prompt.icontains(text, autoescape=True))
-    if status is not None:
-        conditions.append(Job.status.in_(_statuses(status)))
-    if since is not None:
-        conditions.append(Job.created_at >= since)
-    if until is not None:
-        conditions.append(Job.created_at < until)
-    return select(Job).where(*conditions).order_by(Job.created_at.desc(), Job.id.desc())
+) -> Select[tuple[StoredJob]]:
+    """A guild's stored jobs matching the filters, newest first (same time: larger id first)."""
+    conditions = _conditions(guild_id, user_id, text, status, since, until)
+    return (
+        select(StoredJob)
+        .where(*conditions)
+        .order_by(StoredJob.created_at.desc(), StoredJob.id.desc())
+    )
 
 
-def _view(job: Job) -> JobView:
+def _view(job: StoredJob) -> JobView:
     return JobView(
         id=job.id,
         guild_id=job.guild_id,
         channel_id=job.channel_id,
         user_id=job.user_id,
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        steps=job.steps,
-        guidance=job.guidance,
-        width=job.width,
-        height=job.height,
-        count=job.count,
-        scheduler=job.scheduler,
-        seed=job.seed,
+        params=job.params,
         seeds=tuple(job.seeds) if job.seeds is not None else None,
-        strength=job.strength,
         model_id=job.model_id,
         kind=job.kind,
         parent_job_id=job.parent_job_id,
@@ -473,31 +460,60 @@ def _view(job: Job) -> JobView:
     )
 
 
-def _csv_row(job: JobView) -> list[object]:
+def result_url(guild_id: int, channel_id: int | None, message_id: int | None) -> str | None:
+    """Link to a posted result message; None when nothing was posted."""
+    if channel_id is None or message_id is None:
+        return None
+    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
+
+
+@dataclass(frozen=True)
+class CsvExport:
+    """An export file: `data` (UTF-8 CSV with a byte-order mark, gzipped when `compressed`)."""
+
+    data: bytes
+    rows: int
+    compressed: bool
+
+
+def render_csv(rows: Sequence[RowMapping], compress_over: int | None = None) -> CsvExport:
+    """`rows` (from `HistoryService.export_rows`) as a CSV file that is safe to open in a
+    spreadsheet; gzipped when it is bigger than `compress_over` bytes.
+
+    Blocking and CPU-bound (about a second for 50,000 rows): the bot runs it in its thread
+    helper. The csv module quotes commas, quotes and newlines; cells a spreadsheet would run
+    as a formula get a leading apostrophe. The byte-order mark makes spreadsheet programs read
+    the prompts as UTF-8.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows([_cell(value) for value in csv_row(row)] for row in rows)
+    data = out.getvalue().encode("utf-8-sig")
+    compressed = compress_over is not None and len(data) > compress_over
+    if compressed:
+        data = gzip.compress(data)
+    return CsvExport(data=data, rows=len(rows), compressed=compressed)
+
+
+def csv_row(row: RowMapping) -> list[object]:
+    """One Core row of the jobs table as the values of `CSV_COLUMNS`."""
     return [
-        job.id,
-        job.created_at.isoformat(),
-        job.user_id,
-        job.channel_id,
-        job.kind.value,
-        job.status.value,
-        job.prompt,
-        job.negative_prompt,
-        job.seed,
-        " ".join(str(s) for s in job.seeds or ()),
-        job.steps,
-        job.guidance,
-        job.width,
-        job.height,
-        job.count,
-        job.scheduler,
-        job.model_id,
-        job.parent_job_id,
-        job.image_index,
-        job.gpu_seconds,
-        " ".join("1" if flag else "0" for flag in job.nsfw or ()),
-        job.error,
-        job.result_url,
+        row["id"],
+        row["created_at"].isoformat(),
+        row["user_id"],
+        row["channel_id"],
+        row["kind"],
+        row["status"],
+        *(row[name] for name in PARAM_FIELDS),
+        " ".join(str(s) for s in row["seeds"] or ()),
+        row["model_id"],
+        row["parent_job_id"],
+        row["image_index"],
+        row["gpu_seconds"],
+        " ".join("1" if flag else "0" for flag in row["nsfw"] or ()),
+        row["error"],
+        result_url(row["guild_id"], row["result_channel_id"], row["result_message_id"]),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Moderation: server settings, channel allow-list, blocked words, bans, members seen.
+"""Moderation: server settings, channel allow-list, blocked words, bans.
 
 `check()` runs before any quota is reserved or anything queued: a refused prompt costs
 nothing. Blocked words are matched on normalised text (NFKC, invisible characters and
@@ -18,7 +18,7 @@ from enum import Enum
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import AllowedChannel, Ban, Guild, Member, NsfwPolicy
+from bot.db.models import AllowedChannel, Ban, Guild, NsfwPolicy
 from bot.db.models import BlockedWord as BlockedWordRow
 from bot.db.upsert import insert_ignore, upsert
 from bot.errors import (
@@ -351,25 +351,6 @@ class ModerationService:
                 )
             ).all()
         return [_ban_info(row) for row in rows]
-
-    # -- members ---------------------------------------------------------------------------
-
-    async def touch_member(self, guild_id: int, user_id: int) -> None:
-        """Note that a member used the bot now (first_seen is kept, last_seen moves)."""
-        now = self._now()
-        values = {"guild_id": guild_id, "user_id": user_id, "first_seen": now, "last_seen": now}
-        async with self._sessions() as session:
-            await ensure_guild(session, guild_id, now)
-            await session.execute(
-                upsert(session, Member, values, key=("guild_id", "user_id"), update=("last_seen",))
-            )
-            await session.commit()
-
-    async def member_seen(self, guild_id: int, user_id: int) -> tuple[datetime, datetime] | None:
-        """(first_seen, last_seen) of a member in a guild, or None if never seen."""
-        async with self._sessions() as session:
-            member = await session.get(Member, (guild_id, user_id))
-        return None if member is None else (member.first_seen, member.last_seen)
 
 
 async def _allowed_channels(session: AsyncSession, guild_id: int) -> frozenset[int]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
+from bot.core.threads import Threads
 from bot.services import Services, build_services
 from generation.engine import DiffusersEngine
 from generation.errors import OutOfMemoryError
@@ -20,6 +22,7 @@ from generation.service import GenerationService
 from generation.tiny import TINY_MODEL_ID, ensure_tiny_model
 from tests.db.fixtures import clock, db_url, engine, migrated_template, sessions
 from tests.generation.engines import PassThroughEngine
+from tests.requests import make_request
 
 __all__ = ["clock", "db_url", "engine", "migrated_template", "sessions"]
 
@@ -63,10 +66,9 @@ def tiny_service(cache: Path, wrap=None) -> GenerationService:  # type: ignore[n
     )
 
 
-def small(prompt: str = "a red fox", **overrides: object) -> GenerationRequest:
+def small(prompt: str = "a red fox", **overrides: Any) -> GenerationRequest:
     """A cheap request for the tiny model."""
-    fields: dict[str, object] = {"width": 64, "height": 64, "steps": 2, "count": 2, **overrides}
-    return GenerationRequest(prompt=prompt, **fields)  # type: ignore[arg-type]
+    return make_request(prompt, **{"width": 64, "height": 64, "steps": 2, "count": 2, **overrides})
 
 
 @pytest.fixture
@@ -75,8 +77,15 @@ def services(sessions, clock) -> Services:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def image_store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "images")
+def threads() -> Iterator[Threads]:
+    pool = Threads()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def image_store(tmp_path: Path, threads: Threads) -> ImageStore:
+    return ImageStore(tmp_path / "images", threads)
 
 
 @pytest.fixture

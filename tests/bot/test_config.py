@@ -84,3 +84,27 @@ def test_empty_variant_means_none(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[model]\nvariant = ""\n')
     assert load_settings(cfg).model.variant is None
+
+
+def test_generation_defaults_come_from_the_configuration(tmp_path: Path) -> None:
+    """`[generation]` is where the bot's parameter defaults come from, scheduler included."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[generation]\nscheduler = "euler_a"\nsteps = 12\nwidth = 640\nheight = 384\n'
+        "count = 2\nvariation_strength = 0.4\nmax_pixels = 400000\n"
+    )
+    gen = load_settings(path).generation
+    params = gen.params("a fox", count=None, seed=5)
+    assert (params.scheduler, params.steps, params.count, params.seed) == ("euler_a", 12, 2, 5)
+    assert (params.width, params.height, params.strength) == (640, 384, None)
+    assert gen.variation_strength == 0.4
+    limits = gen.limits()
+    assert (limits.max_pixels, limits.native_pixels) == (400000, 640 * 384)
+
+
+def test_unknown_scheduler_is_a_configuration_error(tmp_path: Path) -> None:
+    """A scheduler name the engine does not know is refused at start, naming the choices."""
+    path = tmp_path / "config.toml"
+    path.write_text('[generation]\nscheduler = "k_lms"\n')
+    with pytest.raises(ConfigError, match="unknown scheduler 'k_lms'"):
+        load_settings(path)

@@ -10,27 +10,21 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.db.models import Guild, Job, JobKind, JobStatus
+from bot.db.models import Guild, JobKind, JobStatus, StoredJob
 from bot.db.session import SQLITE_BUSY_TIMEOUT_MS, open_database
+from generation.params import PARAM_FIELDS, GenerationParams
 from tests.db.fixtures import sqlite_url
 
 BIG = 2**63 - 1
 
 
-def _job(guild_id: int, created_at: datetime) -> Job:
-    return Job(
+def _job(guild_id: int, created_at: datetime) -> StoredJob:
+    return StoredJob(
         id="a" * 32,
         guild_id=guild_id,
         channel_id=BIG - 1,
         user_id=BIG - 2,
-        prompt="p",
-        steps=25,
-        guidance=7.5,
-        width=512,
-        height=512,
-        count=4,
-        scheduler="ddim",
-        seed=2**63 - 5,
+        params=GenerationParams("p", scheduler="ddim", seed=2**63 - 5),
         model_id="builtin:tiny-random",
         created_at=created_at,
     )
@@ -69,7 +63,7 @@ async def test_64_bit_ids_round_trip(sessions: async_sessionmaker[AsyncSession])
         session.add(_job(BIG, now))
         await session.commit()
     async with sessions() as session:
-        job = (await session.scalars(select(Job))).one()
+        job = (await session.scalars(select(StoredJob))).one()
         guild = await session.get(Guild, BIG)
     assert (job.guild_id, job.channel_id, job.user_id, job.seed) == (
         BIG,
@@ -117,3 +111,26 @@ async def test_open_database_migrates_and_returns_sessions(tmp_path: Path) -> No
             assert (await session.scalars(select(Guild))).all() == []
     finally:
         await engine.dispose()
+
+
+async def test_generation_params_round_trip_through_their_columns(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Every `GenerationParams` field has its own column and comes back unchanged."""
+    columns = set(StoredJob.__table__.columns.keys())
+    assert set(PARAM_FIELDS) <= columns
+    params = GenerationParams(
+        "a fox", "blur", steps=7, guidance=3.5, width=320, height=448, count=2,
+        scheduler="euler_a", seed=11, strength=0.4,
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        session.add(Guild(id=1, created_at=now, updated_at=now))
+        job = _job(1, now)
+        job.params = params
+        session.add(job)
+        await session.commit()
+    async with sessions() as session:
+        stored = (await session.scalars(select(StoredJob))).one()
+    assert stored.params == params
+    assert (stored.prompt, stored.strength) == ("a fox", 0.4)

@@ -68,7 +68,7 @@ async def test_reroll_uses_new_seeds(bot: ImagineBot, fake: FakeDiscord, world: 
     new_job = await bot.services.history.require(job_of(result))
     old_job = await bot.services.history.require(job_id)
     assert new_job.kind is JobKind.REROLL and new_job.parent_job_id == job_id
-    assert new_job.prompt == old_job.prompt and new_job.count == 2
+    assert new_job.params.prompt == old_job.params.prompt and new_job.params.count == 2
     assert new_job.seeds != old_job.seeds
     assert "Reroll" in result.content
     assert fake.violations == []

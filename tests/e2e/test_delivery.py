@@ -12,7 +12,6 @@ from bot.cogs.imagine import ImagineCog
 from bot.cogs.info import InfoCog
 from bot.config import Settings
 from bot.db.models import JobStatus
-from generation.request import GenerationRequest
 from tests.e2e.conftest import (
     SIZE,
     TIMEOUT,
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (
     slow_generation,
 )
 from tests.fakediscord import FakeDiscord
+from tests.requests import make_request
 
 OLD = 14 * 60  # an interaction created 14 minutes ago: its token has under a minute left
 
@@ -141,7 +141,7 @@ async def test_cancel_a_queued_job(
     """The requester's Cancel button drops a queued job and refunds it; others are refused."""
     bot = slow_bot
     blocker = bot.generation.submit(
-        GenerationRequest(prompt="blocker", steps=100, count=1),
+        make_request(prompt="blocker", steps=100, count=1),
         owner="blocker",
     )
     try:
@@ -193,7 +193,7 @@ async def test_per_member_queue_limit_is_a_clear_ephemeral_refusal(
     async with running(bot, fake):
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         blocker = bot.generation.submit(
-            GenerationRequest(prompt="blocker", steps=100, count=1),
+            make_request(prompt="blocker", steps=100, count=1),
             owner="blocker",
         )
         try:

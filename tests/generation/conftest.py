@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,16 +14,16 @@ from generation.queue_policy import FairQueuePolicy
 from generation.request import GenerationRequest
 from generation.service import GenerationService
 from generation.tiny import TINY_MODEL_ID, ensure_tiny_model
+from tests.requests import make_request
 
 #: Small and few steps: the tiny model's cost is mostly pixels, and tests only need shapes,
 #: seeds and ordering.
 SMALL = {"width": 64, "height": 64, "steps": 3}
 
 
-def small_request(prompt: str = "a red fox", **overrides: object) -> GenerationRequest:
+def small_request(prompt: str = "a red fox", **overrides: Any) -> GenerationRequest:
     """A cheap request for the tiny model (64x64, 3 steps, 2 images, seed 1)."""
-    fields: dict[str, object] = {**SMALL, "count": 2, "seed": 1, **overrides}
-    return GenerationRequest(prompt=prompt, **fields)  # type: ignore[arg-type]
+    return make_request(prompt, **{**SMALL, "count": 2, "seed": 1, **overrides})
 
 
 @pytest.fixture(scope="session")

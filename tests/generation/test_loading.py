@@ -12,7 +12,7 @@ from generation import tiny
 from generation.engine import DiffusersEngine
 from generation.errors import GenerationError, ModelNotFoundError
 from generation.loading import ModelSpec, build_scheduler, load_model, resolve_device
-from generation.request import SCHEDULERS
+from generation.params import SCHEDULERS
 from tests.generation.conftest import small_request
 
 

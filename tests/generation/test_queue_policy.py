@@ -9,13 +9,14 @@ import pytest
 from generation.errors import QueueFullError
 from generation.queue_policy import FairQueuePolicy
 from generation.request import GenerationRequest
+from tests.requests import make_request
 
 
 @dataclass(eq=False)
 class Item:
     name: str
     owner: str
-    request: GenerationRequest = field(default_factory=lambda: GenerationRequest("x", count=1))
+    request: GenerationRequest = field(default_factory=lambda: make_request("x", count=1))
 
 
 def names(items: list) -> list[str]:
@@ -83,7 +84,7 @@ def test_queue_limits_have_clear_messages() -> None:
 
 def test_compatible_jobs_share_a_batch_up_to_the_image_limit() -> None:
     """Jobs with the same batch key join the next job's call while their images fit."""
-    four = GenerationRequest("x", count=4)
+    four = make_request("x", count=4)
     policy = FairQueuePolicy(max_batch_images=8)
     for name, owner in [("a1", "A"), ("b1", "B"), ("c1", "C")]:
         policy.push(Item(name, owner, four))
@@ -92,8 +93,8 @@ def test_compatible_jobs_share_a_batch_up_to_the_image_limit() -> None:
 
 def test_batching_keeps_each_owners_order() -> None:
     """A compatible job is not taken ahead of an earlier, incompatible job of its owner."""
-    small = GenerationRequest("x", count=1)
-    other = GenerationRequest("x", count=1, steps=50)
+    small = make_request("x", count=1)
+    other = make_request("x", count=1, steps=50)
     policy = FairQueuePolicy(max_batch_images=8)
     policy.push(Item("a1", "A", small))
     policy.push(Item("b1", "B", other))

@@ -7,7 +7,9 @@ import math
 import pytest
 
 from generation.errors import RequestError
-from generation.request import MAX_SEED, GenerationRequest, Limits, parse_aspect
+from generation.params import MAX_SEED, Limits
+from generation.request import parse_aspect
+from tests.requests import make_request
 
 
 @pytest.mark.parametrize(
@@ -36,7 +38,7 @@ def test_bad_input_has_its_message(overrides: dict, message: str) -> None:
     """Each invalid field is refused with a message that names it and the allowed range."""
     fields = {"prompt": "a cat", **overrides}
     with pytest.raises(RequestError) as info:
-        GenerationRequest(**fields).validated(Limits())
+        make_request(**fields).validated(Limits())
     assert message in str(info.value)
 
 
@@ -44,9 +46,9 @@ def test_limits_come_from_configuration() -> None:
     """Configured limits replace the defaults in validation and in the messages."""
     limits = Limits(max_steps=30, max_pixels=512 * 512, max_guidance=12.0)
     with pytest.raises(RequestError, match="steps must be between 1 and 30, got 40"):
-        GenerationRequest("a cat", steps=40).validated(limits)
+        make_request("a cat", steps=40).validated(limits)
     with pytest.raises(RequestError, match="over the limit of 262,144"):
-        GenerationRequest("a cat", width=576, height=512).validated(limits)
+        make_request("a cat", width=576, height=512).validated(limits)
 
 
 def test_variation_strength_is_checked() -> None:
@@ -55,28 +57,29 @@ def test_variation_strength_is_checked() -> None:
 
     image = Image.new("RGB", (64, 64))
     with pytest.raises(RequestError, match=r"strength must be between 0 and 1, got 1\.5"):
-        GenerationRequest("a cat", init_image=image, strength=1.5).validated()
+        make_request("a cat", init_image=image, strength=1.5).validated()
     with pytest.raises(RequestError, match="runs no denoising step"):
-        GenerationRequest("a cat", init_image=image, strength=0.1, steps=5).validated()
+        make_request("a cat", init_image=image, strength=0.1, steps=5).validated()
 
 
 def test_missing_seed_is_drawn_and_kept() -> None:
     """Validation fills a random 32-bit seed; image i then uses seed + i."""
-    request = GenerationRequest("  a cat  ", count=3).validated()
-    assert request.seed is not None and 0 <= request.seed <= MAX_SEED
-    assert request.seeds == [(request.seed + i) % (MAX_SEED + 1) for i in range(3)]
-    assert request.prompt == "a cat"
+    request = make_request("  a cat  ", count=3).validated()
+    seed = request.params.seed
+    assert seed is not None and 0 <= seed <= MAX_SEED
+    assert request.seeds == [(seed + i) % (MAX_SEED + 1) for i in range(3)]
+    assert request.params.prompt == "a cat"
     assert request.validated() == request
 
 
 def test_given_seed_is_kept() -> None:
     """An explicit seed passes through unchanged."""
-    assert GenerationRequest("a cat", seed=7, count=2).validated().seeds == [7, 8]
+    assert make_request("a cat", seed=7, count=2).validated().seeds == [7, 8]
 
 
 def test_image_seeds_wrap_to_stay_typeable() -> None:
     """Past the largest seed, image seeds wrap to 0, so each can be given back as a seed."""
-    request = GenerationRequest("a cat", seed=MAX_SEED - 1, count=4).validated()
+    request = make_request("a cat", seed=MAX_SEED - 1, count=4).validated()
     assert request.seeds == [MAX_SEED - 1, MAX_SEED, 0, 1]
 
 
@@ -102,7 +105,7 @@ def test_aspect_ratio_maps_near_native_size(ratio: str, size: tuple[int, int]) -
     assert (width, height) == size
     assert width % 64 == 0 and height % 64 == 0
     assert 0.8 <= width * height / (512 * 512) <= 1.2
-    GenerationRequest("a cat", width=width, height=height).validated()
+    make_request("a cat", width=width, height=height).validated()
 
 
 def test_aspect_ratio_respects_pixel_limit() -> None:
@@ -130,8 +133,8 @@ def test_bad_aspect_ratio_has_its_message(ratio: str, message: str) -> None:
 
 def test_batch_key_groups_compatible_requests() -> None:
     """Prompt and seed do not matter for batching; size, steps and scheduler do."""
-    a = GenerationRequest("a cat", seed=1)
-    assert a.batch_key == GenerationRequest("a dog", seed=99, count=1).batch_key
-    assert a.batch_key != GenerationRequest("a cat", steps=30).batch_key
-    assert a.batch_key != GenerationRequest("a cat", scheduler="ddim").batch_key
-    assert a.batch_key != GenerationRequest("a cat", width=576).batch_key
+    a = make_request("a cat", seed=1)
+    assert a.batch_key == make_request("a dog", seed=99, count=1).batch_key
+    assert a.batch_key != make_request("a cat", steps=30).batch_key
+    assert a.batch_key != make_request("a cat", scheduler="ddim").batch_key
+    assert a.batch_key != make_request("a cat", width=576).batch_key

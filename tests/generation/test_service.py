@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from collections.abc import Iterator
 
@@ -23,14 +22,14 @@ from generation.events import (
     JobState,
     JobStep,
 )
-from generation.job import Job
+from generation.job import QueuedJob
 from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService, ServiceClosedError
 from tests.generation.conftest import make_service, small_request
 
 
-async def collect(job: Job) -> list[JobEvent]:
+async def collect(job: QueuedJob) -> list[JobEvent]:
     return [event async for event in job.events()]
 
 
@@ -59,7 +58,7 @@ async def test_concurrent_submits_all_complete_with_ordered_events(
     for job, events in zip(jobs, histories, strict=True):
         assert_well_ordered(events, steps=3)
         result = await job.result()
-        assert result.seeds == [job.request.seed, job.request.seed + 1]
+        assert result.seeds == [job.request.params.seed, job.request.params.seed + 1]
         assert len(result.images) == 2 and result.request is job.request
         assert job.state is JobState.FINISHED
     # A late listener still sees the whole story.
@@ -79,15 +78,15 @@ async def test_same_seed_reproduces_through_the_service(service: GenerationServi
 async def test_random_seed_is_reported(service: GenerationService) -> None:
     """A request without a seed gets one at submission, reported in the result."""
     job = service.submit(small_request(seed=None, count=1))
-    assert job.request.seed is not None
-    assert (await job.result()).seeds == [job.request.seed]
+    assert job.request.params.seed is not None
+    assert (await job.result()).seeds == [job.request.params.seed]
 
 
 async def test_owners_take_turns(service: GenerationService) -> None:
     """A member's burst of jobs is interleaved with other members' jobs."""
     started: list[str] = []
 
-    async def watch(name: str, job: Job) -> None:
+    async def watch(name: str, job: QueuedJob) -> None:
         async for event in job.events():
             if isinstance(event, JobStarted):
                 started.append(name)
@@ -281,18 +280,6 @@ async def test_close_finishes_running_and_cancels_queued(tiny_spec: ModelSpec) -
     with pytest.raises(ServiceClosedError):
         service.submit(small_request())
     await service.close()  # twice is fine
-
-
-async def test_encode_grid_off_the_loop(service: GenerationService) -> None:
-    """The service encodes a job's grid on its encoding thread."""
-    result = await service.submit(small_request(count=4)).result()
-    data, ext = await service.encode_grid(result.images)
-    assert ext == "png"
-    assert Image.open(io.BytesIO(data)).size == (128, 128)
-    singles = await service.encode_images(result.images, "jpeg")
-    assert [ext for _, ext in singles] == ["jpg"] * 4
-    small, small_ext = await service.encode_grid(result.images, limit_bytes=len(data) // 4)
-    assert len(small) <= len(data) // 4 and small_ext in ("webp", "jpg")
 
 
 async def test_submit_uses_a_given_job_id_once(service: GenerationService) -> None:

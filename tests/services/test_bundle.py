@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import build_services
 from bot.services.history import JobRecord
+from generation.params import GenerationParams
 from tests.db.fixtures import FakeClock
 
 
@@ -18,7 +19,7 @@ async def test_build_services_shares_the_clock(
     clock = FakeClock(datetime(2030, 1, 7, 9, 0, tzinfo=UTC))
     services = build_services(sessions, default_limit=3, default_period="week", clock=clock)
 
-    job_id = await services.history.create_job(JobRecord(1, 2, 3, "p", "m"))
+    job_id = await services.history.create_job(JobRecord(1, 2, 3, GenerationParams("p"), "m"))
     await services.audit.log(1, 9, "x")
     status = await services.quota.status(1, 3, [])
 

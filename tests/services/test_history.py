@@ -11,7 +11,8 @@ import pytest
 from bot.db.models import JobKind, JobStatus
 from bot.errors import InvalidTransition, NotFound
 from bot.services import Services
-from bot.services.history import Cursor, JobRecord
+from bot.services.history import Cursor, HistoryService, JobRecord, render_csv
+from generation.params import PARAM_FIELDS, GenerationParams
 from tests.db.fixtures import FakeClock
 
 GUILD = 2**63 - 1
@@ -24,15 +25,23 @@ BOB = 2**63 - 11
 def _record(
     prompt: str = "a dog in autumn leaves", user_id: int = ALICE, **kw: object
 ) -> JobRecord:
+    params = {name: kw.pop(name) for name in list(kw) if name in PARAM_FIELDS}
     values: dict[str, object] = {
         "guild_id": GUILD,
         "channel_id": CHANNEL,
         "user_id": user_id,
-        "prompt": prompt,
+        "params": GenerationParams(prompt, **params),  # type: ignore[arg-type]
         "model_id": "builtin:tiny-random",
     }
     values.update(kw)
     return JobRecord(**values)  # type: ignore[arg-type]
+
+
+async def _export(history: HistoryService, guild_id: int = GUILD) -> list[dict[str, str]]:
+    """The guild's export parsed back with the csv module."""
+    export = render_csv(await history.export_rows(guild_id))
+    text = export.data.decode("utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 async def test_create_and_get_a_job_in_full(services: Services, clock: FakeClock) -> None:
@@ -54,9 +63,11 @@ async def test_create_and_get_a_job_in_full(services: Services, clock: FakeClock
     job = await services.history.get(job_id)
     assert job is not None
     assert (job.guild_id, job.channel_id, job.user_id) == (GUILD, CHANNEL, ALICE)
-    assert (job.prompt, job.negative_prompt) == ("a dog in autumn leaves", "blurry")
-    assert (job.steps, job.guidance, job.width, job.height, job.count) == (30, 6.5, 640, 384, 2)
-    assert (job.scheduler, job.seed, job.model_id) == ("euler_a", 2**63 - 7, "builtin:tiny-random")
+    params = job.params
+    assert (params.prompt, params.negative_prompt) == ("a dog in autumn leaves", "blurry")
+    assert (params.steps, params.guidance, params.width, params.height) == (30, 6.5, 640, 384)
+    assert (params.count, params.scheduler, params.seed) == (2, "euler_a", 2**63 - 7)
+    assert job.model_id == "builtin:tiny-random"
     assert (job.kind, job.status, job.created_at) == (JobKind.TXT2IMG, JobStatus.QUEUED, clock.now)
     assert job.created_at.tzinfo is UTC
     assert job.started_at is None and job.result_url is None
@@ -75,7 +86,7 @@ async def test_variation_keeps_parent_and_image_index(services: Services) -> Non
         _record(kind=JobKind.VARIATION, parent_job_id=parent, image_index=2, strength=0.6)
     )
     job = await services.history.require(child)
-    assert (job.kind, job.parent_job_id, job.image_index, job.strength) == (
+    assert (job.kind, job.parent_job_id, job.image_index, job.params.strength) == (
         JobKind.VARIATION,
         parent,
         2,
@@ -242,7 +253,7 @@ async def test_csv_export_neutralises_hostile_prompts(services: Services, clock:
     await history.mark_failed(job_id, "-1 error")
     await history.create_job(_record("=other guild", guild_id=OTHER_GUILD))
 
-    rows = list(csv.DictReader(io.StringIO(await history.export_csv(GUILD), newline="")))
+    rows = await _export(history)
 
     assert len(rows) == len(HOSTILE)
     prompts = [row["prompt"] for row in reversed(rows)]
@@ -312,7 +323,7 @@ async def test_csv_export_neutralises_formulas_behind_whitespace_or_wide_signs(
         clock.advance(seconds=1)
         await history.create_job(_record(prompt))
 
-    rows = list(csv.DictReader(io.StringIO(await history.export_csv(GUILD), newline="")))
+    rows = await _export(history)
 
     assert [row["prompt"] for row in reversed(rows)] == ["'" + p for p in HIDDEN_FORMULAS]
 

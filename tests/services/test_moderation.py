@@ -17,7 +17,6 @@ from bot.errors import (
 )
 from bot.services import Services
 from bot.services.moderation import find_blocked, normalize
-from tests.db.fixtures import FakeClock
 
 GUILD = 2**63 - 1
 OTHER_GUILD = 7
@@ -215,16 +214,6 @@ async def test_channel_allow_list(services: Services) -> None:
     assert await moderation.is_channel_allowed(GUILD, OTHER_CHANNEL)
     actions = [e.action for e in (await services.audit.list(GUILD)).items]
     assert actions == ["channel.disallow", "channel.allow"]
-
-
-async def test_touch_member_keeps_first_seen(services: Services, clock: FakeClock) -> None:
-    """first_seen stays at the first interaction, last_seen moves forward."""
-    first = clock.now
-    await services.moderation.touch_member(GUILD, ALICE)
-    later = clock.advance(hours=3)
-    await services.moderation.touch_member(GUILD, ALICE)
-    assert await services.moderation.member_seen(GUILD, ALICE) == (first, later)
-    assert await services.moderation.member_seen(OTHER_GUILD, ALICE) is None
 
 
 @pytest.mark.parametrize(

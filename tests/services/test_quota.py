@@ -128,7 +128,9 @@ async def test_reserve_counts_and_refuses_over_limit(services: Services) -> None
     assert (error.limit, error.used, error.requested, error.source) == (6, 4, 4, "member")
     assert error.resets_at == datetime(2026, 3, 12, tzinfo=UTC)
     assert "2 of 6" in error.user_message
-    assert f"<t:{int(error.resets_at.timestamp())}:R>" in error.user_message
+    # The services speak plain UTC; Discord's own timestamps are the error cog's business.
+    assert "at 2026-03-12 00:00 UTC" in error.user_message
+    assert "reset <when>" in error.render(lambda moment: "<when>")
 
     assert (await quota.status(GUILD, ALICE, [])).used == 4
     # The refused job left no ledger entry, so it can be retried later.

@@ -152,7 +152,7 @@ class ModerationCog(commands.Cog, name="Moderation"):
         for ban in bans[:50]:
             reason = f": {discord.utils.escape_markdown(ban.reason)}" if ban.reason else ""
             by = f" by <@{ban.banned_by}>" if ban.banned_by else ""
-            when = f"<t:{int(ban.created_at.timestamp())}:d>"
+            when = discord.utils.format_dt(ban.created_at, "d")
             lines.append(f"<@{ban.user_id}>{reason} ({when}{by})")
         if len(bans) > 50:
             lines.append(f"... and {len(bans) - 50} more.")

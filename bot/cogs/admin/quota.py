@@ -250,7 +250,7 @@ def quota_text(user_id: int, status: QuotaStatus, role_id: int | None = None) ->
     left = "" if status.remaining is None else f", **{status.remaining}** left"
     lines.append(f"Used {span}: **{status.used}**{left}")
     resets = status.resets_at
-    lines.append(f"Resets {relative_time(resets)} (<t:{int(resets.timestamp())}:f>)")
+    lines.append(f"Resets {relative_time(resets)} ({discord.utils.format_dt(resets, 'f')})")
     if status.cap is not None:
         cap = status.cap
         lines.append(

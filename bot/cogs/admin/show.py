@@ -30,6 +30,7 @@ from bot.presentation.messages import Caption, finished_text
 from bot.presentation.permissions import is_admin
 from bot.presentation.views import grid_view
 from bot.services.history import JobView
+from generation.grid import encode_grid
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -61,24 +62,12 @@ class ShowCog(commands.Cog, name="Show"):
             image = await self._image(record, index, fate)
             if image is None:
                 withheld.append(index)
-                image = withheld_tile((record.width, record.height))
+                image = withheld_tile((record.params.width, record.params.height))
             tiles.append(image)
-        data, ext = await self.bot.generation.encode_grid(
-            tiles, limit_bytes=upload_limit(interaction)
+        data, ext = await self.bot.threads.run(
+            encode_grid, tiles, limit_bytes=upload_limit(interaction)
         )
-        caption = Caption(
-            prompt=record.prompt,
-            user_id=record.user_id,
-            negative=record.negative_prompt,
-            seed=record.seed,
-            steps=record.steps,
-            guidance=record.guidance,
-            width=record.width,
-            height=record.height,
-            count=record.count,
-            scheduler=record.scheduler,
-            label=f"job `{record.id[:8]}`",
-        )
+        caption = Caption(record.params, record.user_id, label=f"job `{record.id[:8]}`")
         file = discord.File(
             io.BytesIO(data),
             filename=f"imagine_{record.id[:8]}.{ext}",
@@ -87,7 +76,7 @@ class ShowCog(commands.Cog, name="Show"):
         await interaction.followup.send(
             finished_text(caption, record.seeds or (), withheld=len(withheld)),
             file=file,
-            view=grid_view(record.id, record.count, withheld),
+            view=grid_view(record.id, record.params.count, withheld),
             allowed_mentions=NO_MENTIONS,
         )
 
@@ -116,10 +105,11 @@ class ShowCog(commands.Cog, name="Show"):
         """The server's current NSFW policy applied to the job's flags, for this channel."""
         settings = await self.bot.services.moderation.get_settings(record.guild_id)
         flags = list(record.nsfw or ())
-        flags += [False] * (record.count - len(flags))
+        count = record.params.count
+        flags += [False] * (count - len(flags))
         channel = interaction.channel
         channel_nsfw = bool(channel is not None and getattr(channel, "is_nsfw", bool)())
-        return decide_fates(flags[: record.count], settings.nsfw_policy, channel_nsfw)
+        return decide_fates(flags[:count], settings.nsfw_policy, channel_nsfw)
 
     async def _image(self, record: JobView, index: int, fate: ImageFate) -> Image.Image | None:
         """Image `index` as stored (or re-made), or None when it is not to be shown."""

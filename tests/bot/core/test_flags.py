@@ -21,7 +21,7 @@ def test_plain_prompt_has_no_options() -> None:
         ("cat --aspect 2 : 3", ImagineOptions(aspect="2:3")),
         ("cat --seed 42", ImagineOptions(seed=42)),
         ("cat --seed 4294967295", ImagineOptions(seed=4294967295)),
-        ("cat --no dogs,  birds , ", ImagineOptions(negative="dogs, birds")),
+        ("cat --no dogs,  birds , ", ImagineOptions(negative_prompt="dogs, birds")),
         ("cat --steps 12", ImagineOptions(steps=12)),
         ("cat --cfg 4.5", ImagineOptions(guidance=4.5)),
         ("cat --guidance 0", ImagineOptions(guidance=0.0)),
@@ -42,7 +42,7 @@ def test_all_flags_together() -> None:
     parsed = parse_prompt("a red fox --no blur, text --seed 7 --ar 3:2 --steps 3 --cfg 9 --n 3")
     assert parsed.prompt == "a red fox"
     assert parsed.options == ImagineOptions(
-        negative="blur, text", aspect="3:2", seed=7, steps=3, guidance=9.0, count=3
+        negative_prompt="blur, text", aspect="3:2", seed=7, steps=3, guidance=9.0, count=3
     )
 
 
@@ -51,7 +51,7 @@ def test_em_and_en_dash_count_as_double_hyphen(dash: str) -> None:
     """Phones turn `--` into an em dash (or en dash); both work as a flag prefix."""
     parsed = parse_prompt(f"castle {dash}ar 16:9 {dash}no fog")
     assert parsed.prompt == "castle"
-    assert parsed.options == ImagineOptions(aspect="16:9", negative="fog")
+    assert parsed.options == ImagineOptions(aspect="16:9", negative_prompt="fog")
 
 
 def test_dashes_inside_words_and_spaced_dashes_stay_in_prompt() -> None:
@@ -102,7 +102,7 @@ def test_slash_option_wins_over_flag() -> None:
     typed = parse_prompt("cat --seed 1 --ar 16:9 --no dogs --n 2").options
     explicit = ImagineOptions(seed=99, count=4)
     merged = merge_options(explicit, typed)
-    assert merged == ImagineOptions(seed=99, aspect="16:9", negative="dogs", count=4)
+    assert merged == ImagineOptions(seed=99, aspect="16:9", negative_prompt="dogs", count=4)
 
 
 def test_flags_fill_unset_slash_options() -> None:

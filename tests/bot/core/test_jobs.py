@@ -18,6 +18,7 @@ from bot.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded
 from bot.services import Services
 from bot.services.history import JobRecord
 from generation.errors import RequestError
+from generation.params import GenerationParams
 from generation.service import GenerationService
 from tests.bot.conftest import FailingEngine, FlaggingEngine, small
 
@@ -35,7 +36,7 @@ async def test_success_stores_images_charges_and_records(
     """A finished job stores each image, charges its images and records seeds."""
     sub = await orchestrator.submit(ALICE, JobPlan(small(count=2, seed=7)))
     assert await used(services) == 2  # reserved before queueing
-    assert sub.job.id == sub.job_id  # one id in the service, the ledger and the database
+    assert sub.queued.id == sub.job_id  # one id in the service, the ledger and the database
     outcome = await orchestrator.run(sub)
     assert outcome.status is OutcomeStatus.SUCCEEDED
     assert outcome.seeds == (7, 8)
@@ -253,7 +254,7 @@ async def test_variation_records_its_parent(
         first.job_id,
         1,
     )
-    assert job.strength == pytest.approx(0.6)
+    assert job.params.strength == pytest.approx(0.6)
     assert await used(services) == 4
 
 
@@ -278,8 +279,8 @@ async def test_recover_fails_and_refunds_unfinished_jobs(
     job_id = "a" * 32
     await services.quota.reserve(1, ALICE.user_id, (), 2, job_id)
     await services.history.create_job(
-        JobRecord(guild_id=1, channel_id=10, user_id=ALICE.user_id, prompt="x",
-                  model_id="m", count=2, id=job_id)
+        JobRecord(guild_id=1, channel_id=10, user_id=ALICE.user_id,
+                  params=GenerationParams("x", count=2), model_id="m", id=job_id)
     )
     assert await orchestrator.recover() == 1
     assert await used(services) == 0

@@ -21,17 +21,17 @@ from bot.presentation.history_format import (
     parse_page_ref,
 )
 from bot.services.history import Cursor, JobView
+from generation.params import GenerationParams
 
 NOW = dt.datetime(2026, 3, 11, 15, 30, 5, 250, tzinfo=dt.UTC)
 CURSOR = Cursor(NOW, "0123456789abcdef" * 2)
 
 
-def job(**changes: object) -> JobView:
+def job(prompt: str = "a fox", **changes: object) -> JobView:
+    params = GenerationParams(prompt, steps=2, width=64, height=64, scheduler="ddim", seed=42)
     values: dict[str, object] = {
-        "id": "f" * 32, "guild_id": 1, "channel_id": 2, "user_id": 3, "prompt": "a fox",
-        "negative_prompt": "", "steps": 2, "guidance": 7.5, "width": 64, "height": 64,
-        "count": 4, "scheduler": "ddim", "seed": 42, "seeds": (42, 43, 44, 45),
-        "strength": None, "model_id": "m", "kind": JobKind.TXT2IMG, "parent_job_id": None,
+        "id": "f" * 32, "guild_id": 1, "channel_id": 2, "user_id": 3, "params": params,
+        "seeds": (42, 43, 44, 45), "model_id": "m", "kind": JobKind.TXT2IMG, "parent_job_id": None,
         "image_index": None, "status": JobStatus.SUCCEEDED, "error": None, "created_at": NOW,
         "started_at": None, "finished_at": None, "gpu_seconds": 1.0, "result_channel_id": 2,
         "result_message_id": 9, "nsfw": None,

@@ -12,11 +12,9 @@ from bot.presentation.messages import (
     queued_text,
     running_text,
 )
+from generation.params import GenerationParams
 
-JOB = Caption(
-    prompt="a **bold** fox", user_id=42, seed=10, steps=20, guidance=7.5, width=512,
-    height=512, count=4, scheduler="dpmpp_2m_karras",
-)
+JOB = Caption(GenerationParams("a **bold** fox", seed=10, steps=20), user_id=42)
 
 
 def test_queued_shows_position_and_relative_eta() -> None:
@@ -51,11 +49,11 @@ def test_failed_says_what_and_that_it_was_refunded() -> None:
 
 def test_mentions_in_the_prompt_are_shown_inert() -> None:
     """@everyone in a prompt is displayed defused (allowed mentions still do the real work)."""
-    text = queued_text(Caption(prompt="@everyone look", user_id=1), 1, None)
+    text = queued_text(Caption(GenerationParams("@everyone look"), user_id=1), 1, None)
     assert "@everyone" not in text
 
 
 def test_long_prompts_stay_under_discords_limit() -> None:
     """A very long prompt is shortened so the message fits in 2000 characters."""
-    text = finished_text(Caption(prompt="x" * 5000, user_id=1, negative="y" * 5000), [1])
+    text = finished_text(Caption(GenerationParams("x" * 5000, "y" * 5000), user_id=1), [1])
     assert len(text) <= MAX_CONTENT

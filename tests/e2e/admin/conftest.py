@@ -20,6 +20,7 @@ from bot.app import ImagineBot
 from bot.config import Settings
 from bot.db.models import JobStatus
 from bot.services.history import JobRecord
+from generation.params import GenerationParams
 from tests.db.fixtures import FakeClock
 from tests.e2e.conftest import TIMEOUT, World, running
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeMember, FakeUser, Interaction
@@ -87,14 +88,10 @@ async def add_job(
             guild_id=guild_id,
             channel_id=channel_id,
             user_id=user_id,
-            prompt=prompt,
+            params=GenerationParams(
+                prompt, steps=2, width=64, height=64, count=count, seed=seed
+            ),
             model_id="builtin:tiny-random",
-            steps=2,
-            width=64,
-            height=64,
-            count=count,
-            seed=seed,
-            seeds=tuple(range(seed, seed + count)),
             id=job_id,
         )
     )

@@ -18,7 +18,7 @@ async def imagine(fake: FakeDiscord, world: World, prompt: str, channel: object 
 
 
 async def nothing_queued_or_charged(bot: ImagineBot, world: World) -> None:
-    assert bot.generation.queue_length() == 0
+    assert bot.generation.queue_stats().waiting == 0
     status = await bot.services.quota.status(world.guild.id, world.alice.id, ())
     assert status.used == 0
     assert (await bot.services.history.list(world.guild.id)).items == []

@@ -26,7 +26,7 @@ async def test_role_rule_limits_member_and_member_rule_beats_it(
     ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a fox", count=4)
     await ix.wait_response(timeout=5)
     assert ix.ephemeral and "needs 4 images but you have 2 of 2 left" in ix.original.content
-    assert bot.generation.queue_length() == 0
+    assert bot.generation.queue_stats().waiting == 0
     status = await bot.services.quota.status(world.guild.id, world.alice.id, [artists.id])
     assert (status.limit, status.source, status.used) == (2, QuotaSource.ROLE, 0)
     shown = await call(fake, world.channel, world.alice, "quota show")
@@ -61,7 +61,7 @@ async def test_member_at_the_limit_is_told_when_it_resets(
     assert ix.ephemeral
     assert "You have used all 3 of your images today" in ix.original.content
     assert f"<t:{int(midnight.timestamp())}:R>" in ix.original.content
-    assert bot.generation.queue_length() == 0
+    assert bot.generation.queue_stats().waiting == 0
     assert (await bot.services.history.list(world.guild.id)).items == []
     shown = await call(fake, world.channel, world.alice, "quota show")
     assert "**0** left" in shown.text() and f"<t:{int(midnight.timestamp())}:R>" in shown.text()

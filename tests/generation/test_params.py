@@ -1,0 +1,64 @@
+"""`GenerationParams`: defaults from a settings object, seeds, and the img2img rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from PIL import Image
+
+from generation.errors import RequestError
+from generation.params import MAX_SEED, PARAM_FIELDS, GenerationParams, Limits
+from generation.request import GenerationRequest
+
+
+@dataclass(frozen=True)
+class Section:
+    """Stands in for the bot's `[generation]` settings: same field names, other values."""
+
+    steps: int = 30
+    guidance: float = 5.0
+    width: int = 640
+    height: int = 384
+    count: int = 2
+    scheduler: str = "euler_a"
+    max_steps: int = 40
+    native_pixels: int = 640 * 384
+
+
+def test_with_defaults_takes_every_configured_field() -> None:
+    """Fields the settings name come from them; given values (not None) win."""
+    params = GenerationParams.with_defaults(Section(), prompt="a fox", steps=None, count=1)
+    assert params == GenerationParams(
+        "a fox", steps=30, guidance=5.0, width=640, height=384, count=1, scheduler="euler_a"
+    )
+    assert params.seed is None and params.strength is None and params.negative_prompt == ""
+
+
+def test_limits_with_defaults() -> None:
+    """Limits read the same way; what the settings lack keeps the library default."""
+    limits = Limits.with_defaults(Section())
+    assert (limits.max_steps, limits.native_pixels, limits.max_count) == (40, 640 * 384, 4)
+
+
+def test_field_names_are_public() -> None:
+    """`PARAM_FIELDS` lists the fields in order (the CSV and database columns follow it)."""
+    assert PARAM_FIELDS[:2] == ("prompt", "negative_prompt") and PARAM_FIELDS[-1] == "strength"
+
+
+def test_seeds_wrap_past_the_largest() -> None:
+    """Image i uses seed + i, wrapping to 0 past MAX_SEED."""
+    assert GenerationParams("x", seed=MAX_SEED, count=2).seeds == [MAX_SEED, 0]
+    with pytest.raises(ValueError, match="validated"):
+        _ = GenerationParams("x").seeds
+
+
+def test_strength_goes_with_a_source_image() -> None:
+    """A variation needs a strength; a strength without a source image is refused."""
+    image = Image.new("RGB", (64, 64))
+    with pytest.raises(RequestError, match="needs a strength"):
+        GenerationRequest(GenerationParams("x"), init_image=image).validated()
+    with pytest.raises(RequestError, match="only applies to variations"):
+        GenerationRequest(GenerationParams("x", strength=0.5)).validated()
+    ok = GenerationRequest(GenerationParams("x", strength=0.5), init_image=image).validated()
+    assert ok.is_variation and ok.params.is_img2img
