@@ -140,7 +140,7 @@ async def run(history_rows: int) -> dict[str, Any]:
                 return await export_history(history, threads, GUILD, query, UPLOAD_LIMIT)
 
             async def on_loop() -> Any:
-                rows = await history.export_rows(GUILD, **query.filters())
+                rows = await history.export_rows(GUILD, query.filters())
                 return render_csv(rows, UPLOAD_LIMIT)
 
             results: dict[str, Any] = {"rows": history_rows}

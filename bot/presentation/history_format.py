@@ -15,13 +15,12 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from discord.utils import escape_markdown, escape_mentions, format_dt
 
 from bot.core.paging import b36decode, b36encode, decode_cursor, encode_cursor
 from bot.db.models import JobStatus
-from bot.services.history import Cursor, JobView
+from bot.services.history import Cursor, JobFilter, JobView
 
 __all__ = [
     "CUSTOM_ID_MAX",
@@ -83,21 +82,21 @@ class HistoryQuery:
     since: dt.date | None = None
     until: dt.date | None = None
 
-    def filters(self) -> dict[str, Any]:
-        """Keyword arguments for `HistoryService.list` / `export_csv` (guild aside)."""
-        return {
-            "user_id": self.user_id,
-            "text": self.text,
-            "status": self.status,
-            "since": _midnight(self.since) if self.since else None,
+    def filters(self) -> JobFilter:
+        """The service's filter for `HistoryService.list` / `export_rows` (guild aside)."""
+        return JobFilter(
+            user_id=self.user_id,
+            text=self.text,
+            status=self.status,
+            since=_midnight(self.since) if self.since else None,
             # `until` is inclusive for people, exclusive for the service (the last day
             # there is has no next midnight: no upper bound then).
-            "until": (
+            until=(
                 _midnight(self.until + dt.timedelta(days=1))
                 if self.until and self.until < dt.date.max
                 else None
             ),
-        }
+        )
 
     def describe(self) -> str:
         """The filters in words, for the page footer ("" when there are none)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, RowMapping, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import JobKind, JobStatus, StoredJob
@@ -110,6 +110,42 @@ class Cursor:
         seconds, rest = divmod(int(micros), 1_000_000)
         created = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
         return cls(created_at=created, job_id=job_id)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which of a guild's jobs to list or export (all of them by default).
+
+    `user_id` None: every member. `text`: case-insensitive substring of the prompt. `status`:
+    one or several. `since` inclusive, `until` exclusive.
+    """
+
+    user_id: int | None = None
+    text: str | None = None
+    status: JobStatus | str | Iterable[JobStatus | str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self, guild_id: int) -> list[ColumnElement[bool]]:
+        """The WHERE clauses selecting the guild's matching jobs."""
+        jobs = JOBS.c
+        conditions: list[ColumnElement[bool]] = [jobs.guild_id == guild_id]
+        if self.user_id is not None:
+            conditions.append(jobs.user_id == self.user_id)
+        if self.text:
+            # lower(prompt) LIKE lower(:text) on SQLite (Unicode lower(), see db.session),
+            # ILIKE on PostgreSQL; % and _ in the text are escaped, not wildcards.
+            conditions.append(jobs.prompt.icontains(self.text, autoescape=True))
+        if self.status is not None:
+            conditions.append(jobs.status.in_(_statuses(self.status)))
+        if self.since is not None:
+            conditions.append(jobs.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(jobs.created_at < self.until)
+        return conditions
+
+
+EVERY_JOB = JobFilter()
 
 
 @dataclass(frozen=True)
@@ -267,22 +303,21 @@ class HistoryService:
     async def list(
         self,
         guild_id: int,
+        where: JobFilter = EVERY_JOB,
         *,
-        user_id: int | None = None,
-        text: str | None = None,
-        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
         limit: int = 10,
         before: Cursor | None = None,
     ) -> Page:
-        """A page of a guild's jobs, newest first, filtered.
+        """A page of a guild's jobs matching `where`, newest first.
 
-        `text`: case-insensitive substring of the prompt. `since` inclusive, `until`
-        exclusive. `before`: the previous page's `next_cursor`.
+        `before`: the previous page's `next_cursor`.
         """
         limit = max(1, min(limit, MAX_PAGE))
-        query = _newest_first(guild_id, user_id, text, status, since, until)
+        query = (
+            select(StoredJob)
+            .where(*where.where(guild_id))
+            .order_by(StoredJob.created_at.desc(), StoredJob.id.desc())
+        )
         if before is not None:
             query = query.where(
                 or_(
@@ -298,25 +333,17 @@ class HistoryService:
         return Page(items=items, next_cursor=next_cursor)
 
     async def export_rows(
-        self,
-        guild_id: int,
-        *,
-        user_id: int | None = None,
-        text: str | None = None,
-        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        self, guild_id: int, where: JobFilter = EVERY_JOB
     ) -> list[RowMapping]:
-        """The guild's jobs (newest first, filtered like `list`) as Core rows of the jobs table.
+        """The guild's jobs matching `where`, newest first, as Core rows of the jobs table.
 
         Core rows, not ORM objects: a 50,000-row export builds no objects on the event loop,
         and the rows are fetched in batches of `EXPORT_BATCH` so the loop gets a turn between
         them. Turn them into a file with `render_csv`, off the loop.
         """
-        conditions = _conditions(guild_id, user_id, text, status, since, until)
         query = (
             select(JOBS)
-            .where(*conditions)
+            .where(*where.where(guild_id))
             .order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
             .execution_options(yield_per=EXPORT_BATCH)
         )
@@ -391,49 +418,6 @@ def _statuses(
     if isinstance(status, str):
         return [JobStatus(status)]
     return [JobStatus(s) for s in status]
-
-
-def _conditions(
-    guild_id: int,
-    user_id: int | None,
-    text: str | None,
-    status: JobStatus | str | Iterable[JobStatus | str] | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> list[ColumnElement[bool]]:
-    """The WHERE clauses of a guild's jobs matching the filters."""
-    jobs = JOBS.c
-    conditions: list[ColumnElement[bool]] = [jobs.guild_id == guild_id]
-    if user_id is not None:
-        conditions.append(jobs.user_id == user_id)
-    if text:
-        # lower(prompt) LIKE lower(:text) on SQLite (Unicode lower(), see db.session),
-        # ILIKE on PostgreSQL; % and _ in the text are escaped, not wildcards.
-        conditions.append(jobs.prompt.icontains(text, autoescape=True))
-    if status is not None:
-        conditions.append(jobs.status.in_(_statuses(status)))
-    if since is not None:
-        conditions.append(jobs.created_at >= since)
-    if until is not None:
-        conditions.append(jobs.created_at < until)
-    return conditions
-
-
-def _newest_first(
-    guild_id: int,
-    user_id: int | None,
-    text: str | None,
-    status: JobStatus | str | Iterable[JobStatus | str] | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> Select[tuple[StoredJob]]:
-    """A guild's stored jobs matching the filters, newest first (same time: larger id first)."""
-    conditions = _conditions(guild_id, user_id, text, status, since, until)
-    return (
-        select(StoredJob)
-        .where(*conditions)
-        .order_by(StoredJob.created_at.desc(), StoredJob.id.desc())
-    )
 
 
 def _view(job: StoredJob) -> JobView:

@@ -11,7 +11,7 @@ import pytest
 from bot.db.models import JobKind, JobStatus
 from bot.errors import InvalidTransition, NotFound
 from bot.services import Services
-from bot.services.history import Cursor, HistoryService, JobRecord, render_csv
+from bot.services.history import Cursor, HistoryService, JobFilter, JobRecord, render_csv
 from generation.params import PARAM_FIELDS, GenerationParams
 from tests.db.fixtures import FakeClock
 
@@ -179,7 +179,7 @@ async def test_list_filters(services: Services, clock: FakeClock) -> None:
     await history.create_job(_record("red car", guild_id=OTHER_GUILD))
 
     async def ids(**filters: object) -> list[str]:
-        page = await history.list(GUILD, **filters)  # type: ignore[arg-type]
+        page = await history.list(GUILD, JobFilter(**filters))  # type: ignore[arg-type]
         return [job.id for job in page.items]
 
     assert await ids() == [c, b, a]

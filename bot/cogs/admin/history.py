@@ -145,7 +145,7 @@ class HistoryCog(commands.Cog, name="History"):
         self, guild_id: int, query: HistoryQuery, before: Cursor | None
     ) -> PageSlice[JobView]:
         page = await self.bot.services.history.list(
-            guild_id, limit=PAGE_SIZE, before=before, **query.filters()
+            guild_id, query.filters(), limit=PAGE_SIZE, before=before
         )
         return PageSlice(
             items=page.items, has_newer=before is not None, has_older=page.next_cursor is not None
@@ -158,7 +158,7 @@ class HistoryCog(commands.Cog, name="History"):
 
         async def fetch(before: Cursor | None) -> tuple[list[JobView], Cursor | None]:
             page = await self.bot.services.history.list(
-                guild_id, limit=CHUNK, before=before, **filters
+                guild_id, filters, limit=CHUNK, before=before
             )
             return page.items, page.next_cursor
 
@@ -219,7 +219,7 @@ async def export_history(
     The rows are fetched as Core rows in batches on the loop; the CSV is built and compressed
     in the thread helper, so a big export never holds the event loop.
     """
-    rows = await history.export_rows(guild_id, **query.filters())
+    rows = await history.export_rows(guild_id, query.filters())
     return await threads.run(render_csv, rows, limit)
 
 

@@ -34,3 +34,36 @@ def test_no_cog_imports_another_cog() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bot.cogs"):
                 offenders.append(f"{path.relative_to(root)} imports {node.module}")
     assert offenders == []
+
+
+#: What the bot may use of `generation`: the backend seam and plain values. The one place that
+#: builds a concrete backend is `bot.app` (through `generation.factory`), and `bot.cli` hands
+#: `imagine generate` to `generation.cli`.
+GENERATION_SEAM = {
+    "generation.errors",
+    "generation.events",
+    "generation.grid",
+    "generation.interfaces",
+    "generation.job",
+    "generation.params",
+    "generation.request",
+}
+BUILDERS = {"app.py": {"generation.factory"}, "cli.py": {"generation.cli"}}
+
+
+def test_the_bot_depends_only_on_the_backend_seam() -> None:
+    """No bot module reaches into the service, engine, loading or queue of `generation`."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[3] / "bot"
+    offenders = []
+    for path in root.rglob("*.py"):
+        allowed = GENERATION_SEAM | BUILDERS.get(str(path.relative_to(root)), set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            for name in [module or "", *names]:
+                if name.startswith("generation") and name not in allowed:
+                    offenders.append(f"{path.relative_to(root)} imports {name}")
+    assert offenders == []

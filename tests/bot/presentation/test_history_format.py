@@ -87,10 +87,10 @@ def test_build_parses_days_and_makes_until_inclusive() -> None:
     """since/until are UTC days; until includes its whole day."""
     query = HistoryQuery.build(5, " castle ", "failed", "2026-03-01", "2026-03-02")
     filters = query.filters()
-    assert filters["user_id"] == 5 and filters["text"] == "castle"
-    assert filters["status"] is JobStatus.FAILED
-    assert filters["since"] == dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-    assert filters["until"] == dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
+    assert filters.user_id == 5 and filters.text == "castle"
+    assert filters.status is JobStatus.FAILED
+    assert filters.since == dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    assert filters.until == dt.datetime(2026, 3, 3, tzinfo=dt.UTC)
     assert query.describe() == 'prompt contains "castle", status failed, 2026-03-01 to 2026-03-02'
 
 
@@ -140,5 +140,5 @@ def test_failed_entry_has_no_result_link() -> None:
 def test_until_the_last_representable_day_means_no_upper_bound() -> None:
     """until=9999-12-31 is accepted (its next midnight does not exist): no upper bound."""
     query = HistoryQuery.build(1, until="9999-12-31")
-    assert query.filters()["until"] is None
+    assert query.filters().until is None
     assert query.describe() == "until 9999-12-31"

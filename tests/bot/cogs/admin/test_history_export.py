@@ -48,7 +48,8 @@ async def test_export_runs_in_the_thread_helper(
     text = gzip.decompress(export.data).decode("utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[0]["prompt"] == "fox number 29" and rows[0]["steps"] == "49"
+    assert {row["prompt"] for row in rows} == {f"fox number {i}" for i in range(30)}
+    assert all(int(row["steps"]) == 20 + int(row["prompt"].split()[-1]) for row in rows)
 
 
 async def test_export_columns_follow_the_parameters(services: Services, threads: Threads) -> None:
