@@ -39,7 +39,8 @@ def _record(
 
 async def _export(history: HistoryService, guild_id: int = GUILD) -> list[dict[str, str]]:
     """The guild's export parsed back with the csv module."""
-    export = render_csv(await history.export_rows(guild_id))
+    rows = [row async for batch in history.export_batches(guild_id) for row in batch]
+    export = render_csv(rows)
     text = export.data.decode("utf-8-sig")
     return list(csv.DictReader(io.StringIO(text, newline="")))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import discord
@@ -46,7 +47,7 @@ from bot.presentation.history_format import (
     parse_page_ref,
 )
 from bot.presentation.paging_buttons import PageButton, page_footer
-from bot.services.history import CsvExport, Cursor, HistoryService, JobView, render_csv
+from bot.services.history import CsvExport, CsvWriter, Cursor, HistoryService, JobView
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -216,11 +217,14 @@ async def export_history(
 ) -> CsvExport:
     """The guild's history matching `query` as a CSV file, gzipped when over `limit` bytes.
 
-    The rows are fetched as Core rows in batches on the loop; the CSV is built and compressed
-    in the thread helper, so a big export never holds the event loop.
+    The rows come as batches of Core rows; each batch is written into the CSV, and the file
+    compressed, in the thread helper, so a big export never holds the event loop.
     """
-    rows = await history.export_rows(guild_id, query.filters())
-    return await threads.run(render_csv, rows, limit)
+    writer = CsvWriter()
+    async with aclosing(history.export_batches(guild_id, query.filters())) as batches:
+        async for batch in batches:
+            await threads.run(writer.write, batch)
+    return await threads.run(writer.finish, limit)
 
 
 def render_page(

@@ -14,7 +14,8 @@ from bot.cogs.admin.history import export_history
 from bot.core.threads import THREAD_NAME, Threads
 from bot.presentation.history_format import HistoryQuery
 from bot.services import Services
-from bot.services.history import CSV_COLUMNS, JobRecord
+from bot.services import history as history_service
+from bot.services.history import CSV_COLUMNS, CsvWriter, JobRecord
 from generation.params import PARAM_FIELDS, GenerationParams
 
 GUILD = 7
@@ -30,20 +31,26 @@ async def _add_jobs(services: Services, count: int) -> None:
 async def test_export_runs_in_the_thread_helper(
     services: Services, threads: Threads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Building the CSV and gzipping it happen on a helper thread, not on the event loop."""
+    """Writing the CSV and gzipping it happen on a helper thread, not on the event loop."""
     await _add_jobs(services, 30)
-    ran_on: list[str] = []
-    render = history_cog.render_csv
+    ran_on: list[tuple[str, str]] = []
 
-    def spy(*args: object):  # type: ignore[no-untyped-def]
-        ran_on.append(threading.current_thread().name)
-        return render(*args)  # type: ignore[arg-type]
+    class SpyWriter(CsvWriter):
+        def write(self, rows):  # type: ignore[no-untyped-def]
+            ran_on.append(("write", threading.current_thread().name))
+            super().write(rows)
 
-    monkeypatch.setattr(history_cog, "render_csv", spy)
+        def finish(self, compress_over=None):  # type: ignore[no-untyped-def]
+            ran_on.append(("finish", threading.current_thread().name))
+            return super().finish(compress_over)
+
+    monkeypatch.setattr(history_cog, "CsvWriter", SpyWriter)
+    monkeypatch.setattr(history_service, "EXPORT_BATCH", 12)
     export = await export_history(services.history, threads, GUILD, HistoryQuery(), limit=500)
 
-    assert len(ran_on) == 1 and ran_on[0].startswith(THREAD_NAME)
-    assert ran_on[0] != threading.current_thread().name
+    assert [step for step, _ in ran_on] == ["write"] * 3 + ["finish"]  # 12 + 12 + 6 rows
+    loop_thread = threading.current_thread().name
+    assert all(name.startswith(THREAD_NAME) and name != loop_thread for _, name in ran_on)
     assert export.rows == 30 and export.compressed  # over the 500-byte limit: gzipped
     text = gzip.decompress(export.data).decode("utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
