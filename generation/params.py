@@ -110,10 +110,6 @@ class GenerationParams:
             raise ValueError("seeds of unvalidated parameters: call validated() first")
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
 
-    @property
-    def is_img2img(self) -> bool:
-        return self.strength is not None
-
     def validated(self, limits: Limits | None = None) -> GenerationParams:
         """Check every field against `limits` and return a copy with a concrete seed.
 

@@ -120,10 +120,6 @@ class GenerationService:
     def started(self) -> bool:
         return self._dispatcher is not None
 
-    def queue_length(self) -> int:
-        """Jobs waiting (not counting the running ones)."""
-        return len(self._policy)
-
     def pending_for(self, owner: str) -> int:
         """Jobs of `owner` waiting (not counting running ones), as limited by the policy."""
         return self._policy.pending_for(owner)

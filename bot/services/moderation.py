@@ -207,10 +207,6 @@ class ModerationService:
         async with self._sessions() as session:
             return await _allowed_channels(session, guild_id)
 
-    async def is_channel_allowed(self, guild_id: int, channel_id: int) -> bool:
-        allowed = await self.allowed_channels(guild_id)
-        return not allowed or channel_id in allowed
-
     async def set_channel_allowed(
         self, guild_id: int, channel_id: int, allowed: bool, actor_id: int
     ) -> bool:

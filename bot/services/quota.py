@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Table, Update, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, Update, case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import GUILD_TOTAL, LedgerKind, Period, QuotaScope, UsageCounter, UsageEntry
@@ -131,25 +131,6 @@ class Reservation:
     used: int
     remaining: int | None
     source: QuotaSource
-
-
-@dataclass(frozen=True)
-class MemberUsage:
-    user_id: int
-    used: int
-
-
-@dataclass(frozen=True)
-class ServerUsage:
-    """A guild's usage in the current period: total images, members who used any, the cap."""
-
-    guild_id: int
-    period: Period
-    period_start: datetime
-    resets_at: datetime
-    used: int
-    members: int
-    cap: CapStatus | None
 
 
 @dataclass(frozen=True)
@@ -319,13 +300,6 @@ class QuotaService:
             cap=cap,
         )
 
-    async def effective_limit(self, guild_id: int, user_id: int, role_ids: Iterable[int]) -> Limit:
-        """The member's limit and where it comes from (without usage)."""
-        role_ids = tuple(role_ids)
-        async with self._sessions() as session:
-            rules = await self._load_rules(session, guild_id, user_id, role_ids)
-        return self._effective(rules, user_id, role_ids)
-
     # -- admin side ----------------------------------------------------------------------
 
     async def set_rule(
@@ -447,54 +421,6 @@ class QuotaService:
             await record(session, guild_id, actor_id, "quota.reset_member", details, now)
             await session.commit()
         return given
-
-    async def member_usage(
-        self, guild_id: int, period: Period | str | None = None, *, limit: int = 25
-    ) -> list[MemberUsage]:
-        """Members' images used in the current period, most first."""
-        period = Period(period) if period is not None else self._default.period
-        start = period_start(period, self._now())
-        query = (
-            select(COUNTERS.c.user_id, COUNTERS.c.used)
-            .where(
-                COUNTERS.c.guild_id == guild_id,
-                COUNTERS.c.user_id != GUILD_TOTAL,
-                _period_is(period, start),
-                COUNTERS.c.used > 0,
-            )
-            .order_by(COUNTERS.c.used.desc(), COUNTERS.c.user_id)
-            .limit(limit)
-        )
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
-        return [MemberUsage(user_id=row.user_id, used=row.used) for row in rows]
-
-    async def server_usage(self, guild_id: int, period: Period | str | None = None) -> ServerUsage:
-        """The guild's total images in the current period, members who used any, and cap."""
-        period = Period(period) if period is not None else self._default.period
-        now = self._now()
-        starts = _starts(now)
-        async with self._sessions() as session:
-            used = await _read_used(session, guild_id, GUILD_TOTAL, period, starts)
-            members = await session.scalar(
-                select(func.count()).where(
-                    COUNTERS.c.guild_id == guild_id,
-                    COUNTERS.c.user_id != GUILD_TOTAL,
-                    _period_is(period, starts[period]),
-                    COUNTERS.c.used > 0,
-                )
-            )
-            rules = await self._load_rules(session, guild_id, GUILD_TOTAL, ())
-            cap = await self._cap_status(session, rules, guild_id, starts, now)
-        return ServerUsage(
-            guild_id=guild_id,
-            period=period,
-            period_start=starts[period],
-            resets_at=next_reset(period, now),
-            used=used,
-            members=int(members or 0),
-            cap=cap,
-        )
 
     # -- internals -------------------------------------------------------------------------
 

@@ -61,4 +61,4 @@ def test_strength_goes_with_a_source_image() -> None:
     with pytest.raises(RequestError, match="only applies to variations"):
         GenerationRequest(GenerationParams("x", strength=0.5)).validated()
     ok = GenerationRequest(GenerationParams("x", strength=0.5), init_image=image).validated()
-    assert ok.is_variation and ok.params.is_img2img
+    assert ok.is_variation and ok.params.strength == 0.5

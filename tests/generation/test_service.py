@@ -52,7 +52,7 @@ async def test_concurrent_submits_all_complete_with_ordered_events(
     jobs = [
         service.submit(small_request(f"prompt {i}", seed=100 + i), owner=f"u{i}") for i in range(4)
     ]
-    assert service.queue_length() == 4
+    assert service.queue_stats().waiting == 4
     assert [job.position for job in jobs] == [1, 2, 3, 4]
     histories = await asyncio.gather(*(collect(job) for job in jobs))
     for job, events in zip(jobs, histories, strict=True):
@@ -63,7 +63,7 @@ async def test_concurrent_submits_all_complete_with_ordered_events(
         assert job.state is JobState.FINISHED
     # A late listener still sees the whole story.
     assert await collect(jobs[0]) == histories[0]
-    assert service.queue_length() == 0 and service.job(jobs[0].id) is None
+    assert service.queue_stats().waiting == 0 and service.job(jobs[0].id) is None
 
 
 async def test_same_seed_reproduces_through_the_service(service: GenerationService) -> None:
@@ -122,7 +122,7 @@ async def test_queue_limits(tiny_spec: ModelSpec) -> None:
     service.submit(small_request(), owner="B")
     with pytest.raises(QueueFullError, match="The queue is full"):
         service.submit(small_request(), owner="C")
-    assert service.pending_for("A") == 2 and service.queue_length() == 3
+    assert service.pending_for("A") == 2 and service.queue_stats().waiting == 3
     await service.close()
 
 
@@ -130,7 +130,7 @@ async def test_submit_validates(service: GenerationService) -> None:
     """An invalid request is refused at submission with the validation message."""
     with pytest.raises(RequestError, match="steps must be between 1 and 100, got 500"):
         service.submit(small_request(steps=500))
-    assert service.queue_length() == 0
+    assert service.queue_stats().waiting == 0
 
 
 async def test_estimate_wait_grows_with_position(tiny_spec: ModelSpec) -> None:

@@ -176,7 +176,7 @@ async def test_banned_member_is_refused_before_anything_happens(
     with pytest.raises(Banned):
         await orchestrator.submit(ALICE, JobPlan(small()))
     assert await used(services) == 0
-    assert generation.queue_length() == 0
+    assert generation.queue_stats().waiting == 0
     assert (await services.history.list(1)).items == []
 
 
@@ -219,7 +219,7 @@ async def test_quota_exceeded_queues_nothing(
     await services.quota.set_rule(1, "member", ALICE.user_id, 3, "day", actor_id=999)
     with pytest.raises(QuotaExceeded):
         await orchestrator.submit(ALICE, JobPlan(small(count=4)))
-    assert generation.queue_length() == 0
+    assert generation.queue_stats().waiting == 0
     assert (await services.history.list(1)).items == []
 
 
