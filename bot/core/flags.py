@@ -21,6 +21,8 @@ import math
 import re
 from dataclasses import dataclass, fields, replace
 
+from generation.params import MAX_SEED, Limits
+
 __all__ = [
     "FLAGS_HELP",
     "MAX_SEED",
@@ -31,8 +33,7 @@ __all__ = [
     "parse_prompt",
 ]
 
-MAX_SEED = 2**32 - 1
-MAX_COUNT = 4
+MAX_COUNT = Limits().max_count
 
 FLAGS_HELP = (
     "Accepted flags at the end of the prompt: `--ar W:H` (aspect ratio, e.g. `--ar 16:9`), "
