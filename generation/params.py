@@ -31,6 +31,7 @@ __all__ = [
     "MAX_SEED",
     "MIN_SIDE",
     "PARAM_FIELDS",
+    "PER_JOB_FIELDS",
     "SCHEDULERS",
     "SIZE_MULTIPLE",
     "GenerationParams",
@@ -104,6 +105,13 @@ class GenerationParams:
         return cls(**_values(cls, defaults, given))
 
     @property
+    def batch_key(self) -> tuple[object, ...]:
+        """Parameters with equal keys may share one pipeline call: every field except those
+        each job brings to the call on its own (`PER_JOB_FIELDS`). A new field joins the key
+        by itself, so jobs differing in it are never batched until the engine says they can."""
+        return tuple(getattr(self, name) for name in PARAM_FIELDS if name not in PER_JOB_FIELDS)
+
+    @property
     def seeds(self) -> list[int]:
         """The seed of each image (requires validated parameters, whose seed is set)."""
         if self.seed is None:
@@ -155,6 +163,9 @@ class GenerationParams:
 
 #: The field names, in order: the CSV export's and the database composite's columns.
 PARAM_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(GenerationParams))
+#: Fields that may differ between jobs sharing one pipeline call: each image gets its own
+#: prompt, negative prompt and seed, and the count only sizes the batch.
+PER_JOB_FIELDS = frozenset({"prompt", "negative_prompt", "seed", "count"})
 
 
 def _values(cls: type, defaults: object, given: dict[str, Any]) -> dict[str, Any]:

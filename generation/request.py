@@ -45,8 +45,7 @@ class GenerationRequest:
     @property
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys may share one pipeline call (prompts and seeds may differ)."""
-        p = self.params
-        return (self.is_variation, p.width, p.height, p.steps, p.scheduler, p.guidance, p.strength)
+        return (self.is_variation, *self.params.batch_key)
 
     def validated(self, limits: Limits | None = None) -> GenerationRequest:
         """The request with validated parameters (concrete seed); raises `RequestError`."""

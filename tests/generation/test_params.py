@@ -62,3 +62,15 @@ def test_strength_goes_with_a_source_image() -> None:
         GenerationRequest(GenerationParams("x", strength=0.5)).validated()
     ok = GenerationRequest(GenerationParams("x", strength=0.5), init_image=image).validated()
     assert ok.is_variation and ok.params.strength == 0.5
+
+
+def test_batch_key_leaves_out_only_what_each_job_brings() -> None:
+    """Prompts, seeds and counts may differ within one pipeline call; anything else may not,
+    including fields added later (they join the key without being named)."""
+    base = GenerationParams("a fox", seed=1, count=4)
+    same = GenerationParams("a whale", "fog", seed=99, count=1)
+    assert base.batch_key == same.batch_key
+    for change in ({"steps": 30}, {"guidance": 3.0}, {"width": 576}, {"scheduler": "ddim"},
+                   {"strength": 0.5}):  # fmt: skip
+        assert GenerationParams("a fox", **change).batch_key != base.batch_key
+    assert len(base.batch_key) == len(PARAM_FIELDS) - 4
