@@ -67,3 +67,18 @@ def test_the_bot_depends_only_on_the_backend_seam() -> None:
                 if name.startswith("generation") and name not in allowed:
                     offenders.append(f"{path.relative_to(root)} imports {name}")
     assert offenders == []
+
+
+def test_threads_are_entered_only_through_the_helper() -> None:
+    """No bot module but `bot.core.threads` starts threads or executors of its own."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[3] / "bot"
+    door = re.compile(r"\bto_thread\b|\brun_in_executor\b|\bThreadPoolExecutor\b|\bThread\(")
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path != root / "core" / "threads.py" and door.search(path.read_text())
+    ]
+    assert offenders == []
