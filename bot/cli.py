@@ -1,7 +1,11 @@
 """The `imagine` command line: `generate`, `db upgrade|downgrade`, `run`.
 
 Each subcommand imports what it needs only when it runs, so `imagine generate` and
-`imagine db` never import discord and `imagine --help` is instant.
+`imagine db` never import discord, `imagine --help` is instant, and `imagine run` reports a
+missing token or an impossible device before torch and diffusers are imported.
+
+`--config`, `-v/--verbose` and `-q/--quiet` are accepted anywhere: before or after the
+subcommand (`imagine db upgrade --config x.toml` and `imagine --config x.toml db upgrade`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,44 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_NAME,
+    ConfigError,
+    Settings,
+    find_config_file,
+    load_settings,
+    sqlite_path,
+    unknown_environment_variables,
+)
+
+log = logging.getLogger(__name__)
 
 
-def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every (sub)command takes; SUPPRESS so a later parser never resets them."""
     parser.add_argument(
         "--config",
         "-c",
         type=Path,
-        default=None,
-        help="TOML configuration file (see config.example.toml); "
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"TOML configuration file (default: ./{DEFAULT_CONFIG_NAME}, else ${CONFIG_ENV}); "
         "IMAGINE_<SECTION>__<KEY> environment variables override it",
+    )
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show all log messages (debug)",
+    )
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show errors only",
     )
 
 
@@ -37,68 +68,88 @@ def build_parser() -> argparse.ArgumentParser:
         "running Stable Diffusion in-process.",
     )
     parser.add_argument("--version", action="version", version=f"imagine {__version__}")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_common_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gen = sub.add_parser(
         "generate",
         help="make a grid of images from a prompt on the command line",
-        description="Generate images from PROMPT and write them as one grid image.",
+        description="Generate images from PROMPT and write them as one grid image "
+        "(PNG files carry the parameters in the text chunk other Stable Diffusion tools read).",
     )
-    _add_config_argument(gen)
+    _add_common_arguments(gen)
     add_generate_arguments(gen)
 
     db = sub.add_parser("db", help="create or migrate the database", description="Database schema.")
-    _add_config_argument(db)
-    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = db_sub.add_parser("upgrade", help="apply migrations up to REVISION (default: head)")
+    _add_common_arguments(db)
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    up = db_sub.add_parser(
+        "upgrade",
+        help="apply migrations up to REVISION (default: head)",
+        description="Apply migrations up to REVISION (default: head). Concurrent upgrades "
+        "wait for each other.",
+    )
+    _add_common_arguments(up)
     up.add_argument("revision", nargs="?", default="head")
-    down = db_sub.add_parser("downgrade", help="revert migrations down to REVISION (default: base)")
-    down.add_argument("revision", nargs="?", default="base")
+    down = db_sub.add_parser(
+        "downgrade",
+        help="revert migrations down to REVISION (required; 'base' drops every table)",
+        description="Revert migrations down to REVISION. A SQLite database file is backed up "
+        "first. 'base' drops every table and needs --yes.",
+    )
+    _add_common_arguments(down)
+    down.add_argument("revision", help="target revision, e.g. 0001, -1, or base")
+    down.add_argument(
+        "--yes", action="store_true", help="confirm a downgrade to base (drops every table)"
+    )
 
     run = sub.add_parser(
         "run",
         help="run the Discord bot",
         description="Connect to Discord and serve /imagine and the admin commands.",
     )
-    _add_config_argument(run)
+    _add_common_arguments(run)
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+def _option(args: argparse.Namespace, name: str, default: object = None) -> object:
+    return getattr(args, name, default)
 
 
-def _run_db(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.db.session import downgrade, upgrade
-
-    url = settings.database.url
-    if args.db_command == "upgrade":
-        asyncio.run(upgrade(url, args.revision))
-        print(f"database at {_redact(url)} upgraded to {args.revision}")
-    else:
-        asyncio.run(downgrade(url, args.revision))
-        print(f"database at {_redact(url)} downgraded to {args.revision}")
-    return 0
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+def _load(args: argparse.Namespace, announce: bool) -> Settings:
+    """Find and load the configuration; say which file (unless -q) and warn about typos."""
+    for warning in unknown_environment_variables():
+        print(f"imagine: warning: {warning}", file=sys.stderr)
+    path = find_config_file(_option(args, "config"))  # type: ignore[arg-type]
+    settings = load_settings(path)
+    if announce:
+        if path is not None:
+            print(f"imagine: configuration from {path}", file=sys.stderr)
+        else:
+            print(
+                f"imagine: no configuration file (./{DEFAULT_CONFIG_NAME} or ${CONFIG_ENV}); "
+                "using defaults and the environment",
+                file=sys.stderr,
+            )
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # Alembic announces each of its plugins at INFO; only the migrations themselves matter.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    verbose, quiet = bool(_option(args, "verbose")), bool(_option(args, "quiet"))
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "db" and args.db_command is None:
+        parser.parse_args(["db", "--help"])
+        return 0
+    if args.command != "run":
+        from bot.logs import configure_cli_logging
+
+        configure_cli_logging(verbose=verbose, quiet=quiet)
     try:
-        settings = _settings(args)
+        settings = _load(args, announce=not quiet)
     except ConfigError as exc:
         print(f"imagine: {exc}", file=sys.stderr)
         return 2
@@ -109,12 +160,98 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_generate(args, settings.model, settings.generation)
     if args.command == "db":
         return _run_db(args, settings)
-    if args.command == "run":
-        from bot.app import run
+    return _run_bot(settings, verbose=verbose, quiet=quiet)
 
-        return run(settings)
-    parser.error(f"unknown command {args.command}")
-    return 2
+
+def _run_db(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.db.guard import DatabaseSetupError, backup_sqlite, check_url, explain
+
+    url = settings.database.url
+    shown = _redact(url)
+    try:
+        check_url(url)
+        if args.db_command == "upgrade":
+            from bot.db.session import upgrade
+
+            asyncio.run(upgrade(url, args.revision))
+            print(f"database at {shown} upgraded to {args.revision}")
+            return 0
+        if args.revision == "base" and not args.yes:
+            print(
+                "imagine: refusing to downgrade to base: it drops every table and all history, "
+                "quotas and settings. Add --yes if that is what you want.",
+                file=sys.stderr,
+            )
+            return 2
+        db_file = sqlite_path(url)
+        if db_file is not None:
+            backup = backup_sqlite(db_file)
+            if backup is not None:
+                print(f"backed up {db_file} to {backup}")
+        from bot.db.session import downgrade
+
+        asyncio.run(downgrade(url, args.revision))
+        print(f"database at {shown} downgraded to {args.revision}")
+        return 0
+    except DatabaseSetupError as exc:
+        print(f"imagine: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        log.debug("database command failed", exc_info=True)
+        print(f"imagine: {explain(exc, url)}", file=sys.stderr)
+        return 1
+
+
+def _run_bot(settings: Settings, *, verbose: bool, quiet: bool) -> int:
+    from bot.logs import configure_bot_logging
+
+    configure_bot_logging(settings.log.format, settings.log.level, verbose=verbose, quiet=quiet)
+    # Cheap checks first: none of them needs torch, diffusers or discord.
+    problem = _preflight(settings)
+    if problem is not None:
+        print(f"imagine: {problem}", file=sys.stderr)
+        return 2
+    log.info(
+        "starting",
+        extra={
+            "database": _redact(settings.database.url),
+            "images_dir": str(settings.storage.images_dir),
+            "model": settings.model.id,
+        },
+    )
+    from bot.app import run
+
+    return run(settings)
+
+
+def _preflight(settings: Settings) -> str | None:
+    from bot.db.guard import DatabaseSetupError, check_url
+    from generation.preflight import check_device, check_model_available
+
+    if settings.discord.token is None:
+        return (
+            "no Discord bot token: set discord.token in the config file or the "
+            "DISCORD_TOKEN environment variable"
+        )
+    try:
+        check_url(settings.database.url)
+    except DatabaseSetupError as exc:
+        return str(exc)
+    return check_device(settings.model.device) or check_model_available(
+        settings.model.id, settings.model.variant, settings.model.cache_dir
+    )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
 
 
 if __name__ == "__main__":

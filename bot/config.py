@@ -1,16 +1,38 @@
 """Configuration: a TOML file, overridden by `IMAGINE_<SECTION>__<KEY>` environment variables.
 
+Which file: `--config PATH`; else `./config.toml` when it exists; else the file named by
+`IMAGINE_CONFIG`; else none (defaults and the environment only). See `find_config_file`.
+
+The whole configuration is checked at load, across fields (a default `steps` over `max_steps`,
+a default size over `max_pixels`, ...), and every problem becomes one line naming the key (or
+the environment variable it came from) and what is allowed: `ConfigError.problems`.
+
+Relative paths (a SQLite file in `database.url`, `storage.images_dir`, `model.cache_dir`) are
+resolved against the folder of the configuration file, so a service manager starting the bot
+from another folder finds the same database and images.
+
 The Discord token may also come from `DISCORD_TOKEN`. It is a `SecretStr`, so it never
 appears in `repr`, logs or tracebacks.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,9 +40,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from generation.params import SCHEDULERS, GenerationParams, Limits
+from generation.params import MAX_ASPECT, SCHEDULERS, GenerationParams, Limits
 
 DEFAULT_MODEL_ID = "CompVis/stable-diffusion-v1-4"
+#: The file looked for in the current folder when `--config` is not given.
+DEFAULT_CONFIG_NAME = "config.toml"
+#: Environment variable naming the configuration file (after ./config.toml).
+CONFIG_ENV = "IMAGINE_CONFIG"
+ENV_PREFIX = "IMAGINE_"
 
 
 class _Section(BaseModel):
@@ -60,10 +87,11 @@ class GenerationSettings(_Section):
     """The bot's one source of generation defaults and limits (`params`, `limits`)."""
 
     scheduler: str = _LIBRARY.scheduler
-    steps: int = Field(_LIBRARY.steps, ge=1, le=150)
-    guidance: float = Field(_LIBRARY.guidance, ge=0.0, le=30.0)
-    width: int = Field(_LIBRARY.width, ge=64)
-    height: int = Field(_LIBRARY.height, ge=64)
+    steps: int = Field(_LIBRARY.steps, ge=1, le=500)
+    guidance: float = Field(_LIBRARY.guidance, ge=0.0)
+    # Pixels, multiples of 8 (the VAE works on 1/8 of the image).
+    width: int = Field(_LIBRARY.width, ge=64, multiple_of=8)
+    height: int = Field(_LIBRARY.height, ge=64, multiple_of=8)
     count: int = Field(_LIBRARY.count, ge=1, le=4)
     # How far variations (V buttons) move from their source image, (0, 1].
     variation_strength: float = Field(0.6, gt=0.0, le=1.0)
@@ -99,10 +127,51 @@ class GenerationSettings(_Section):
         """Parameters for `prompt`: `given` values (None: not given) over these defaults."""
         return GenerationParams.with_defaults(self, prompt=prompt, **given)
 
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> GenerationSettings:
+        """The defaults must be a request the limits accept, or every plain /imagine fails."""
+        problems = []
+        if self.min_steps > self.max_steps:
+            problems.append(
+                f"generation.min_steps = {self.min_steps} is over generation.max_steps = "
+                f"{self.max_steps}; min_steps must be at most max_steps"
+            )
+        elif not self.min_steps <= self.steps <= self.max_steps:
+            problems.append(
+                f"generation.steps = {self.steps} is outside generation.min_steps.."
+                f"max_steps; allowed: {self.min_steps} to {self.max_steps}"
+            )
+        if self.guidance > self.max_guidance:
+            problems.append(
+                f"generation.guidance = {self.guidance:g} is over generation.max_guidance; "
+                f"allowed: 0 to {self.max_guidance:g}"
+            )
+        pixels = self.width * self.height
+        if pixels > self.max_pixels:
+            problems.append(
+                f"generation.width x height = {self.width}x{self.height} ({pixels:,} pixels) "
+                f"is over generation.max_pixels = {self.max_pixels:,}; lower the size or "
+                "raise max_pixels"
+            )
+        if max(self.width, self.height) > MAX_ASPECT * min(self.width, self.height):
+            problems.append(
+                f"generation.width x height = {self.width}x{self.height} is too elongated; "
+                f"allowed: sides within {MAX_ASPECT:g}:1"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
 
 class StorageSettings(_Section):
     # Single images of every job are kept here so U/V buttons work after a restart.
     images_dir: Path = Path("data/images")
+    # Retention: jobs' images older than this many days are deleted (None: kept forever).
+    retention_days: float | None = Field(None, gt=0)
+    # Retention: past this many megabytes, the oldest jobs' images are deleted (None: no cap).
+    max_size_mb: float | None = Field(None, gt=0)
+    # Minutes between two clean-ups (the first runs at start).
+    cleanup_interval_minutes: float = Field(60.0, gt=0)
 
 
 class DatabaseSettings(_Section):
@@ -113,6 +182,12 @@ class QuotaSettings(_Section):
     # Images a member may generate per period when no server rule applies; None: unlimited.
     default_limit: int | None = Field(100, ge=0)
     default_period: Literal["day", "week"] = "day"
+
+
+class LogSettings(_Section):
+    # "text": one key=value line per event; "json": one JSON object per line.
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class Settings(BaseSettings):
@@ -129,6 +204,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     database: DatabaseSettings = DatabaseSettings()
     quotas: QuotaSettings = QuotaSettings()
+    log: LogSettings = LogSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -151,20 +227,174 @@ class Settings(BaseSettings):
 
 
 class ConfigError(Exception):
-    """A configuration file that is missing or invalid; the message is for the operator."""
+    """A configuration that is missing or invalid; `problems` holds one line per problem."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message if not problems else message + "\n" + "\n".join(problems))
+        self.problems = problems
+
+
+def find_config_file(
+    explicit: str | Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path | None:
+    """The configuration file to load: `explicit`, else ./config.toml, else $IMAGINE_CONFIG.
+
+    Returns None when there is none (defaults and the environment apply). Raises `ConfigError`
+    when an explicitly named file (argument or variable) does not exist.
+    """
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path.resolve()
+    local = cwd / DEFAULT_CONFIG_NAME
+    if local.is_file():
+        return local.resolve()
+    named = environ.get(CONFIG_ENV, "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_absolute():
+            path = cwd / path
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from {CONFIG_ENV})")
+        return path.resolve()
+    return None
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load settings from `path` (TOML, optional), the environment, then explicit overrides."""
-    toml_path = Path(path) if path is not None else None
+    """Load settings from `path` (TOML, optional), the environment, then explicit overrides.
+
+    Relative paths in the result are absolute, resolved against `path`'s folder (the current
+    folder without a file). Raises `ConfigError` listing every problem, one per line.
+    """
+    toml_path = Path(path).expanduser().resolve() if path is not None else None
     if toml_path is not None and not toml_path.is_file():
         raise ConfigError(f"config file not found: {toml_path}")
+    where = str(toml_path) if toml_path is not None else "the environment"
+    if toml_path is not None:
+        try:
+            with toml_path.open("rb") as handle:
+                tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read {toml_path}: {exc.strerror or exc}") from exc
 
     class _Loaded(Settings):
         model_config = SettingsConfigDict(toml_file=toml_path)
 
     try:
         loaded = _Loaded(**overrides)
-    except Exception as exc:  # pydantic.ValidationError, tomllib.TOMLDecodeError
-        raise ConfigError(f"invalid configuration in {toml_path or 'environment'}:\n{exc}") from exc
-    return Settings.model_validate(loaded.model_dump())
+        settings = Settings.model_validate(loaded.model_dump())
+    except ValidationError as exc:
+        problems = tuple(_describe_errors(exc, toml_path, os.environ))
+        raise ConfigError(f"invalid configuration ({where}):", problems) from exc
+    base = toml_path.parent if toml_path is not None else Path.cwd()
+    return _with_absolute_paths(settings, base)
+
+
+def unknown_environment_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning line for each `IMAGINE_*` variable that sets nothing (a misspelt section or
+    key would otherwise be ignored silently)."""
+    environ = os.environ if environ is None else environ
+    known = {CONFIG_ENV}
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        for key in getattr(model, "model_fields", {}):
+            known.add(f"{ENV_PREFIX}{section}__{key}".upper())
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"unknown environment variable {name} is ignored{hint}")
+    return warnings
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases, in-memory ones, or bad URLs)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database).expanduser()
+
+
+def _with_absolute_paths(settings: Settings, base: Path) -> Settings:
+    def absolute(path: Path) -> Path:
+        path = path.expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+
+    storage = settings.storage.model_copy(
+        update={"images_dir": absolute(settings.storage.images_dir)}
+    )
+    model = settings.model
+    if model.cache_dir is not None:
+        model = model.model_copy(update={"cache_dir": absolute(model.cache_dir)})
+    database = settings.database
+    db_file = sqlite_path(database.url)
+    if db_file is not None and not db_file.is_absolute():
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database.url).set(database=str(absolute(db_file)))
+        database = database.model_copy(
+            update={"url": url.render_as_string(hide_password=False)}
+        )
+    return settings.model_copy(update={"storage": storage, "model": model, "database": database})
+
+
+def _describe_errors(
+    exc: ValidationError, toml_path: Path | None, environ: Mapping[str, str]
+) -> list[str]:
+    """One line per error: the key (or the variable it came from), the value, what is allowed."""
+    env_names = {name.upper(): name for name in environ}
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc)
+        variable = env_names.get(f"{ENV_PREFIX}{'__'.join(loc)}".upper())
+        if error["type"] == "extra_forbidden":
+            lines.append(_unknown_key(loc, variable))
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "value_error" and message.startswith("generation."):
+            lines.extend(message.splitlines())  # whole-section checks name their keys
+            continue
+        origin = f" (from {variable})" if variable else ""
+        value = error.get("input")
+        shown = f" = {value!r}" if not isinstance(value, dict | list) else ""
+        lines.append(f"{key}{shown}{origin}: {_allowed(message)}")
+    return lines
+
+
+def _unknown_key(loc: list[str], variable: str | None) -> str:
+    key = ".".join(loc)
+    if len(loc) == 1:
+        choices = list(Settings.model_fields)
+    else:
+        section = Settings.model_fields.get(loc[0])
+        choices = list(getattr(section.annotation, "model_fields", {})) if section else []
+    close = difflib.get_close_matches(loc[-1], choices, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(choices)})"
+    origin = f" from {variable}" if variable else ""
+    return f"unknown key {key}{origin}{hint}"
+
+
+def _allowed(message: str) -> str:
+    """Pydantic's message, worded as what is allowed ("Input should be ..." -> "must be ...")."""
+    return message.replace("Input should be", "must be").replace("input should be", "must be")

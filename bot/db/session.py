@@ -68,7 +68,8 @@ async def open_database(url: str | URL) -> tuple[AsyncEngine, async_sessionmaker
 
 
 async def upgrade(url: str | URL, revision: str = "head") -> None:
-    """Apply migrations up to `revision`."""
+    """Apply migrations up to `revision`; concurrent calls wait for each other (see
+    `bot.db.guard.migration_lock`)."""
     await _run_alembic(url, lambda config: command.upgrade(config, revision))
 
 
@@ -116,9 +117,18 @@ def alembic_config(url: str | URL | None = None, connection: Connection | None =
 
 
 async def _run_alembic(url: str | URL, action: Callable[[Config], None]) -> None:
+    from bot.db.guard import sqlite_file_lock
+
+    async with sqlite_file_lock(_sqlite_file(make_url(url))):
+        await _migrate(url, action)
+
+
+async def _migrate(url: str | URL, action: Callable[[Config], None]) -> None:
+    from bot.db.guard import migration_lock
+
     engine = create_engine(url)
     try:
-        async with engine.connect() as conn:
+        async with engine.connect() as conn, migration_lock(url, conn):
             sqlite = conn.dialect.name == "sqlite"
             if sqlite:
                 # Batch migrations recreate tables; with foreign keys on, dropping the old

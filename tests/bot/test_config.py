@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import (
+    ConfigError,
+    find_config_file,
+    load_settings,
+    unknown_environment_variables,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +32,9 @@ def test_example_config_loads_with_documented_defaults() -> None:
     assert settings.model.variant == "fp16"
     assert settings.generation.scheduler == "dpmpp_2m_karras"
     assert settings.generation.steps == 25
-    assert settings.database.url == "sqlite+aiosqlite:///imagine.db"
+    # Relative paths are resolved against the config file's folder.
+    assert settings.database.url == f"sqlite+aiosqlite:///{REPO / 'imagine.db'}"
+    assert settings.storage.images_dir == REPO / "data" / "images"
     assert settings.discord.token is None
 
 
@@ -108,3 +115,113 @@ def test_unknown_scheduler_is_a_configuration_error(tmp_path: Path) -> None:
     path.write_text('[generation]\nscheduler = "k_lms"\n')
     with pytest.raises(ConfigError, match="unknown scheduler 'k_lms'"):
         load_settings(path)
+
+
+def _problems(tmp_path: Path, text: str) -> tuple[str, ...]:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(cfg)
+    assert "Traceback" not in str(caught.value) and "pydantic" not in str(caught.value)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[generation]\nwidth = 500\n", "generation.width = 500: must be a multiple of 8"),
+        ("[generation]\nsteps = 120\n", "generation.steps = 120 is outside"),
+        ("[generation]\nguidance = 31\n", "generation.guidance = 31 is over"),
+        ("[generation]\nmin_steps = 9\nmax_steps = 8\n", "min_steps = 9 is over"),
+        ("[generation]\nwidth = 1024\nheight = 1024\n", "is over generation.max_pixels"),
+        ("[generation]\nscheduler = 'euler'\n", "unknown scheduler 'euler'; choose one of: pndm"),
+        ("[generation]\nscheduler = 'dpm_typo'\n", "generation.scheduler = 'dpm_typo'"),
+        ("[generation]\nstepz = 3\n", "unknown key generation.stepz (did you mean steps?)"),
+        ("[modelz]\nid = 'x'\n", "unknown key modelz (did you mean model?)"),
+    ],
+)
+def test_whole_configuration_is_checked_one_line_per_problem(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Each bad value or combination gives one line naming the key and what is allowed."""
+    problems = _problems(tmp_path, text)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+def test_several_problems_are_all_listed(tmp_path: Path) -> None:
+    """Cross-field problems are reported together, each on its own line."""
+    text = "[generation]\nguidance = 31\nmin_steps = 5\nmax_steps = 4\nwidth = 1024\n"
+    text += "height = 1024\n"
+    problems = _problems(tmp_path, text)
+    assert [p.split(" ")[0] for p in problems] == [
+        "generation.min_steps",
+        "generation.guidance",
+        "generation.width",
+    ]
+
+
+def test_environment_errors_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad value from the environment is blamed on the variable, not the file."""
+    monkeypatch.setenv("IMAGINE_GENERATION__COUNT", "abc")
+    problems = _problems(tmp_path, "")
+    assert problems[0].startswith("generation.count = 'abc' (from IMAGINE_GENERATION__COUNT)")
+
+
+def test_unknown_imagine_variables_are_warned_about() -> None:
+    """A misspelt section or key in an IMAGINE_ variable is reported, with a suggestion."""
+    environ = {
+        "IMAGINE_MODELS__ID": "x",
+        "IMAGINE_MODEL__ID": "ok",
+        "IMAGINE_CONFIG": "c.toml",
+        "OTHER": "1",
+    }
+    assert unknown_environment_variables(environ) == [
+        "unknown environment variable IMAGINE_MODELS__ID is ignored "
+        "(did you mean IMAGINE_MODEL__ID?)"
+    ]
+
+
+def test_config_discovery_order(tmp_path: Path) -> None:
+    """--config, else ./config.toml, else $IMAGINE_CONFIG, else none; missing named files fail."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    named = elsewhere / "bot.toml"
+    named.write_text("")
+    env = {"IMAGINE_CONFIG": str(named)}
+    assert find_config_file(cwd=here, environ={}) is None
+    assert find_config_file(cwd=here, environ=env) == named
+    (here / "config.toml").write_text("")
+    assert find_config_file(cwd=here, environ=env) == here / "config.toml"
+    assert find_config_file(named, cwd=here, environ={}) == named
+    with pytest.raises(ConfigError, match="IMAGINE_CONFIG"):
+        find_config_file(cwd=elsewhere, environ={"IMAGINE_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_relative_paths_follow_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative SQLite file and images folder are resolved against the config's folder,
+    whatever the current folder."""
+    cfg = tmp_path / "srv" / "config.toml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        "[database]\nurl = 'sqlite+aiosqlite:///data/bot.db'\n"
+        "[storage]\nimages_dir = 'images'\n[model]\ncache_dir = 'models'\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(cfg)
+    assert settings.database.url == f"sqlite+aiosqlite:///{tmp_path}/srv/data/bot.db"
+    assert settings.storage.images_dir == tmp_path / "srv" / "images"
+    assert settings.model.cache_dir == tmp_path / "srv" / "models"
+
+
+def test_bad_toml_is_one_clear_error(tmp_path: Path) -> None:
+    """A TOML syntax error names the file and the position."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[generation\n")
+    with pytest.raises(ConfigError, match=r"c.toml is not valid TOML: .*line 1"):
+        load_settings(cfg)

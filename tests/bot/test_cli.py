@@ -1,0 +1,173 @@
+"""The `imagine` command line as an operator meets it: help, configuration discovery, options
+anywhere, and the `db` commands' safety and one-line errors (real subprocesses)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.db.guard import sqlite_lock
+from tests.cli_helpers import clean_environ, run_imagine, start_imagine
+
+
+def _tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def _config(folder: Path, db: str = "data/bot.db") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.toml"
+    path.write_text(f"[database]\nurl = 'sqlite+aiosqlite:///{db}'\n")
+    return path
+
+
+def test_imagine_alone_prints_the_help(tmp_path: Path) -> None:
+    """No subcommand: the help, not an error line."""
+    proc = run_imagine([], tmp_path)
+    assert proc.returncode == 0
+    assert "usage: imagine" in proc.stdout and "generate" in proc.stdout and "db" in proc.stdout
+
+
+def test_config_toml_in_the_current_folder_is_found_and_named(tmp_path: Path) -> None:
+    """`cp config.example.toml config.toml` then `imagine db upgrade` uses that file, says so,
+    and puts a relative SQLite file next to it."""
+    cfg = _config(tmp_path / "srv")
+    proc = run_imagine(["db", "upgrade"], tmp_path / "srv")
+    assert proc.returncode == 0, proc.stderr
+    assert f"configuration from {cfg}" in proc.stderr
+    assert "alembic_version" in _tables(tmp_path / "srv" / "data" / "bot.db")
+
+
+def test_imagine_config_variable_and_relative_paths(tmp_path: Path) -> None:
+    """Started from another folder with IMAGINE_CONFIG, the same database file is used."""
+    cfg = _config(tmp_path / "srv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_imagine(["db", "upgrade"], elsewhere, clean_environ(IMAGINE_CONFIG=str(cfg)))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "srv" / "data" / "bot.db").is_file()
+    assert not (elsewhere / "data").exists()
+    assert str(tmp_path / "srv" / "data" / "bot.db") in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", "{cfg}", "db", "upgrade"],
+        ["db", "--config", "{cfg}", "upgrade"],
+        ["db", "upgrade", "--config", "{cfg}", "-v"],
+        ["-q", "db", "upgrade", "-c", "{cfg}"],
+    ],
+)
+def test_global_options_before_or_after_the_subcommand(tmp_path: Path, args: list[str]) -> None:
+    """--config, -v and -q work wherever they are written."""
+    cfg = _config(tmp_path / "srv")
+    proc = run_imagine([a.format(cfg=cfg) for a in args], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "srv" / "data" / "bot.db").is_file()
+    assert ("configuration from" in proc.stderr) is ("-q" not in args)
+
+
+def test_configuration_errors_are_lines_not_tracebacks(tmp_path: Path) -> None:
+    """A bad file gives exit 2 and one line per problem; a misspelt variable is warned about."""
+    (tmp_path / "config.toml").write_text("[generation]\nwidth = 500\nstepz = 1\n")
+    proc = run_imagine(["db", "upgrade"], tmp_path, clean_environ(IMAGINE_MODELS__ID="x"))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "IMAGINE_MODELS__ID is ignored (did you mean IMAGINE_MODEL__ID?)" in proc.stderr
+    assert "generation.width = 500: must be a multiple of 8" in proc.stderr
+    assert "unknown key generation.stepz (did you mean steps?)" in proc.stderr
+
+
+_MISSING_DRIVERS = [
+    url
+    for url, module in (
+        ("postgresql+asyncpg://u:p@127.0.0.1:9/db", "asyncpg"),
+        ("mysql+aiomysql://u:p@127.0.0.1:9/db", "aiomysql"),
+    )
+    if importlib.util.find_spec(module) is None
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///x.db", "synchronous driver 'sqlite'"),
+        ("not a url", "is not a database URL"),
+        ("sqlite+aiosqlite:////proc/imagine/x.db", "cannot write the database"),
+        *[(url, "is not installed: pip install") for url in _MISSING_DRIVERS],
+    ],
+)
+def test_db_upgrade_failures_are_one_line(tmp_path: Path, url: str, expected: str) -> None:
+    """Sync driver, bad URL, unwritable place, missing driver: one line saying what to do."""
+    proc = run_imagine(["db", "upgrade", "-q"], tmp_path, clean_environ(IMAGINE_DATABASE__URL=url))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0]
+
+
+def test_db_upgrade_unknown_revision_is_one_line(tmp_path: Path) -> None:
+    """An unknown revision names the known ones."""
+    _config(tmp_path)
+    proc = run_imagine(["-q", "db", "upgrade", "zzz"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        proc.stderr.strip()
+    ] and "known revisions: 0001" in proc.stderr
+
+
+def test_db_downgrade_needs_a_revision_and_yes_for_base(tmp_path: Path) -> None:
+    """No revision: usage error. base: refused without --yes (nothing dropped); with --yes,
+    the SQLite file is backed up first, then every table is dropped."""
+    _config(tmp_path)
+    db = tmp_path / "data" / "bot.db"
+    assert run_imagine(["db", "upgrade"], tmp_path).returncode == 0
+    created = _tables(db)
+    assert "jobs" in created
+
+    proc = run_imagine(["db", "downgrade"], tmp_path)
+    assert proc.returncode == 2 and "required: revision" in proc.stderr
+    proc = run_imagine(["db", "downgrade", "base"], tmp_path)
+    assert proc.returncode == 2 and "--yes" in proc.stderr
+    assert _tables(db) == created
+
+    proc = run_imagine(["db", "downgrade", "base", "--yes"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    backups = list(db.parent.glob("bot.db.*.bak"))
+    assert len(backups) == 1 and f"backed up {db} to {backups[0]}" in proc.stdout
+    assert _tables(backups[0]) == created
+    assert "jobs" not in _tables(db)
+
+
+def test_three_upgrades_at_once_all_succeed(tmp_path: Path) -> None:
+    """Concurrent starts on a new database wait for each other instead of failing."""
+    _config(tmp_path)
+    procs = [start_imagine(["-q", "db", "upgrade"], tmp_path) for _ in range(3)]
+    results = [(proc.wait(timeout=180), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
+    for proc in procs:
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    assert [code for code, _ in results] == [0, 0, 0], results
+    assert "jobs" in _tables(tmp_path / "data" / "bot.db")
+
+
+def test_upgrade_waits_for_the_migration_lock(tmp_path: Path) -> None:
+    """While another process holds the migration lock, an upgrade waits, then completes."""
+    _config(tmp_path)
+    db = tmp_path / "data" / "bot.db"
+    with sqlite_lock(db):
+        proc = start_imagine(["-q", "db", "upgrade"], tmp_path)
+        time.sleep(3)
+        assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+        assert not db.exists() or "jobs" not in _tables(db)
+    assert proc.wait(timeout=180) == 0
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    assert "jobs" in _tables(db)
