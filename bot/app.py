@@ -36,13 +36,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.config import Settings
 from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
+from bot.core.retention import start_retention
 from bot.core.threads import Threads
 from bot.db.session import open_database
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
 from bot.presentation.delivery import Deliverer
 from bot.services import Services, build_services
 from bot.services.clock import Clock
-from generation.errors import GenerationError
+from generation.errors import GenerationError, ModelNotFoundError
 from generation.factory import build_service
 from generation.interfaces import GenerationBackend
 
@@ -189,10 +190,13 @@ class ImagineBot(commands.Bot):
         self._generation = self._generation_factory(settings)
         try:
             await self._generation.start()
+        except ModelNotFoundError as exc:  # its message names the model and the fix
+            raise StartupError(str(exc)) from exc
         except (GenerationError, OSError) as exc:
             raise StartupError(f"cannot load the model {settings.model.id!r}: {exc}") from exc
         self._orchestrator = JobOrchestrator(self._services, self._generation, self.images)
         await self._orchestrator.recover()
+        start_retention(self.images, settings.storage, self.add_shutdown_hook)
 
         for factory in self._cog_factories:
             await self.add_cog(factory(self))
@@ -206,17 +210,15 @@ class ImagineBot(commands.Bot):
             guild = discord.Object(guild_id)
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
-            log.info("synced %d command(s) to guild %s", len(synced), guild_id)
+            log.info("commands synced", extra={"commands": len(synced), "guild": guild_id})
         else:
             synced = await self.tree.sync()
-            log.info("synced %d global command(s)", len(synced))
+            log.info("commands synced", extra={"commands": len(synced), "guild": "global"})
 
     async def on_ready(self) -> None:
         log.info(
-            "logged in as %s (%s), in %d server(s)",
-            self.user,
-            self.user and self.user.id,
-            len(self.guilds),
+            "ready",
+            extra={"user": str(self.user), "servers": len(self.guilds)},
         )
 
     # -- errors -----------------------------------------------------------------------------

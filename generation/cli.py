@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from rich.markup import escape
 from generation.errors import GenerationError, RequestError
 from generation.grid import EXTENSIONS, FORMATS, encode, encode_grid, normalize_format
 from generation.params import SCHEDULERS, GenerationParams, Limits
+from generation.preflight import check_device, check_model_available, hub_offline
 from generation.request import GenerationRequest, parse_aspect
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
@@ -79,12 +83,18 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help="grid file to write (default grid.png; the suffix picks the format)",
+        help="grid file to write (the suffix picks the format), or an existing folder to write "
+        "into, named from the prompt and seed (default: the current folder)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files (default: never; a folder gets a new name instead)",
     )
     parser.add_argument(
         "--singles",
         action="store_true",
-        help="also write each image as PATH-stem_1.png, _2, ...",
+        help="also write each image as <grid name>_1.png, _2, ...",
     )
     parser.add_argument(
         "--format", choices=FORMATS, help="png, webp or jpeg (default: from --out's suffix)"
@@ -108,18 +118,41 @@ class _Plan:
     out: Path
     fmt: str
     singles: bool
+    overwrite: bool
+
+    def paths(self) -> list[Path]:
+        """The grid file, then the single images' files when `singles` is set."""
+        paths = [self.out]
+        if self.singles:
+            ext = EXTENSIONS[self.fmt]
+            paths += [
+                self.out.with_name(f"{self.out.stem}_{i}.{ext}")
+                for i in range(1, self.request.params.count + 1)
+            ]
+        return paths
 
 
 def run_generate(args: argparse.Namespace, model_settings: Any, generation_settings: Any) -> int:
     """Run `imagine generate` with parsed `args`; returns the process exit code."""
     from rich.console import Console
 
-    err = Console(stderr=True)
+    # soft_wrap: messages holding a command stay on one line, copyable.
+    err = Console(stderr=True, soft_wrap=True)
     try:
         plan = _plan(args, model_settings, generation_settings)
+        _check_writable(plan)
     except (RequestError, ValueError) as exc:
         err.print(f"[red]imagine generate:[/] {escape(str(exc))}", highlight=False)
         return 2
+    # Known before any work: printed now, so a failure later never loses them.
+    print(f"seeds: {', '.join(map(str, plan.request.seeds))}", flush=True)
+    # What is sure to fail fails now, before torch and diffusers take seconds to import.
+    problem = check_device(plan.device) or check_model_available(
+        plan.model_id, plan.variant, plan.cache_dir
+    )
+    if problem is not None:
+        err.print(f"[red]imagine generate:[/] {escape(problem)}", highlight=False)
+        return 1
     try:
         return asyncio.run(_generate(plan, err))
     except KeyboardInterrupt:
@@ -147,7 +180,8 @@ def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
         scheduler=args.scheduler,
     )
     request = GenerationRequest(params).validated(limits)
-    out, fmt = _output(args.out, args.format)
+    overwrite = bool(getattr(args, "overwrite", False))
+    out, fmt = _output(args.out, args.format, request, overwrite)
     return _Plan(
         model_id=args.model or model.id,
         variant=model.variant,
@@ -159,14 +193,22 @@ def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
         out=out,
         fmt=fmt,
         singles=args.singles,
+        overwrite=overwrite,
     )
 
 
-def _output(out: Path | None, fmt: str | None) -> tuple[Path, str]:
-    """The file to write and its format: `--format` wins, else the suffix, else PNG."""
-    if out is None:
+def _output(
+    out: Path | None, fmt: str | None, request: GenerationRequest, overwrite: bool
+) -> tuple[Path, str]:
+    """The grid file to write and its format.
+
+    A folder (`out` an existing folder, or no `out`: the current one) gets a file named from
+    the prompt and seed, with ``-2``, ``-3`` ... added rather than replacing an earlier file.
+    For a file name, `--format` wins, else the suffix, else PNG.
+    """
+    if out is None or out.is_dir():
         name = normalize_format(fmt) if fmt else "png"
-        return Path(f"grid.{EXTENSIONS[name]}"), name
+        return _free_name(out or Path("."), request, EXTENSIONS[name], overwrite), name
     from_suffix = _SUFFIX_FORMATS.get(out.suffix.lower())
     if fmt is not None:
         name = normalize_format(fmt)
@@ -181,6 +223,44 @@ def _output(out: Path | None, fmt: str | None) -> tuple[Path, str]:
             )
         return out.with_name(f"{out.name}.png"), "png"
     return out, from_suffix
+
+
+def _free_name(folder: Path, request: GenerationRequest, ext: str, overwrite: bool) -> Path:
+    """``<folder>/<prompt words>-<seed>.<ext>``, numbered past files that already exist."""
+    words = re.sub(r"[^\w]+", "-", request.params.prompt.lower()).strip("-")[:60].rstrip("-")
+    stem = f"{words or 'image'}-{request.params.seed}"
+    candidate = folder / f"{stem}.{ext}"
+    number = 2
+    while not overwrite and _taken(candidate, request.params.count):
+        candidate = folder / f"{stem}-{number}.{ext}"
+        number += 1
+    return candidate
+
+
+def _taken(grid: Path, count: int) -> bool:
+    singles = (grid.with_name(f"{grid.stem}_{i}{grid.suffix}") for i in range(1, count + 1))
+    return grid.exists() or any(path.exists() for path in singles)
+
+
+def _check_writable(plan: _Plan) -> None:
+    """Refuse, before any work, an output that exists (without --overwrite) or cannot be
+    written; the folder is created if missing."""
+    for path in plan.paths():
+        if path.exists() and not plan.overwrite:
+            raise RequestError(f"{path} already exists; add --overwrite or choose another --out.")
+        if path.is_dir():
+            raise RequestError(f"{path} is a folder; give a file name or an existing folder.")
+    folder = plan.out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RequestError(f"Cannot write to {folder}: {reason}; choose another --out.") from exc
+    for path in plan.paths():
+        if path.exists() and not os.access(path, os.W_OK):
+            raise RequestError(f"Cannot overwrite {path}: permission denied.")
 
 
 async def _generate(plan: _Plan, err: Any) -> int:
@@ -202,9 +282,8 @@ async def _generate(plan: _Plan, err: Any) -> int:
         if plan.model_id == TINY_MODEL_ID:
             err.print(f"[yellow]note:[/] {TINY_MODEL_NOTE}.", highlight=False)
         # No spinner here: huggingface_hub draws its own download bars on stderr.
-        err.print(
-            f"Loading {escape(plan.model_id)} (downloading it first if needed) ...", highlight=False
-        )
+        fetch = "" if hub_offline() or plan.model_id == TINY_MODEL_ID else ", downloading if needed"
+        err.print(f"loading {escape(plan.model_id)}{fetch} ...", highlight=False)
         await service.start()
         job = service.submit(plan.request, owner="cli")
         result = await _follow(job, err)
@@ -222,7 +301,14 @@ async def _generate(plan: _Plan, err: Any) -> int:
 
 async def _follow(job: Any, err: Any) -> Any:
     """Show a progress bar for the job's steps; return its result."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from generation.events import JobStarted, JobStep
 
@@ -233,6 +319,8 @@ async def _follow(job: Any, err: Any) -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task(f"{label}: queued", total=params.steps)
@@ -246,15 +334,14 @@ async def _follow(job: Any, err: Any) -> Any:
 
 async def _write(plan: _Plan, result: Any, err: Any) -> int:
     grid, _ = await asyncio.to_thread(encode_grid, result.images, plan.fmt)
-    plan.out.parent.mkdir(parents=True, exist_ok=True)
-    plan.out.write_bytes(grid)
-    written = [plan.out]
+    files = [grid]
     if plan.singles:
-        for index, image in enumerate(result.images, start=1):
-            data, ext = await asyncio.to_thread(encode, image, plan.fmt)
-            path = plan.out.with_name(f"{plan.out.stem}_{index}.{ext}")
-            path.write_bytes(data)
-            written.append(path)
+        for image in result.images:
+            data, _ = await asyncio.to_thread(encode, image, plan.fmt)
+            files.append(data)
+    written = plan.paths()
+    for path, data in zip(written, files, strict=True):
+        path.write_bytes(data)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if not result.safety_checked:
@@ -267,7 +354,6 @@ async def _write(plan: _Plan, result: Any, err: Any) -> int:
             highlight=False,
         )
     print(f"model: {result.model_id}")
-    print(f"seeds: {', '.join(map(str, result.seeds))}")
     for path in written:
         print(f"wrote {path}")
     print(f"{result.gpu_seconds:.2f} s on the worker")

@@ -25,6 +25,7 @@ from generation.events import GenerationResult
 from generation.interfaces import ProgressCallback, StopCheck
 from generation.loading import LoadedModel, ModelSpec, build_scheduler, load_model
 from generation.params import GenerationParams
+from generation.png_info import attach_parameters
 from generation.request import GenerationRequest
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class DiffusersEngine:
                     safety_checked=flags is not None,
                 )
             )
+            attach_parameters(results[-1])
             start = end
         return results
 

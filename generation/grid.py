@@ -14,6 +14,8 @@ from typing import Literal
 
 from PIL import Image
 
+from generation.png_info import PARAMETERS_KEY, png_info
+
 ImageFormat = Literal["png", "webp", "jpeg"]
 FORMATS: tuple[str, ...] = ("png", "webp", "jpeg")
 #: File name extension (no dot) for each format.
@@ -42,6 +44,10 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
         raise ValueError("grid images must all have the same size")
     columns, rows = grid_shape(len(images))
     grid = Image.new("RGB", (columns * width, rows * height))
+    for image in images:  # the first image's parameters, as AUTOMATIC1111's grids carry
+        if PARAMETERS_KEY in image.info:
+            grid.info[PARAMETERS_KEY] = image.info[PARAMETERS_KEY]
+            break
     for index, image in enumerate(images):
         column, row = index % columns, index // columns
         grid.paste(image.convert("RGB"), (column * width, row * height))
@@ -49,11 +55,14 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
 
 
 def encode_image(image: Image.Image, fmt: str = "png", quality: int = 90) -> bytes:
-    """Encode as PNG (fast level 1), WebP or JPEG (`quality` 1-100 for the lossy two)."""
+    """Encode as PNG (fast level 1), WebP or JPEG (`quality` 1-100 for the lossy two).
+
+    A PNG carries the image's generation parameters (`generation.png_info`), if it has any.
+    """
     fmt = normalize_format(fmt)
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, format="PNG", compress_level=1)
+        image.save(buffer, format="PNG", compress_level=1, pnginfo=png_info(image))
     elif fmt == "webp":
         image.save(buffer, format="WEBP", quality=quality, method=4)
     else:

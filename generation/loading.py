@@ -23,7 +23,6 @@ Choices and why:
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import torch
 
 from generation.errors import GenerationError, ModelNotFoundError
 from generation.params import SCHEDULERS
+from generation.preflight import check_model_available, hub_offline, model_problem
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, ensure_tiny_model
 
 if TYPE_CHECKING:
@@ -150,6 +150,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """
     from diffusers import StableDiffusionImg2ImgPipeline
 
+    quiet_progress_bars()
     device = resolve_device(spec.device)
     dtype = dtype_for(device)
     source = _resolve_source(spec)
@@ -170,13 +171,17 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
     if spec.is_test_model:
-        log.warning("%s", TINY_MODEL_NOTE)
+        # Said once, by whoever shows results (the CLI's note, the bot's model line).
+        log.debug("%s", TINY_MODEL_NOTE)
         if device.type == "cpu":
             # The tiny model's convolutions have 4-16 channels: oneDNN's per-shape set-up and
             # thread hand-offs cost 10-30x the arithmetic there, torch's native kernels do not.
             # This switch is process-wide; only test/demo processes load this model.
             torch.backends.mkldnn.enabled = False
-    log.info("loaded %s on %s (%s)", spec.model_id, device, str(dtype).removeprefix("torch."))
+    log.info(
+        "model loaded",
+        extra={"model": spec.model_id, "device": str(device), "dtype": str(dtype)[6:]},
+    )
     return LoadedModel(
         model_id=spec.model_id,
         txt2img=pipe,
@@ -188,6 +193,17 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         feature_extractor=feature_extractor,
         is_test_model=spec.is_test_model,
     )
+
+
+def quiet_progress_bars() -> None:
+    """Turn off diffusers' and transformers' own progress bars ("Loading pipeline components",
+    "Loading weights", "Writing model shards"): local steps of a second that would otherwise
+    scroll the operator's terminal. Process-wide; huggingface_hub's download bars stay."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 def build_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
@@ -221,27 +237,19 @@ def build_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
 
 
 def _resolve_source(spec: ModelSpec) -> str:
-    """The folder or Hub id to hand to `from_pretrained`."""
+    """The folder or Hub id to hand to `from_pretrained`; what is certain to fail (a bad
+    folder, an offline Hub model missing from the cache) fails here, before diffusers waits."""
     if spec.is_test_model:
         return str(ensure_tiny_model(spec.cache_dir))
     if spec.model_id.startswith("builtin:"):
         raise ModelNotFoundError(
             f"Unknown built-in model {spec.model_id!r}; the only one is {TINY_MODEL_ID}."
         )
+    problem = check_model_available(spec.model_id, spec.variant, spec.cache_dir)
+    if problem is not None:
+        raise ModelNotFoundError(problem)
     path = Path(spec.model_id).expanduser()
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelNotFoundError(
-                f"{path} is not a diffusers model folder (it has no model_index.json). "
-                f"Download one with `hf download <hub id> --local-dir {path}`."
-            )
-        return str(path)
-    if not _HUB_ID.fullmatch(spec.model_id):
-        raise ModelNotFoundError(
-            f"No model folder at {spec.model_id!r}, and it is not a Hub id like "
-            f"'CompVis/stable-diffusion-v1-4'. {_how_to_get(spec.model_id)}"
-        )
-    return spec.model_id
+    return str(path) if path.is_dir() else spec.model_id
 
 
 def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> StableDiffusionPipeline:
@@ -263,11 +271,9 @@ def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> Stable
                     raise
                 log.info("%s has no %s variant; loading its default weights", source, spec.variant)
         return StableDiffusionPipeline.from_pretrained(source, **kwargs)
-    except (OSError, ConnectionError) as exc:  # includes huggingface_hub's HTTP/offline errors
-        raise ModelNotFoundError(
-            f"Could not load model {spec.model_id!r}: {_first_line(exc)}\n"
-            f"{_how_to_get(spec.model_id)}"
-        ) from exc
+    except (OSError, ConnectionError, ValueError) as exc:  # huggingface_hub's HTTP errors too
+        reason = _why_not_loaded(exc, spec.variant)
+        raise ModelNotFoundError(model_problem(spec.model_id, reason, spec.variant)) from exc
 
 
 def _dtype_keyword() -> str:
@@ -284,19 +290,31 @@ def _is_missing_variant(exc: BaseException, variant: str) -> bool:
     return "variant" in text and variant in text
 
 
-def _how_to_get(model_id: str) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    hint = (
-        "HF_HUB_OFFLINE is set, so only models already in the local cache can be used. "
-        if offline
-        else ""
+def _why_not_loaded(exc: BaseException, variant: str | None) -> str:
+    """A `model_problem` reason for a failed `from_pretrained`, from the exception chain."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
     )
-    return (
-        f"{hint}To get the model, run `hf download {model_id}` on a machine with network access "
-        "(Hub login and licence acceptance may be needed), or set model.id "
-        "(IMAGINE_MODEL__ID) to a local folder holding a diffusers Stable Diffusion v1.x model. "
-        f"For a quick demo without any download use {TINY_MODEL_ID} (its images are noise)."
-    )
+
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = " ".join(str(e) for e in chain)
+    if any(isinstance(e, GatedRepoError) for e in chain) or "gated" in text.lower():
+        return "gated"
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return "not found"
+    if variant and _is_missing_variant(exc, variant):
+        return "no variant"
+    offline = any(isinstance(e, LocalEntryNotFoundError | OfflineModeIsEnabled) for e in chain)
+    if offline or "local_files_only" in text or "offline" in text.lower():
+        return "offline" if hub_offline() else "the Hugging Face Hub cannot be reached"
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

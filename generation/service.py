@@ -166,12 +166,13 @@ class GenerationService:
         self._loop = asyncio.get_running_loop()
         started = time.perf_counter()
         await self._on_worker(self._engine.load)
-        log.info("model %s loaded in %.1f s", self.model_id, time.perf_counter() - started)
+        seconds = round(time.perf_counter() - started, 1)
+        log.info("model ready", extra={"model": self.model_id, "seconds": seconds})
         if self._warmup:
             width, height = self._warmup_size
             result = await self._on_worker(self._engine.warmup, width, height)
             # Not fed to the speed estimate: first calls pay one-off set-up costs.
-            log.info("warm-up done in %.2f s", result.gpu_seconds)
+            log.info("warm-up done", extra={"seconds": round(result.gpu_seconds, 2)})
         self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatch")
 
     async def close(self, grace: float | None = None) -> None:

@@ -71,6 +71,10 @@ def _save_tiny_pipeline(folder: Path) -> None:
     import torch
     from diffusers import StableDiffusionPipeline
 
+    from generation.loading import quiet_progress_bars
+
+    quiet_progress_bars()
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         components = _build_components()

@@ -1,4 +1,5 @@
-"""`/info`: a member's quota and jobs, the queue, and the model, privately."""
+"""`/info`: a member's quota and jobs, the queue, and the model, privately; admins also see
+the disk used by stored images and the retention in force."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.core.retention import RetentionPolicy, format_bytes
 from bot.errors import MemberError
 from bot.presentation.messages import relative_time
+from bot.presentation.permissions import is_admin
 from bot.services.quota import QuotaStatus
 
 if TYPE_CHECKING:
@@ -54,7 +57,17 @@ class InfoCog(commands.Cog, name="Info"):
         if generation.model_note:
             model += f" ({generation.model_note})"
         embed.add_field(name="Model", value=model[:1024], inline=True)
+        if await is_admin(interaction, services.moderation):
+            embed.add_field(name="Storage (admins)", value=await self._storage_text(), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    async def _storage_text(self) -> str:
+        usage = await self.bot.images.usage()
+        policy = RetentionPolicy.from_settings(self.bot.settings.storage)
+        return (
+            f"{format_bytes(usage.bytes)} of images in {usage.jobs} job(s); "
+            f"retention: {policy.describe()}"
+        )
 
     def _jobs_text(self, guild_id: int, user_id: int) -> str:
         lines = []

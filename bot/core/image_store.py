@@ -13,15 +13,41 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from bot.core.threads import Threads
+from generation.png_info import png_info
 
-__all__ = ["ImageStore", "withheld_tile"]
+__all__ = ["ImageStore", "PruneReport", "StoreUsage", "withheld_tile"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    """Disk used by the stored images: `bytes` in `jobs` job folders."""
+
+    bytes: int
+    jobs: int
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What one clean-up removed: job folders and bytes freed, and the usage left."""
+
+    removed_jobs: int
+    freed_bytes: int
+    left: StoreUsage
+
+
+@dataclass(frozen=True)
+class _JobFolder:
+    path: Path
+    bytes: int
+    newest: float  # mtime of its newest file, seconds since the epoch
 
 
 class ImageStore:
@@ -56,14 +82,69 @@ class ImageStore:
         folder = self.path(job_id, 1).parent
         await self._threads.run(shutil.rmtree, folder, True)
 
+    async def usage(self) -> StoreUsage:
+        """Bytes and job folders on disk now (walks the folder: run it now and then, not per
+        request)."""
+        folders = await self._threads.run(self._folders)
+        return StoreUsage(sum(f.bytes for f in folders), len(folders))
+
+    async def prune(
+        self, now: float, max_age_seconds: float | None, max_bytes: int | None
+    ) -> PruneReport:
+        """Delete job folders last written more than `max_age_seconds` before `now` (epoch
+        seconds), then the oldest others until at most `max_bytes` remain. None: no limit.
+
+        Buttons on a purged job still work: the orchestrator re-makes missing images from
+        their seeds (`JobOrchestrator.source_image`).
+        """
+        return await self._threads.run(self._prune_sync, now, max_age_seconds, max_bytes)
+
+    def _prune_sync(
+        self, now: float, max_age_seconds: float | None, max_bytes: int | None
+    ) -> PruneReport:
+        folders = sorted(self._folders(), key=lambda f: f.newest)
+        total = sum(f.bytes for f in folders)
+        removed = freed = 0
+        for folder in folders:
+            too_old = max_age_seconds is not None and now - folder.newest > max_age_seconds
+            too_big = max_bytes is not None and total > max_bytes
+            if not (too_old or too_big):
+                continue
+            shutil.rmtree(folder.path, ignore_errors=True)
+            total -= folder.bytes
+            freed += folder.bytes
+            removed += 1
+        return PruneReport(removed, freed, StoreUsage(total, len(folders) - removed))
+
+    def _folders(self) -> list[_JobFolder]:
+        folders = []
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not (_JOB_ID.match(entry.name) and entry.is_dir(follow_symlinks=False)):
+                continue
+            size, newest = 0, 0.0
+            try:
+                for file in os.scandir(entry.path):
+                    stat = file.stat(follow_symlinks=False)
+                    size += stat.st_size
+                    newest = max(newest, stat.st_mtime)
+            except FileNotFoundError:  # deleted meanwhile (by a "delete" button)
+                continue
+            folders.append(_JobFolder(Path(entry.path), size, newest or entry.stat().st_mtime))
+        return folders
+
     def _save_sync(self, job_id: str, images: list[tuple[int, Image.Image]]) -> list[Path]:
         written = []
         for index, image in images:
             target = self.path(job_id, index)
             target.parent.mkdir(parents=True, exist_ok=True)
             buffer = io.BytesIO()
-            # Level 1: a fifth of the default's time for a slightly bigger file.
-            image.save(buffer, format="PNG", compress_level=1)
+            # Level 1: a fifth of the default's time for a slightly bigger file; the image's
+            # generation parameters go into the PNG's text chunk.
+            image.save(buffer, format="PNG", compress_level=1, pnginfo=png_info(image))
             # Write then rename, so a crash never leaves half a PNG that U would serve.
             partial = target.with_suffix(".png.part")
             partial.write_bytes(buffer.getvalue())

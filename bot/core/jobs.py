@@ -178,6 +178,21 @@ def decide_fates(
     return tuple(fates)
 
 
+def _logged(outcome: Outcome) -> Outcome:
+    """One log line per settled job (the bot's structured log: key=value or JSON)."""
+    log.info(
+        "job settled",
+        extra={
+            "job": outcome.job_id,
+            "status": outcome.status.value,
+            "images": len(outcome.images),
+            "refunded": outcome.refunded,
+            **({"error": outcome.error} if outcome.error else {}),
+        },
+    )
+    return outcome
+
+
 class JobOrchestrator:
     """Submits jobs through the gate and settles them; holds the live ones for cancelling."""
 
@@ -266,11 +281,11 @@ class JobOrchestrator:
                 if isinstance(event, JobStarted):
                     await self._quietly(self._services.history.mark_running(submission.job_id))
                 if isinstance(event, JobFinished):
-                    return await self._succeeded(submission, event.result)
+                    return _logged(await self._succeeded(submission, event.result))
                 if isinstance(event, JobFailed):
-                    return await self._failed(submission, event.error)
+                    return _logged(await self._failed(submission, event.error))
                 if isinstance(event, JobCancelled):
-                    return await self._cancelled(submission)
+                    return _logged(await self._cancelled(submission))
                 if on_progress is not None:
                     await self._progress(on_progress, event)
             raise GenerationError("The job ended without a result.")  # pragma: no cover

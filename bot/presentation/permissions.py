@@ -10,7 +10,16 @@ import discord
 
 from bot.services.moderation import ModerationService
 
-__all__ = ["can_manage_messages", "has_admin_permissions", "is_admin", "server_permissions"]
+__all__ = [
+    "REQUIRED_PERMISSIONS",
+    "application_id_from_token",
+    "can_manage_messages",
+    "has_admin_permissions",
+    "invite_url",
+    "is_admin",
+    "permission_names",
+    "server_permissions",
+]
 
 
 def has_admin_permissions(permissions: discord.Permissions) -> bool:
@@ -52,3 +61,52 @@ async def can_manage_messages(
 ) -> bool:
     """An admin, or a moderator with Manage Messages (e.g. to delete someone's result)."""
     return interaction.permissions.manage_messages or await is_admin(interaction, moderation)
+
+
+#: What the bot needs in a server: slash-command answers need none of these (they are
+#: webhooks), but results posted after the interaction expired go to the channel (or thread)
+#: as ordinary messages with images, embeds and buttons. DMs, the last fallback, need none.
+REQUIRED_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    attach_files=True,
+    embed_links=True,
+)
+
+
+#: discord.py's attribute names as Discord's settings pages spell them.
+_UI_NAMES = {
+    "read_messages": "View Channels",
+    "send_messages_in_threads": "Send Messages in Threads",
+}
+
+
+def permission_names(permissions: discord.Permissions = REQUIRED_PERMISSIONS) -> list[str]:
+    """The set permissions as Discord's UI names them ("View Channels", "Attach Files", ...)."""
+    return [
+        _UI_NAMES.get(name, name.replace("_", " ").title()) for name, value in permissions if value
+    ]
+
+
+def invite_url(application_id: int) -> str:
+    """The OAuth2 URL adding the bot with exactly `REQUIRED_PERMISSIONS` and slash commands."""
+    return discord.utils.oauth_url(
+        application_id,
+        permissions=REQUIRED_PERMISSIONS,
+        scopes=("bot", "applications.commands"),
+    )
+
+
+def application_id_from_token(token: str) -> int | None:
+    """A bot token's first part is its user id (= the application id), base64-encoded; None
+    when the token does not have that shape (then Discord will refuse it anyway)."""
+    import base64
+    import binascii
+
+    head = token.split(".", 1)[0]
+    try:
+        text = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return int(text) if text.isdigit() else None

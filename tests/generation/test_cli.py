@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import build_parser, main
+from tests.cli_helpers import clean_environ, run_imagine
 
 PROMPT = "dog sitting in autumn leaves"
 
@@ -140,3 +141,62 @@ def test_generate_help_lists_the_flags() -> None:
         "dpmpp_2m_karras",
     ):
         assert flag in text
+
+
+def test_unwritable_out_fails_before_any_work(tmp_path: Path, tiny_cache: Path) -> None:
+    """An --out that cannot be written is refused at once (exit 2, one line, no traceback),
+    before the model loads; the seeds of a run are printed before its images are made."""
+    env = clean_environ(IMAGINE_MODEL__CACHE_DIR=str(tiny_cache), IMAGINE_MODEL__DEVICE="cpu")
+    bad = ["generate", "-q", "--model", "builtin:tiny-random", "a cat", "--seed", "3"]
+    proc = run_imagine([*bad, "--out", "/proc/imagine-test/grid.png"], tmp_path, env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("imagine generate: Cannot write to /proc/imagine-test")
+    assert "Traceback" not in proc.stderr and "loading" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_seeds_are_printed_even_when_the_run_fails(tmp_path: Path) -> None:
+    """A model that fails to load still leaves the seeds on stdout, first."""
+    env = clean_environ(HF_HOME=str(tmp_path / "hf"))
+    args = ["generate", "--model", "someone/missing", "a cat", "--seed", "11", "--n", "2"]
+    proc = run_imagine([*args, "--out", str(tmp_path)], tmp_path, env)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == "seeds: 11, 12"
+
+
+def test_out_folder_gets_prompt_and_seed_names_and_never_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out DIR writes into DIR, named from prompt and seed; a second run gets a new name;
+    an existing file named explicitly is refused unless --overwrite."""
+    args = ("--n", "2", "--seed", "9", "--width", "64", "--height", "64", "--out", str(tmp_path))
+    assert generate(*args, "--singles") == 0
+    first = tmp_path / "dog-sitting-in-autumn-leaves-9.png"
+    assert first.is_file() and (tmp_path / "dog-sitting-in-autumn-leaves-9_2.png").is_file()
+    assert generate(*args) == 0
+    assert (tmp_path / "dog-sitting-in-autumn-leaves-9-2.png").is_file()
+    assert not (tmp_path.parent / f"{tmp_path.name}.png").exists()
+    capsys.readouterr()
+
+    before = first.read_bytes()
+    named = ("--n", "1", "--seed", "1", "--width", "64", "--height", "64", "--out", str(first))
+    assert generate(*named) == 2
+    assert "already exists; add --overwrite" in capsys.readouterr().err
+    assert first.read_bytes() == before
+    assert generate(*named, "--overwrite") == 0
+    assert first.read_bytes() != before
+
+
+def test_pngs_carry_their_parameters(tmp_path: Path) -> None:
+    """Grid and single PNGs hold the A1111 `parameters` text: prompt, negative prompt, steps,
+    sampler, CFG scale, seed, size and model."""
+    out = tmp_path / "g.png"
+    args = ("--n", "2", "--seed", "40", "--width", "64", "--height", "64", "--cfg", "6")
+    assert generate(*args, "--no", "blurry", "--singles", "--out", str(out)) == 0
+    expected = (
+        f"{PROMPT}\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 6, "
+        "Seed: {seed}, Size: 64x64, Model: builtin:tiny-random"
+    )
+    for path, seed in ((out, 40), (tmp_path / "g_1.png", 40), (tmp_path / "g_2.png", 41)):
+        with Image.open(path) as image:
+            assert image.info["parameters"] == expected.format(seed=seed)

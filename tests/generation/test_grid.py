@@ -71,3 +71,31 @@ def test_encode_to_fit_impossible_limit() -> None:
     """A limit no encoding can meet is an error, not an oversized file."""
     with pytest.raises(ValueError, match="cannot encode"):
         encode_to_fit(noise(256, 256), 50)
+
+
+def test_png_parameters_text_and_grid_carry_them() -> None:
+    """The A1111 `parameters` text, per image seed; a grid and an encoded PNG keep the first
+    image's; WebP/JPEG simply have none."""
+    from generation.events import GenerationResult
+    from generation.params import GenerationParams
+    from generation.png_info import attach_parameters
+    from generation.request import GenerationRequest
+
+    params = GenerationParams(
+        "a fox\nin snow", negative_prompt="blur", seed=5, count=2, steps=20, guidance=7.5,
+        scheduler="euler_a", width=64, height=64,
+    )
+    request = GenerationRequest(params)
+    images = [Image.new("RGB", (64, 64)), Image.new("RGB", (64, 64))]
+    result = GenerationResult(images, [5, 6], [False, False], [], request, "org/model", 1.0)
+    attach_parameters(result)
+    assert images[1].info["parameters"] == (
+        "a fox in snow\nNegative prompt: blur\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 6, Size: 64x64, Model: org/model"
+    )
+    grid = make_grid(images)
+    with Image.open(io.BytesIO(encode_image(grid, "png"))) as decoded:
+        assert decoded.info["parameters"] == images[0].info["parameters"]
+    data, ext = encode_to_fit(images[1], 10_000_000)
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert ext == "png" and "Seed: 6," in decoded.info["parameters"]

@@ -45,3 +45,68 @@ def test_only_job_ids_make_paths(tmp_path: Path, threads: Threads, job_id: str) 
 def test_withheld_tile_keeps_the_size() -> None:
     """The placeholder for a withheld image has the image's size."""
     assert withheld_tile((64, 48)).size == (64, 48)
+
+
+async def test_stored_pngs_keep_the_generation_parameters(
+    tmp_path: Path, threads: Threads
+) -> None:
+    """The file on disk holds the `parameters` text chunk, and loading it back keeps it."""
+    store = ImageStore(tmp_path, threads)
+    job_id = "ab" * 16
+    image = Image.new("RGB", (8, 8))
+    image.info["parameters"] = "a cat\nSteps: 3, Sampler: DDIM, CFG scale: 7, Seed: 1"
+    [path] = await store.save(job_id, [(1, image)])
+    with Image.open(path) as on_disk:
+        assert on_disk.info["parameters"] == image.info["parameters"]
+    loaded = await store.load(job_id, 1)
+    assert loaded is not None and loaded.info["parameters"] == image.info["parameters"]
+
+
+async def test_prune_by_age_then_by_size_oldest_first(tmp_path: Path, threads: Threads) -> None:
+    """Folders older than the age limit go; then the oldest until under the size cap; usage
+    counts what is left. Non-job folders are left alone."""
+    import os
+
+    store = ImageStore(tmp_path, threads)
+    ids = [f"{i:032x}" for i in range(1, 5)]
+    for age_days, job_id in zip((10, 3, 2, 1), ids, strict=True):
+        [path] = await store.save(job_id, [(1, Image.new("RGB", (64, 64)))])
+        stamp = 1_000_000_000 - age_days * 86400
+        os.utime(path, (stamp, stamp))
+    (tmp_path / "not-a-job").mkdir()
+    size = (await store.usage()).bytes // 4
+
+    report = await store.prune(1_000_000_000, 5 * 86400, None)
+    assert report.removed_jobs == 1 and not (tmp_path / ids[0]).exists()
+    report = await store.prune(1_000_000_000, None, 2 * size)
+    assert report.removed_jobs == 1 and not (tmp_path / ids[1]).exists()
+    assert report.left.jobs == 2 and report.left.bytes == (await store.usage()).bytes
+    assert (tmp_path / ids[2]).exists() and (tmp_path / "not-a-job").exists()
+
+
+async def test_retention_task_runs_and_stops(tmp_path: Path, threads: Threads) -> None:
+    """start_retention prunes at once, registers its cancel, and does nothing when no limit
+    is configured."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from bot.core.retention import RetentionPolicy, start_retention
+
+    store = ImageStore(tmp_path, threads)
+    await store.save("cd" * 16, [(1, Image.new("RGB", (8, 8)))])
+    hooks: list[object] = []
+    off = SimpleNamespace(retention_days=None, max_size_mb=None, cleanup_interval_minutes=1)
+    assert start_retention(store, off, hooks.append) is None and hooks == []
+    on = SimpleNamespace(retention_days=None, max_size_mb=1e-9, cleanup_interval_minutes=1)
+    task = start_retention(store, on, hooks.append)
+    assert task is not None and hooks == [task.cancel]
+    for _ in range(100):
+        if (await store.usage()).jobs == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (await store.usage()).jobs == 0
+    task.cancel()
+    policy = RetentionPolicy.from_settings(
+        SimpleNamespace(retention_days=30, max_size_mb=2048, cleanup_interval_minutes=5)
+    )
+    assert policy.describe() == "30 days, at most 2.0 GB" and policy.interval_seconds == 300

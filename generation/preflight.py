@@ -1,0 +1,155 @@
+"""Checks that need neither torch nor diffusers, run before either is imported (seconds saved
+on every mistake), and the one message that says how to get a model.
+
+- `check_device`: a device name that cannot work here (a typo, CUDA with a CPU-only torch or no
+  NVIDIA/AMD driver, MPS off macOS).
+- `check_model_available`: with ``HF_HUB_OFFLINE=1``, a Hub model that is not in the cache; a
+  local folder that is not a diffusers model.
+- `download_command`: the `hf download` line fetching only the files the bot loads.
+
+Each returns None when all is well, else one line naming the setting and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import sys
+from pathlib import Path
+
+from generation.tiny import TINY_MODEL_ID
+
+__all__ = [
+    "DEVICES_HELP",
+    "check_device",
+    "check_model_available",
+    "download_command",
+    "hub_offline",
+]
+
+DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+#: Files that show a GPU driver is present (NVIDIA, WSL's GPU bridge, AMD ROCm).
+_GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg", "/dev/kfd")
+
+
+def hub_offline() -> bool:
+    """Whether huggingface_hub is told not to use the network (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_device(name: str) -> str | None:
+    """None if `name` may work here, else why not (without importing torch)."""
+    device = name.strip().lower()
+    if not _DEVICE.fullmatch(device):
+        return f"model.device = {name!r} is not a device; use {DEVICES_HELP}"
+    if device.startswith("cuda"):
+        torch_version = _torch_version()
+        if torch_version is not None and "+cpu" in torch_version:
+            return (
+                f"model.device = {name!r}, but the installed torch {torch_version} is a "
+                'CPU-only build; set device = "cpu" (or "auto"), or install a CUDA build of torch'
+            )
+        if sys.platform.startswith("linux") and not any(
+            os.path.exists(path) for path in _GPU_DRIVER_FILES
+        ):
+            return (
+                f"model.device = {name!r}, but this machine has no GPU driver loaded; "
+                'set device = "cpu" (or "auto")'
+            )
+    if device == "mps" and sys.platform != "darwin":
+        return f'model.device = "mps" works on macOS only; use {DEVICES_HELP}'
+    return None
+
+
+def check_model_available(
+    model_id: str, variant: str | None = "fp16", cache_dir: str | os.PathLike[str] | None = None
+) -> str | None:
+    """None if `model_id` may load, else why not and what to run: checked without the network
+    (only what is certain: an offline Hub model missing from the cache, a bad local folder)."""
+    if model_id == TINY_MODEL_ID:
+        return None
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            return (
+                f"model.id {model_id!r} is a folder with no model_index.json, so not a "
+                f"diffusers model; fill it with: {download_command('<hub id>', variant, path)}"
+            )
+        return None
+    if not _HUB_ID.fullmatch(model_id):
+        return (
+            f"model.id {model_id!r} is neither a local model folder nor a Hub id like "
+            "stable-diffusion-v1-5/stable-diffusion-v1-5; to make that folder run "
+            f"`{download_command('<hub id>', variant, path)}`"
+        )
+    if not hub_offline():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(
+        model_id, "model_index.json", cache_dir=str(cache_dir) if cache_dir else None
+    )
+    if not isinstance(cached, str):
+        return model_problem(model_id, "offline", variant)
+    return None
+
+
+def model_problem(model_id: str, reason: str, variant: str | None = "fp16") -> str:
+    """The one message for a model that cannot load: which, why, and the command that fixes it.
+
+    `reason`: "offline" (not cached, HF_HUB_OFFLINE set), "not found" (no such repository, or
+    private), "gated" (licence not accepted / not logged in), "no variant" (no `variant`
+    weights), or any other text (shown as it is).
+    """
+    command = download_command(model_id, variant)
+    if reason == "offline":
+        return (
+            f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it: run `{command}` with network access (or unset "
+            "HF_HUB_OFFLINE)"
+        )
+    if reason == "not found":
+        return (
+            f"model {model_id!r} does not exist on the Hugging Face Hub (or is private: then "
+            "run `hf auth login`); check model.id, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5"
+        )
+    if reason == "gated":
+        return (
+            f"model {model_id!r} is gated: accept its licence on "
+            f"https://huggingface.co/{model_id}, run `hf auth login`, then `{command}`"
+        )
+    if reason == "no variant":
+        return (
+            f"model {model_id!r} has no {variant!r} weights: set model.variant = \"\" "
+            f"(IMAGINE_MODEL__VARIANT=) to load its default weights"
+        )
+    return f"cannot load model {model_id!r}: {reason}; to fetch it run `{command}`"
+
+
+def download_command(
+    model_id: str, variant: str | None = "fp16", local_dir: str | os.PathLike[str] | None = None
+) -> str:
+    """`hf download` for the files `StableDiffusionPipeline` loads, nothing else (no
+    single-file checkpoints, no .ckpt/.bin duplicates, no EMA weights)."""
+    weights = (
+        [f"*/*.{variant}.safetensors"]
+        if variant
+        else ["*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
+    )
+    patterns = ["model_index.json", "*/*.json", "*/*.txt", *weights]
+    # huggingface_hub's `hf` (1.x) takes one pattern per --include.
+    include = " --include ".join(f"'{p}'" for p in patterns)
+    command = f"hf download {model_id} --include {include}"
+    if local_dir is not None:
+        command += f" --local-dir {local_dir}"
+    return command
+
+
+def _torch_version() -> str | None:
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
