@@ -41,6 +41,7 @@ from bot.core.threads import Threads
 from bot.db.session import open_database
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
 from bot.presentation.delivery import Deliverer
+from bot.presentation.permissions import invite_url
 from bot.services import Services, build_services
 from bot.services.clock import Clock
 from generation.errors import GenerationError, ModelNotFoundError
@@ -176,6 +177,8 @@ class ImagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
+        if self.application_id is not None:
+            log.info("invite the bot", extra={"url": invite_url(self.application_id)})
         try:
             self._db_engine, sessions = await open_database(settings.database.url)
         except Exception as exc:  # SQLAlchemy, Alembic or the filesystem

@@ -171,16 +171,15 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
     if spec.is_test_model:
-        # Said once, by whoever shows results (the CLI's note, the bot's model line).
-        log.debug("%s", TINY_MODEL_NOTE)
         if device.type == "cpu":
             # The tiny model's convolutions have 4-16 channels: oneDNN's per-shape set-up and
             # thread hand-offs cost 10-30x the arithmetic there, torch's native kernels do not.
             # This switch is process-wide; only test/demo processes load this model.
             torch.backends.mkldnn.enabled = False
+    note = {"note": TINY_MODEL_NOTE} if spec.is_test_model else {}
     log.info(
         "model loaded",
-        extra={"model": spec.model_id, "device": str(device), "dtype": str(dtype)[6:]},
+        extra={"model": spec.model_id, "device": str(device), "dtype": str(dtype)[6:], **note},
     )
     return LoadedModel(
         model_id=spec.model_id,

@@ -12,7 +12,6 @@ from bot.services.moderation import ModerationService
 
 __all__ = [
     "REQUIRED_PERMISSIONS",
-    "application_id_from_token",
     "can_manage_messages",
     "has_admin_permissions",
     "invite_url",
@@ -96,17 +95,3 @@ def invite_url(application_id: int) -> str:
         permissions=REQUIRED_PERMISSIONS,
         scopes=("bot", "applications.commands"),
     )
-
-
-def application_id_from_token(token: str) -> int | None:
-    """A bot token's first part is its user id (= the application id), base64-encoded; None
-    when the token does not have that shape (then Discord will refuse it anyway)."""
-    import base64
-    import binascii
-
-    head = token.split(".", 1)[0]
-    try:
-        text = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    return int(text) if text.isdigit() else None

@@ -48,7 +48,8 @@ async def test_missing_model_is_a_clear_start_up_failure(
     settings = make_settings(model={"id": "builtin:no-such-model"})
     assert await asyncio.to_thread(run, settings) == 1
     err = capsys.readouterr().err
-    assert "cannot load the model 'builtin:no-such-model'" in err
+    assert "Unknown built-in model 'builtin:no-such-model'" in err
+    assert err.count("builtin:no-such-model") == 1, err  # one message, no repeated prefixes
 
 
 async def test_unusable_database_is_a_clear_start_up_failure(
@@ -120,7 +121,20 @@ async def test_imagine_run_serves_and_stops_cleanly_on_sigterm(
             process.kill()
             await process.wait()
     assert process.returncode == 0, stderr.decode()[-2000:]
-    assert fake.token not in stderr.decode()
+    log = stderr.decode()
+    assert fake.token not in log
+    assert f"imagine: configuration from {config}" in log
+    lines = [line for line in log.splitlines() if line.startswith("ts=")]
+    # One structured line per event; the library chatter is gone.
+    assert lines and len(lines) == len(log.splitlines()) - 1, log
+    events = "\n".join(lines)
+    for event in ("msg=starting", "msg=\"invite the bot\"", "msg=\"job settled\""):
+        assert event in events, log
+    assert "permissions=274877959168" in events and "scope=bot+applications.commands" in events
+    assert str(settings.storage.images_dir) in events
+    for noise in ("PyNaCl", "voice", "Loading pipeline"):
+        assert noise not in log
+    assert log.count("its images are noise") == 1  # the test model, said once
     assert fake.violations == []
 
 
