@@ -164,10 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_db(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.db.guard import DatabaseSetupError, backup_sqlite, check_url, explain
+    from bot.db.guard import DatabaseSetupError, backup_sqlite, check_url, explain, redact_url
 
     url = settings.database.url
-    shown = _redact(url)
+    shown = redact_url(url)
     try:
         check_url(url)
         if args.db_command == "upgrade":
@@ -205,6 +205,7 @@ def _run_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_bot(settings: Settings, *, verbose: bool, quiet: bool) -> int:
+    from bot.db.guard import redact_url
     from bot.logs import configure_bot_logging
 
     configure_bot_logging(settings.log.format, settings.log.level, verbose=verbose, quiet=quiet)
@@ -216,7 +217,7 @@ def _run_bot(settings: Settings, *, verbose: bool, quiet: bool) -> int:
     log.info(
         "starting",
         extra={
-            "database": _redact(settings.database.url),
+            "database": redact_url(settings.database.url),
             "images_dir": str(settings.storage.images_dir),
             "model": settings.model.id,
         },
@@ -242,16 +243,6 @@ def _preflight(settings: Settings) -> str | None:
     return check_device(settings.model.device) or check_model_available(
         settings.model.id, settings.model.variant, settings.model.cache_dir
     )
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unparsable URL)"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ __all__ = [
     "check_url",
     "explain",
     "migration_lock",
+    "redact_url",
     "sqlite_file_lock",
     "sqlite_lock",
 ]
@@ -169,7 +170,7 @@ def explain(exc: BaseException, url: str | URL) -> str:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    shown = _shown(url)
+    shown = redact_url(url)
     text = _first_line(exc)
     if isinstance(exc, CommandError):
         if "Can't locate revision" in text or "No such revision" in text:
@@ -211,7 +212,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _shown(url: str | URL) -> str:
+def redact_url(url: str | URL) -> str:
+    """`url` with its password hidden, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
