@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot import __version__
 from bot.config import (
@@ -59,6 +60,13 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(sub: Any, name: str, **kwargs: str) -> argparse.ArgumentParser:
+    """A subcommand parser that takes the common options too."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
+    _add_common_arguments(parser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from generation.cli import add_generate_arguments
 
@@ -71,44 +79,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    gen = sub.add_parser(
+    gen = _command(
+        sub,
         "generate",
         help="make a grid of images from a prompt on the command line",
         description="Generate images from PROMPT and write them as one grid image "
         "(PNG files carry the parameters in the text chunk other Stable Diffusion tools read).",
     )
-    _add_common_arguments(gen)
     add_generate_arguments(gen)
 
-    db = sub.add_parser("db", help="create or migrate the database", description="Database schema.")
-    _add_common_arguments(db)
+    db = _command(sub, "db", help="create or migrate the database", description="Database schema.")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
-    up = db_sub.add_parser(
+    up = _command(
+        db_sub,
         "upgrade",
         help="apply migrations up to REVISION (default: head)",
         description="Apply migrations up to REVISION (default: head). Concurrent upgrades "
         "wait for each other.",
     )
-    _add_common_arguments(up)
     up.add_argument("revision", nargs="?", default="head")
-    down = db_sub.add_parser(
+    down = _command(
+        db_sub,
         "downgrade",
         help="revert migrations down to REVISION (required; 'base' drops every table)",
         description="Revert migrations down to REVISION. A SQLite database file is backed up "
         "first. 'base' drops every table and needs --yes.",
     )
-    _add_common_arguments(down)
     down.add_argument("revision", help="target revision, e.g. 0001, -1, or base")
     down.add_argument(
         "--yes", action="store_true", help="confirm a downgrade to base (drops every table)"
     )
 
-    run = sub.add_parser(
+    _command(
+        sub,
         "run",
         help="run the Discord bot",
         description="Connect to Discord and serve /imagine and the admin commands.",
     )
-    _add_common_arguments(run)
     return parser
 
 
