@@ -16,7 +16,9 @@ Modules, from the member's request inwards:
 - `engine`: `DiffusersEngine`, runs pipeline calls; `loading`: model, device, dtype, schedulers;
   `tiny`: the `builtin:tiny-random` test model (random weights, its images are noise).
 - `grid`: grids and PNG/WebP/JPEG encoding (pure functions: callers run them in their own
-  threads); `cli`: `imagine generate`.
+  threads); `png_info`: the AUTOMATIC1111 `parameters` text every PNG carries;
+  `preflight`: torch-free checks (device, model in cache) and the model-problem message;
+  `cli`: `imagine generate`.
 
 Importing this package is cheap: torch and diffusers are only imported by `engine`/`loading`.
 """

@@ -1,8 +1,10 @@
 """Every delivered image of every job, on disk under `<images_dir>/<job_id>/<i>.png`.
 
-Discord strips PNG metadata and its CDN links expire, so the U/V buttons (which may be pressed
-days later, after restarts) read the single images from here; the parameters live in the
-database. All disk work runs in the bot's thread helper (`bot.core.threads.Threads`), so the
+Discord's CDN links expire, so the U/V buttons (which may be pressed days later, after
+restarts) read the single images from here; the parameters live in the database, and each PNG
+also carries them as an AUTOMATIC1111 `parameters` text chunk (`generation.png_info`). Storage
+retention (`bot.core.retention`) prunes old job folders; buttons then re-make the images from
+their seeds. All disk work runs in the bot's thread helper (`bot.core.threads.Threads`), so the
 event loop never waits on it.
 """
 

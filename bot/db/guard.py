@@ -19,6 +19,11 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: migrations are not serialised there
+    fcntl = None  # type: ignore[assignment]
+
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,6 +47,8 @@ ASYNC_DRIVERS = {
 }
 #: Packages providing the drivers, when their import name differs or an extra exists.
 _DRIVER_PACKAGES = {"asyncpg": "asyncpg", "aiosqlite": "aiosqlite", "psycopg": "psycopg[binary]"}
+#: Seconds between two tries of a SQLite migration lock held by another process.
+LOCK_POLL_SECONDS = 0.1
 #: Key of the PostgreSQL advisory lock held while migrating ("imagine" in ASCII).
 ADVISORY_LOCK_KEY = 0x696D6167696E65
 
@@ -92,21 +99,25 @@ def check_url(url: str | URL) -> URL:
     return parsed
 
 
-@contextlib.contextmanager
-def sqlite_lock(db_file: Path) -> Iterator[object]:
-    """Hold an exclusive lock on ``<db_file>.lock`` (blocking until other holders finish).
+def _lock_path(db_file: Path) -> Path:
+    """The lock file beside `db_file` (created with its folder if missing).
 
-    A separate lock file, not the database: SQLite's own locks are per transaction, and a
-    migration run spans several. On systems without `fcntl` (Windows) this locks nothing.
+    A separate file, not the database: SQLite's own locks are per transaction, and a migration
+    run spans several.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield None
-        return
     lock_path = db_file.with_name(db_file.name + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
+    return lock_path
+
+
+@contextlib.contextmanager
+def sqlite_lock(db_file: Path) -> Iterator[object]:
+    """Hold the migration lock of `db_file`, blocking until other holders finish (for scripts
+    and tests; the bot waits with `sqlite_file_lock`). Without `fcntl` (Windows): no lock."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield None
+        return
+    with _lock_path(db_file).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield handle
@@ -132,16 +143,22 @@ async def migration_lock(url: str | URL, conn: AsyncConnection) -> AsyncIterator
 
 @contextlib.asynccontextmanager
 async def sqlite_file_lock(db_file: Path | None) -> AsyncIterator[None]:
-    """`sqlite_lock` waited for in a thread, so the event loop stays free; None: no lock."""
-    if db_file is None:
+    """`sqlite_lock` for the event loop: it polls (every `LOCK_POLL_SECONDS`) instead of
+    blocking, so the loop stays free and no thread is needed. None: no lock."""
+    if db_file is None or fcntl is None:
         yield
         return
-    lock = sqlite_lock(db_file)
-    await asyncio.to_thread(lock.__enter__)
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+    with _lock_path(db_file).open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def backup_sqlite(db_file: Path, now: dt.datetime | None = None) -> Path | None:

@@ -36,9 +36,10 @@ def test_no_cog_imports_another_cog() -> None:
     assert offenders == []
 
 
-#: What the bot may use of `generation`: the backend seam and plain values. The one place that
-#: builds a concrete backend is `bot.app` (through `generation.factory`), and `bot.cli` hands
-#: `imagine generate` to `generation.cli`.
+#: What the bot may use of `generation`: the backend seam and plain values (`png_info`: the
+#: parameters text stored PNGs carry). The one place that builds a concrete backend is
+#: `bot.app` (through `generation.factory`), and `bot.cli` hands `imagine generate` to
+#: `generation.cli` and runs the torch-free `generation.preflight` checks before building one.
 GENERATION_SEAM = {
     "generation.errors",
     "generation.events",
@@ -46,9 +47,13 @@ GENERATION_SEAM = {
     "generation.interfaces",
     "generation.job",
     "generation.params",
+    "generation.png_info",
     "generation.request",
 }
-BUILDERS = {"app.py": {"generation.factory"}, "cli.py": {"generation.cli"}}
+BUILDERS = {
+    "app.py": {"generation.factory"},
+    "cli.py": {"generation.cli", "generation.preflight"},
+}
 
 
 def test_the_bot_depends_only_on_the_backend_seam() -> None:
