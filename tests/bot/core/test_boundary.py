@@ -48,7 +48,7 @@ GENERATION_SEAM = {
     "generation.params",
     "generation.request",
 }
-BUILDERS = {"app.py": {"generation.factory"}, "cli.py": {"generation.cli"}}
+BUILDERS = {"lifecycle.py": {"generation.factory"}, "cli.py": {"generation.cli"}}
 
 
 def test_the_bot_depends_only_on_the_backend_seam() -> None:
