@@ -90,22 +90,6 @@ async def test_dm_when_the_bot_may_not_post_in_the_channel(
     assert {v.code for v in fake.violations} <= {50013}
 
 
-async def test_undeliverable_result_is_kept(
-    bot: ImagineBot, fake: FakeDiscord, world: World
-) -> None:
-    """When no route works, the job stays succeeded with its images stored, not delivered."""
-    fake.deny_bot_send(world.channel)
-    fake.close_dms(world.alice)
-    ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a wave", created_ago=OLD)
-    await ix.wait_response(timeout=5)
-    await settle(bot)
-    [job] = (await bot.services.history.list(world.guild.id)).items
-    assert job.status is JobStatus.SUCCEEDED
-    assert job.result_message_id is None
-    assert all((bot.images.root / job.id / f"{i}.png").is_file() for i in range(1, 5))
-    assert {v.code for v in fake.violations} <= {50013, 50007}
-
-
 @pytest.mark.parametrize("guild_options", [{"attachment_size_limit": 20_000}])
 async def test_upload_over_the_limit_is_reencoded(
     bot: ImagineBot, fake: FakeDiscord, world: World
@@ -257,6 +241,8 @@ async def test_a_result_that_reached_nobody_is_refunded_and_handed_over_next_tim
     await settle(bot)
     [job] = (await bot.services.history.list(world.guild.id)).items
     assert job.status is JobStatus.SUCCEEDED and job.delivered is False
+    assert job.result_message_id is None
+    assert all((bot.images.root / job.id / f"{i}.png").is_file() for i in range(1, 5))
     status = await bot.services.quota.status(world.guild.id, world.alice.id, [])
     assert status.used == 0
     queued = fake.get_message(ix.original.id)
