@@ -190,6 +190,17 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class JobSettings(_Section):
+    """How jobs live across shutdowns and restarts."""
+
+    # Seconds a shutdown (SIGTERM/SIGINT) waits for the running batch to finish and for its
+    # results to be posted; after that the batch is cancelled and refunded.
+    shutdown_grace: float = Field(60.0, ge=0)
+    # A job that was running when the bot stopped is run again from its seeds after a restart
+    # if it started less than this many seconds ago; an older one is failed and refunded.
+    rerun_max_age: float = Field(3600.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IMAGINE_",
@@ -205,6 +216,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     quotas: QuotaSettings = QuotaSettings()
     log: LogSettings = LogSettings()
+    jobs: JobSettings = JobSettings()
 
     @classmethod
     def settings_customise_sources(

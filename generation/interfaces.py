@@ -85,9 +85,14 @@ class GenerationBackend(Protocol):
         """Get ready to run jobs (load the model, connect); raises `GenerationError`."""
         ...
 
-    async def close(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs, cancel the waiting ones, let running ones finish (within `grace`
-        seconds, then cancel them), release everything. Safe to call twice."""
+        seconds, then cancel them); the backend stays loaded until `close`. Safe to call
+        twice. The bot's shutdown stops, posts the last results, then closes."""
+        ...
+
+    async def close(self, grace: float | None = None) -> None:
+        """`stop` (with `grace`), then release everything. Safe to call twice."""
         ...
 
     def submit(

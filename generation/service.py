@@ -95,6 +95,7 @@ class GenerationService:
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._accepting = True
+        self._stopped = False
         self._closed = False
         self._live: dict[str, QueuedJob] = {}
         self._running: list[QueuedJob] = []
@@ -161,7 +162,7 @@ class GenerationService:
         """
         if self._dispatcher is not None:
             return
-        if self._closed:
+        if self._stopped:
             raise ServiceClosedError("The image generator has been shut down.")
         self._loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -175,15 +176,16 @@ class GenerationService:
             log.info("warm-up done", extra={"seconds": round(result.gpu_seconds, 2)})
         self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatch")
 
-    async def close(self, grace: float | None = None) -> None:
-        """Stop taking jobs, cancel the waiting ones, let the running one finish, unload.
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking jobs, cancel the waiting ones and let the running batch finish.
 
-        With `grace` seconds, a running job still going after that is cancelled (it stops at
-        its next step). Safe to call more than once, and after a failed `start()`.
+        With `grace` seconds, a running batch still going after that is cancelled (it stops at
+        its next step). The model stays loaded until `close`: the bot posts the last batch's
+        results in between. Safe to call twice.
         """
-        if self._closed:
+        if self._stopped:
             return
-        self._closed = True
+        self._stopped = True
         self._accepting = False
         for job in self._policy.order():
             self._policy.remove(job)
@@ -197,6 +199,16 @@ class GenerationService:
                     for job in self._running:
                         job.cancel_requested = True
             await self._dispatcher
+
+    async def close(self, grace: float | None = None) -> None:
+        """`stop` (with `grace`), then unload the model and end the worker thread.
+
+        Safe to call more than once, and after a failed `start()`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop(grace)
         if self._loop is not None:
             await self._on_worker(self._engine.close)
         self._gpu.shutdown(wait=False)

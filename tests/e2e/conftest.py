@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from bot.app import ImagineBot
+from bot.app import CogFactory, ImagineBot
 from bot.config import Settings, load_settings
+from bot.lifecycle import GenerationFactory, open_resources
+from bot.services.clock import Clock
 from generation.engine import DiffusersEngine
 from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
@@ -112,28 +114,41 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(bot: ImagineBot, fake: FakeDiscord) -> AsyncIterator[ImagineBot]:
-    """Start `bot` against `fake` (from its settings), wait until ready, close it afterwards."""
-    assert bot.settings.discord.token is not None
-    task = asyncio.create_task(bot.start(bot.settings.discord.token.get_secret_value()))
-    try:
-        ready = asyncio.create_task(bot.wait_until_ready())
-        done, _ = await asyncio.wait({task, ready}, timeout=TIMEOUT,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # re-raise the start-up failure
-        assert ready in done, "the bot did not become ready"
-        yield bot
-    finally:
-        await bot.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def running(
+    settings: Settings,
+    fake: FakeDiscord,
+    *,
+    cogs: Sequence[CogFactory] | None = None,
+    service_clock: Clock | None = None,
+    generation_factory: GenerationFactory | None = None,
+) -> AsyncIterator[ImagineBot]:
+    """Build the resources and the bot as `serve` does, start it against `fake`, wait until
+    ready; afterwards close the bot, then the resources (in reverse order)."""
+    assert settings.discord.token is not None
+    async with contextlib.AsyncExitStack() as stack:
+        resources = await open_resources(
+            settings, stack, service_clock=service_clock, generation_factory=generation_factory
+        )
+        bot = ImagineBot(resources, cogs=cogs)
+        task = asyncio.create_task(bot.start(settings.discord.token.get_secret_value()))
+        try:
+            ready = asyncio.create_task(bot.wait_until_ready())
+            done, _ = await asyncio.wait({task, ready}, timeout=TIMEOUT,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                ready.cancel()
+                task.result()  # re-raise the start-up failure
+            assert ready in done, "the bot did not become ready"
+            yield bot
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @pytest.fixture
 async def bot(fake: FakeDiscord, world: World, settings: Settings) -> AsyncIterator[ImagineBot]:
-    async with running(ImagineBot(settings), fake) as bot:
+    async with running(settings, fake) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         yield bot
 
@@ -170,7 +185,7 @@ async def slow_bot(
     fake: FakeDiscord, world: World, settings: Settings
 ) -> AsyncIterator[ImagineBot]:
     """Like `bot`, with jobs slowed to at least 0.1 s per step (queueing and timing tests)."""
-    async with running(ImagineBot(settings, generation_factory=slow_generation), fake) as bot:
+    async with running(settings, fake, generation_factory=slow_generation) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         yield bot
 
@@ -191,3 +206,22 @@ def has_image(message: Message) -> bool:
 
 def button_ids(message: Message) -> list[str]:
     return [button.custom_id for button in message.buttons()]
+
+
+def config_toml(settings: Settings) -> str:
+    """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers and
+    booleans); the token is left out, to come from DISCORD_TOKEN as an operator would do."""
+    lines = []
+    for section, values in settings.model_dump(mode="json", exclude_none=True).items():
+        assert isinstance(values, dict)
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if key == "token":
+                continue
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, int | float):
+                lines.append(f"{key} = {value}")
+            else:
+                lines.append(f"{key} = {str(value)!r}".replace("'", '"'))
+    return "\n".join(lines) + "\n"

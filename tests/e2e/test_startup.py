@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import ImagineBot, run, serve
-from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, has_image, running
+from bot.app import run, serve
+from tests.e2e.conftest import (
+    TIMEOUT,
+    SettingsFactory,
+    World,
+    config_toml,
+    has_image,
+    running,
+)
 from tests.fakediscord import FakeDiscord
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +29,7 @@ async def test_global_sync_without_dev_guild(
 ) -> None:
     """Without `discord.dev_guild_id` the commands are synced globally."""
     settings = make_settings(discord={"dev_guild_id": None})
-    async with running(ImagineBot(settings), fake):
+    async with running(settings, fake):
         await fake.wait_for_commands(["imagine", "info"], timeout=TIMEOUT)
     assert fake.violations == []
 
@@ -101,7 +108,7 @@ async def test_imagine_run_serves_and_stops_cleanly_on_sigterm(
     """`imagine run --config` in a real process serves /imagine and exits 0 on SIGTERM."""
     settings = make_settings()
     config = tmp_path / "config.toml"
-    config.write_text(_toml(settings.model_dump(mode="json", exclude_none=True)))
+    config.write_text(config_toml(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINE_")}
     env["DISCORD_TOKEN"] = fake.token
     process = await asyncio.create_subprocess_exec(
@@ -136,21 +143,3 @@ async def test_imagine_run_serves_and_stops_cleanly_on_sigterm(
         assert noise not in log
     assert log.count("its images are noise") == 1  # the test model, said once
     assert fake.violations == []
-
-
-def _toml(data: dict[str, object]) -> str:
-    """Just enough TOML for a settings dump: tables of strings, numbers and booleans."""
-    lines = []
-    for section, values in data.items():
-        assert isinstance(values, dict)
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if key == "token":
-                continue  # from DISCORD_TOKEN, as an operator would
-            if isinstance(value, bool):
-                lines.append(f"{key} = {'true' if value else 'false'}")
-            elif isinstance(value, int | float):
-                lines.append(f"{key} = {value}")
-            else:
-                lines.append(f"{key} = {str(value)!r}".replace("'", '"'))
-    return "\n".join(lines) + "\n"

@@ -210,6 +210,10 @@ class FakeDiscord:
     ) -> FakeMember:
         return self.world.add_member(guild, who, roles=roles, permissions=permissions, nick=nick)
 
+    def remove_member(self, member: FakeMember) -> None:
+        """The member leaves the guild (GUILD_MEMBER_REMOVE); the user can still get DMs."""
+        self.world.remove_member(member)
+
     def add_member_role(self, member: FakeMember, role: FakeRole) -> None:
         if role not in member.roles:
             self.world.set_member_roles(member, [*member.roles, role])

@@ -271,6 +271,16 @@ class World:
         guild.members[user.id] = member
         return member
 
+    def remove_member(self, member: FakeMember) -> None:
+        """The member leaves (or is kicked from) the guild; the user still exists (DMs work)."""
+        guild = member.guild
+        if guild.members.get(member.user.id) is not member:
+            raise E.FakeDiscordError(f"{member.user.name} is not a member of {guild.name}")
+        del guild.members[member.user.id]
+        payload = {"guild_id": str(guild.id), "user": member.user.payload()}
+        self.emit("GUILD_MEMBER_REMOVE", payload, INTENT_GUILD_MEMBERS)
+        self.changed()
+
     def set_member_roles(self, member: FakeMember, roles: list[FakeRole]) -> None:
         member.roles = roles
         payload = member.payload()

@@ -51,7 +51,7 @@ GENERATION_SEAM = {
     "generation.request",
 }
 BUILDERS = {
-    "app.py": {"generation.factory"},
+    "lifecycle.py": {"generation.factory"},
     "cli.py": {"generation.cli", "generation.preflight"},
 }
 
