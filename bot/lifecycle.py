@@ -87,6 +87,8 @@ def build_generation(settings: Settings) -> GenerationBackend:
         max_batch_images=gen.max_batch_images,
         warmup=gen.warmup,
         warmup_size=(gen.width, gen.height),
+        continuous=gen.continuous_batching,
+        server_shares=gen.server_shares,
     )
 
 
