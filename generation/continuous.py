@@ -258,14 +258,8 @@ class StepBatch:
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            self._free()
-            if len(members) == 1:
-                members[0].failed = _oom_error(members[0].request, exc)
-                return
-            half = len(members) // 2
-            log.warning("out of memory at %d jobs in one step; splitting", len(members))
-            self._step(members[:half])
-            self._step(members[half:])
+            for part in self._halves_after_oom(members, exc, "step"):
+                self._step(part)
             return
         for member, noise_pred in zip(members, predictions, strict=True):
             t = member.timesteps[member.index]
@@ -346,12 +340,10 @@ class StepBatch:
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            self._free()
-            if len(members) == 1:
-                members[0].failed = _oom_error(members[0].request, exc)
-                return {}
-            half = len(members) // 2
-            return {**self._decode(members[:half]), **self._decode(members[half:])}
+            decoded: dict[str, list[Image]] = {}
+            for part in self._halves_after_oom(members, exc, "decode"):
+                decoded.update(self._decode(part))
+            return decoded
         images = pipe.image_processor.postprocess(
             pixels, output_type="pil", do_denormalize=[True] * pixels.shape[0]
         )
@@ -361,6 +353,19 @@ class StepBatch:
             result[member.key] = list(images[start : start + member.request.params.count])
             start += member.request.params.count
         return result
+
+    def _halves_after_oom(
+        self, members: list[Member], exc: BaseException, what: str
+    ) -> list[list[Member]]:
+        """After running out of memory on `members`: the two halves to retry, or none when a
+        single member did not fit (it is marked failed; the others go on)."""
+        self._free()
+        if len(members) == 1:
+            members[0].failed = _oom_error(members[0].request, exc)
+            return []
+        log.warning("out of memory in a %s of %d jobs; splitting", what, len(members))
+        half = len(members) // 2
+        return [members[:half], members[half:]]
 
     def _free(self) -> None:
         if self._model.device.type == "cuda":
