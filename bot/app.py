@@ -236,15 +236,6 @@ class ImagineBot(commands.Bot):
                 self._previous_endpoints.apply()
 
 
-def _fast_path(choice: str) -> FastPath | None:
-    """None lets the engine decide by device ("auto"); "on" forces every switch on."""
-    if choice == "on":
-        return FastPath.for_device("cuda")
-    if choice == "off":
-        return FastPath()
-    return None
-
-
 # -- the `imagine run` entry point ------------------------------------------------------------
 
 

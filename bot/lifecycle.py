@@ -88,6 +88,7 @@ def build_generation(settings: Settings) -> GenerationBackend:
         warmup=gen.warmup,
         warmup_size=(gen.width, gen.height),
         continuous=gen.continuous_batching,
+        fast_path=gen.fast_path,
         server_shares=gen.server_shares,
     )
 

@@ -38,15 +38,16 @@ def build_service(
     warmup_size: tuple[int, int] = (512, 512),
     continuous: bool = True,
     freeze_gc: bool = True,
-    fast: FastPath | None = None,
+    fast_path: str = "auto",
     server_shares: Mapping[str, int] | None = None,
 ) -> GenerationService:
     """A service (not started yet: `await service.start()` loads the model) for `model_id`.
 
     `max_batch_images=1` or `batching=False` runs every job in its own pipeline call.
-    `continuous` runs txt2img jobs in the step-level batch (`generation.continuous`); `fast`
-    picks the GPU fast path (default: on for CUDA only); `server_shares` gives servers more
-    than one job per turn of the fair queue; `freeze_gc` see `GenerationService`.
+    `continuous` runs txt2img jobs in the step-level batch (`generation.continuous`);
+    `fast_path` is "auto" (the GPU fast path on for CUDA only), "on" or "off";
+    `server_shares` gives servers more than one job per turn of the fair queue; `freeze_gc`:
+    see `GenerationService`.
     """
     spec = ModelSpec(
         model_id=model_id,
@@ -70,7 +71,7 @@ def build_service(
         server_shares=server_shares,
     )
     return GenerationService(
-        DiffusersEngine(spec, fast),
+        DiffusersEngine(spec, _fast_path(fast_path)),
         policy,
         limits=limits,
         warmup=warmup,
@@ -78,3 +79,14 @@ def build_service(
         continuous=continuous,
         freeze_gc=freeze_gc,
     )
+
+
+def _fast_path(choice: str) -> FastPath | None:
+    """None lets the engine decide by device ("auto"); "on" forces every switch on."""
+    if choice == "on":
+        return FastPath.for_device("cuda")
+    if choice == "off":
+        return FastPath()
+    if choice != "auto":
+        raise ValueError(f"fast_path must be auto, on or off, got {choice!r}")
+    return None
