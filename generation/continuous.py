@@ -40,6 +40,7 @@ import torch
 from generation.errors import GenerationError, OutOfMemoryError
 from generation.events import GenerationResult
 from generation.loading import LoadedModel, build_scheduler
+from generation.png_info import attach_parameters
 from generation.request import GenerationRequest
 
 if TYPE_CHECKING:
@@ -328,6 +329,7 @@ class StepBatch:
                 gpu_seconds=seconds,
                 safety_checked=flags is not None,
             )
+            attach_parameters(finished[member.key])
         return finished
 
     @torch.inference_mode()
