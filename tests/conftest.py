@@ -55,8 +55,12 @@ def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(name)
 
 
-#: The databases every test using `database` (through `db_url`) runs against.
+#: The databases every test using `database` (through `db_url`) runs against: SQLite and
+#: PostgreSQL through asyncpg (the `postgres` extra's driver).
 DATABASES = ("sqlite", "postgresql")
+#: Tests marked `every_driver` also run on PostgreSQL through psycopg 3, whose rowcount for
+#: `INSERT ... ON CONFLICT DO NOTHING` SQLAlchemy only reports when asked to preserve it.
+PSYCOPG = "postgresql+psycopg"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -69,4 +73,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         databases = ["sqlite"]
     elif "postgres_only" in marks:
         databases = ["postgresql"]
+    if "every_driver" in marks and "sqlite_only" not in marks:
+        databases.append(PSYCOPG)
     metafunc.parametrize("database", databases)

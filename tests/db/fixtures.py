@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db.session import create_engine, session_factory, upgrade
@@ -55,8 +56,11 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def db_url(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database migrated to head, of the kind `database` names, for this test alone."""
-    if database == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
+    if database.startswith("postgresql"):
+        url = make_url(request.getfixturevalue("pg_url"))
+        if "+" in database:  # another driver than the default asyncpg
+            url = url.set(drivername=database)
+        return url.render_as_string(hide_password=False)
     migrated_template: Path = request.getfixturevalue("migrated_template")
     path = tmp_path / "imagine.db"
     shutil.copyfile(migrated_template, path)
@@ -66,10 +70,10 @@ def db_url(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> str
 @pytest.fixture
 def empty_db_url(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no tables yet (migrations not applied), for this test alone."""
-    if database == "postgresql":
+    if database.startswith("postgresql"):
         server: PostgresServer = request.getfixturevalue("postgres_server")
         name = server.create_database()
-        yield server.url(name)
+        yield server.url(name, driver=database.partition("+")[2] or "asyncpg")
         server.drop_database(name)
     else:
         yield sqlite_url(tmp_path / "new" / "imagine.db")
