@@ -93,7 +93,7 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     url = async_url(url)
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, **kwargs)
@@ -204,7 +204,7 @@ def alembic_config(url: str | URL | None = None, connection: Connection | None =
 async def _run_alembic(url: str | URL, action: Callable[[Config], None]) -> None:
     from bot.db.guard import sqlite_file_lock
 
-    async with sqlite_file_lock(_sqlite_file(make_url(url))):
+    async with sqlite_file_lock(sqlite_file(make_url(url))):
         await _migrate(url, action)
 
 
@@ -234,7 +234,7 @@ async def _check_foreign_keys(conn: AsyncConnection) -> None:
         raise RuntimeError(f"foreign key violations after migration: {problems[:10]}")
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
