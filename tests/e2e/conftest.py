@@ -215,8 +215,9 @@ def button_ids(message: Message) -> list[str]:
 
 
 def config_toml(settings: Settings) -> str:
-    """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers and
-    booleans); the token is left out, to come from DISCORD_TOKEN as an operator would do."""
+    """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers,
+    booleans and lists of numbers); the token is left out, to come from DISCORD_TOKEN as an
+    operator would do."""
     lines = []
     for section, values in settings.model_dump(mode="json", exclude_none=True).items():
         assert isinstance(values, dict)
@@ -226,7 +227,7 @@ def config_toml(settings: Settings) -> str:
                 continue
             if isinstance(value, bool):
                 lines.append(f"{key} = {'true' if value else 'false'}")
-            elif isinstance(value, int | float):
+            elif isinstance(value, int | float | list):
                 lines.append(f"{key} = {value}")
             else:
                 lines.append(f"{key} = {str(value)!r}".replace("'", '"'))
