@@ -11,6 +11,8 @@ install, except in CI (`CI=true`), where a missing PostgreSQL fails them: CI mus
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +37,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         if in_ci():
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
+    _exit_cleanly_on_sigterm()
     server = PostgresServer(bin_dir)
     try:
         server.start()
@@ -47,12 +50,19 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """A run stopped by SIGTERM (`timeout`, CI cancelling) still stops the server: exit
+    through SystemExit, so atexit (which PostgresServer.start registered) runs."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 @pytest.fixture
 def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh database migrated to head (cloned from the template), as an asyncpg URL."""
-    name = postgres_server.create_database(template=app_template(postgres_server))
+    name = postgres_server.clone(app_template(postgres_server))
     yield postgres_server.url(name)
-    postgres_server.drop_database(name)
+    postgres_server.drop_database(name, wait=False)
 
 
 #: The databases every test using `database` (through `db_url`) runs against: SQLite and

@@ -11,8 +11,10 @@ switched off (fsync, synchronous_commit, full_page_writes: the data is thrown aw
 as the `postgres` system user (`runuser -u postgres --`); otherwise as the current user.
 
 Tests get their own database cloned from a migrated template (`CREATE DATABASE ...
-TEMPLATE`, tens of milliseconds) instead of migrating each one. Other template contents
-(for example another schema on top of the app's) are built once with `template()`.
+TEMPLATE`, tens of milliseconds) instead of migrating each one. `clone()` keeps the next
+clone ready and drops used ones on a background thread, so a test rarely waits for either.
+Other template contents (for example another schema on top of the app's) are built once
+with `template()`.
 
 Everything runs through the server's own `psql` (no Python driver needed to set up).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import itertools
 import os
 import shutil
@@ -29,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +62,7 @@ def find_bin_dir() -> Path | None:
     if explicit:
         path = Path(explicit)
         return path if (path / "initdb").exists() else None
-    candidates = [Path(p).parent for p in _glob(DEBIAN_GLOB)]
+    candidates = [Path(p).parent for p in glob.glob(DEBIAN_GLOB)]
     candidates.sort(key=lambda p: (_major(p) != MAJOR, -_major(p)))
     for candidate in candidates:
         if all((candidate / tool).exists() for tool in ("initdb", "pg_ctl", "psql")):
@@ -67,12 +71,6 @@ def find_bin_dir() -> Path | None:
     if on_path and shutil.which("pg_ctl") and shutil.which("psql"):
         return Path(on_path).parent
     return None
-
-
-def _glob(pattern: str) -> list[str]:
-    import glob
-
-    return glob.glob(pattern)
 
 
 def _major(bin_dir: Path) -> int:
@@ -99,6 +97,11 @@ class PostgresServer:
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _templates: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # One background thread: the next clone of each template, and drops.
+    _background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="pg-clones")
+    )
+    _spares: dict[str, Future[str]] = field(default_factory=dict)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class PostgresServer:
         """Stop the server (immediately: nothing needs to survive) and delete its folder."""
         if self.root is None:
             return
+        self._background.shutdown(wait=True, cancel_futures=True)
         root, self.root = self.root, None
         data = root / "data"
         if (data / "postmaster.pid").exists():
@@ -219,9 +223,26 @@ class PostgresServer:
         )
         return name
 
-    def drop_database(self, name: str) -> None:
-        """Drop `name`, disconnecting whoever is still connected (a leaked pool)."""
-        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    def drop_database(self, name: str, *, wait: bool = True) -> None:
+        """Drop `name`, disconnecting whoever is still connected (a leaked pool); with
+        `wait=False` on the background thread."""
+        sql = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        if wait:
+            self.psql(sql)
+        else:
+            self._background.submit(self.psql, sql)
+
+    def clone(self, template: str) -> str:
+        """A fresh clone of `template` (made ahead of time); drop it with `wait=False`."""
+        with self._lock:
+            spare = self._spares.pop(template, None)
+        name = spare.result() if spare is not None else self.create_database(template=template)
+        with self._lock:
+            if template not in self._spares:
+                self._spares[template] = self._background.submit(
+                    self.create_database, template=template
+                )
+        return name
 
     def template(
         self, name: str, prepare: Callable[[str], None], *, base: str = "template0"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,53 +20,40 @@ from bot.db.identify import (
 SPACING = 0.6
 
 
-def two_gates(database: str, db_url: str, tmp_path: Path) -> tuple[IdentifyGate, IdentifyGate]:
+@contextlib.asynccontextmanager
+async def two_gates(database: str, db_url: str) -> AsyncIterator[tuple[IdentifyGate, ...]]:
     """Two gates as two bot processes would build them from the same database URL."""
-    first, second = identify_gate_for(db_url, SPACING), identify_gate_for(db_url, SPACING)
+    gates = identify_gate_for(db_url, SPACING), identify_gate_for(db_url, SPACING)
     expected = PostgresIdentifyGate if database.startswith("postgresql") else FileIdentifyGate
-    assert isinstance(first, expected) and isinstance(second, expected)
-    return first, second
+    assert all(isinstance(gate, expected) for gate in gates)
+    try:
+        yield gates
+    finally:
+        for gate in gates:
+            await gate.close()
 
 
-async def test_second_process_waits_for_the_window(
-    database: str, db_url: str, tmp_path: Path
+@pytest.mark.parametrize(("second_bucket", "waits"), [(0, True), (1, False)])
+async def test_second_process_waits_for_the_window_of_its_bucket(
+    database: str, db_url: str, second_bucket: int, waits: bool
 ) -> None:
-    """Gate B's acquire in a bucket gate A just took returns only after A's window."""
-    a, b = two_gates(database, db_url, tmp_path)
-    try:
+    """Gate B's acquire in the bucket gate A just took returns only after A's window; in
+    another bucket at once (max_concurrency IDENTIFYs may go out together)."""
+    async with two_gates(database, db_url) as (a, b):
         start = time.monotonic()
         await a.acquire(0)
-        await b.acquire(0)
-        assert time.monotonic() - start >= SPACING
-    finally:
-        await a.close()
-        await b.close()
+        await b.acquire(second_bucket)
+        assert (time.monotonic() - start >= SPACING) is waits
 
 
-async def test_other_buckets_do_not_wait(database: str, db_url: str, tmp_path: Path) -> None:
-    """Buckets are independent: max_concurrency IDENTIFYs may go out together."""
-    a, b = two_gates(database, db_url, tmp_path)
-    try:
-        start = time.monotonic()
-        await a.acquire(0)
-        await b.acquire(1)
-        assert time.monotonic() - start < SPACING
-    finally:
-        await a.close()
-        await b.close()
-
-
-async def test_close_releases_at_once(database: str, db_url: str, tmp_path: Path) -> None:
+async def test_close_releases_at_once(database: str, db_url: str) -> None:
     """A closed gate (a stopped process) holds nothing: the next process identifies at once."""
-    a, b = two_gates(database, db_url, tmp_path)
-    try:
+    async with two_gates(database, db_url) as (a, b):
         await a.acquire(0)
         await a.close()
         start = time.monotonic()
         await asyncio.wait_for(b.acquire(0), SPACING)
         assert time.monotonic() - start < SPACING
-    finally:
-        await b.close()
 
 
 @pytest.mark.postgres_only

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -86,6 +87,7 @@ async def test_upgrade_keeps_application_logging(tmp_path: Path) -> None:
     assert not existing.disabled
 
 
+@pytest.mark.sqlite_only
 async def test_upgrade_creates_parent_directory(tmp_path: Path) -> None:
     """A database path in a directory that does not exist yet works."""
     path = tmp_path / "data" / "nested" / "imagine.db"
