@@ -32,6 +32,9 @@ from tests.fakediscord import FakeDiscord
 from tests.fakediscord.interactions import Interaction
 from tests.fakediscord.models import Message
 
+# These tests read the bot's SQLite file directly (sqlite3), from outside the bot process.
+pytestmark = pytest.mark.sqlite_only
+
 REPO = Path(__file__).resolve().parents[2]
 #: Steps of the job that is running when the signal comes (about 0.5 s each on a loaded CPU).
 LONG_STEPS = 30
