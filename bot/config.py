@@ -120,10 +120,15 @@ class ModelSettings(_Section):
     device: str = "auto"
     safety_checker: bool = True
     cache_dir: Path | None = None
+    # Optional models for the creative tools; unset (or "") hides their buttons.
+    # An SD v1.x inpainting model (9-channel UNet) for Zoom Out and Pan.
+    inpaint_id: str | None = None
+    # A latent x2 upscaler (stabilityai/sd-x2-latent-upscaler) for Upscale (Subtle).
+    upscaler_id: str | None = None
 
-    @field_validator("variant", mode="before")
+    @field_validator("variant", "inpaint_id", "upscaler_id", mode="before")
     @classmethod
-    def _empty_variant_is_none(cls, value: Any) -> Any:
+    def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", "none", "None") else value
 
 

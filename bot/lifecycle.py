@@ -78,6 +78,8 @@ def build_generation(settings: Settings) -> GenerationBackend:
         device=model.device,
         safety_checker=model.safety_checker,
         cache_dir=model.cache_dir,
+        inpaint_id=model.inpaint_id,
+        upscaler_id=model.upscaler_id,
         min_steps=gen.min_steps,
         max_steps=gen.max_steps,
         max_guidance=gen.max_guidance,

@@ -41,7 +41,7 @@ from generation.errors import GenerationError, OutOfMemoryError
 from generation.events import GenerationResult
 from generation.loading import LoadedModel, build_scheduler
 from generation.png_info import attach_parameters
-from generation.request import GenerationRequest
+from generation.request import GenerationRequest, Operation
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -109,9 +109,14 @@ class StepOutcome:
 
 
 def supports(model: LoadedModel, request: GenerationRequest) -> bool:
-    """Whether `request` can run in a step batch on `model` (txt2img on a plain SD v1.x UNet)."""
+    """Whether `request` can run in a step batch on `model` (txt2img on a plain SD v1.x UNet;
+    anything that starts from an image, upscales and outpaints included, runs its pipeline)."""
     unet_config = model.txt2img.unet.config
-    return not request.is_variation and getattr(unet_config, "time_cond_proj_dim", None) is None
+    return (
+        request.init_image is None
+        and request.operation is Operation.GENERATE
+        and getattr(unet_config, "time_cond_proj_dim", None) is None
+    )
 
 
 class StepBatch:

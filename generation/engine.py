@@ -19,16 +19,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image as PILImage
 
 from generation.continuous import StepBatch, StepOutcome, supports
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.fastpath import FastPath
 from generation.interfaces import ProgressCallback, StopCheck
-from generation.loading import LoadedModel, ModelSpec, build_scheduler, load_model
+from generation.loading import (
+    LoadedModel,
+    ModelSpec,
+    build_scheduler,
+    load_inpainter,
+    load_model,
+    load_upscaler,
+)
 from generation.params import GenerationParams
 from generation.png_info import attach_parameters
-from generation.request import GenerationRequest
+from generation.request import GenerationRequest, Operation
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -40,12 +48,18 @@ _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
 )
 
 
+class _Stopped(Exception):
+    """Raised from a legacy step callback to stop a pipeline that has no interrupt flag."""
+
+
 class DiffusersEngine:
     """Holds one pipeline (txt2img and img2img sharing weights) and runs requests on it.
 
     Two ways to run: `generate` (one pipeline call per batch of requests) and `advance` (the
     step-level batch of `generation.continuous`, which the service prefers for txt2img).
     `fast` picks the GPU speed-ups (default: `FastPath.for_device`, all on for CUDA only).
+    The optional inpainting and upscaling pipelines (`ModelSpec.inpaint_id`/`upscaler_id`) are
+    loaded on their first request, next to the main one and sharing what it can.
     """
 
     def __init__(self, spec: ModelSpec, fast: FastPath | None = None) -> None:
@@ -53,6 +67,16 @@ class DiffusersEngine:
         self._fast = fast
         self._model: LoadedModel | None = None
         self._batch: StepBatch | None = None
+        self._inpainter: Any = None
+        self._upscaler: Any = None
+
+    def supports(self, operation: Operation) -> bool:
+        """Whether `operation` can run here: its model is configured (not yet loaded, maybe)."""
+        if operation is Operation.OUTPAINT:
+            return self.spec.inpaint_id is not None
+        if operation is Operation.UPSCALE:
+            return self.spec.upscaler_id is not None
+        return True
 
     @property
     def model_id(self) -> str:
@@ -79,7 +103,7 @@ class DiffusersEngine:
 
     def close(self) -> None:
         device = self._model.device if self._model is not None else None
-        self._model = None
+        self._model = self._inpainter = self._upscaler = None
         self._batch = None
         gc.collect()
         if device is not None and device.type == "cuda":
@@ -173,22 +197,36 @@ class DiffusersEngine:
         should_stop: StopCheck | None,
     ) -> tuple[list[Image], bool]:
         first = requests[0]
-        pipe = model.img2img if first.is_variation else model.txt2img
-        # A fresh scheduler per call: schedulers hold per-run state.
-        pipe.scheduler = build_scheduler(first.params.scheduler, model.scheduler_config)
+        operation = first.operation
         prompts: list[str] = []
         negatives: list[str] = []
         generators: list[torch.Generator] = []
         init_images: list[Image] = []
+        masks: list[Image] = []
         for request in requests:
             params = request.params
-            init = _fit(request.init_image, params) if request.init_image is not None else None
+            init = request.init_image
+            if init is not None:
+                # An upscale gets its source as it is (the upscaler doubles it), the rest the
+                # source at the output size.
+                init = _even(init) if operation is Operation.UPSCALE else _fit(init, params)
             for seed in request.seeds:
                 prompts.append(params.prompt)
                 negatives.append(params.negative_prompt)
                 generators.append(torch.Generator(model.generator_device).manual_seed(seed))
                 if init is not None:
                     init_images.append(init)
+                if request.mask_image is not None:
+                    masks.append(request.mask_image.convert("L"))
+        if operation is Operation.UPSCALE:
+            images = self._upscale(prompts, init_images, generators, first, on_step, should_stop)
+            return images, False
+        if operation is Operation.OUTPAINT:
+            pipe = self._inpaint_pipeline()
+        else:
+            pipe = model.img2img if first.is_variation else model.txt2img
+        # A fresh scheduler per call: schedulers hold per-run state.
+        pipe.scheduler = build_scheduler(first.params.scheduler, model.scheduler_config)
         interrupted = False
 
         def step_end(pipeline: Any, index: int, timestep: Any, tensors: dict) -> dict:
@@ -210,12 +248,77 @@ class DiffusersEngine:
             "output_type": "pil",
             "callback_on_step_end": step_end,
         }
-        if first.is_variation:
+        if operation is Operation.OUTPAINT:
+            kwargs.update(
+                image=init_images,
+                mask_image=masks,
+                width=first.params.width,
+                height=first.params.height,
+                strength=1.0,
+            )
+        elif first.is_variation:
             kwargs.update(image=init_images, strength=first.params.strength)
         else:
             kwargs.update(width=first.params.width, height=first.params.height)
         output = pipe(**kwargs)
-        return list(output.images), interrupted
+        images = list(output.images)
+        if operation is Operation.OUTPAINT:
+            # The kept area is the source itself, not its VAE round trip: paste it back.
+            images = [
+                PILImage.composite(image, canvas, mask)
+                for image, canvas, mask in zip(images, init_images, masks, strict=True)
+            ]
+        return images, interrupted
+
+    def _inpaint_pipeline(self) -> Any:
+        if self._inpainter is None:
+            if not self.supports(Operation.OUTPAINT):
+                raise RequestError("Zoom Out and Pan need an inpainting model (model.inpaint_id).")
+            self._inpainter = load_inpainter(self.model, self.spec)
+        return self._inpainter
+
+    def _upscale_pipeline(self) -> Any:
+        if self._upscaler is None:
+            if not self.supports(Operation.UPSCALE):
+                raise RequestError("Upscale (Subtle) needs an upscaler model (model.upscaler_id).")
+            self._upscaler = load_upscaler(self.model, self.spec)
+        return self._upscaler
+
+    def _upscale(
+        self,
+        prompts: list[str],
+        images: list[Image],
+        generators: list[torch.Generator],
+        first: GenerationRequest,
+        on_step: ProgressCallback | None,
+        should_stop: StopCheck | None,
+    ) -> list[Image]:
+        """The latent x2 upscaler. Its pipeline has only the legacy per-step callback and no
+        interrupt flag, so a stop request ends the call by raising from that callback."""
+        from diffusers import EulerDiscreteScheduler
+
+        pipe = self._upscale_pipeline()
+        pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+
+        def step(index: int, timestep: Any, latents: Any) -> None:
+            if should_stop is not None and should_stop():
+                raise _Stopped
+            if on_step is not None:
+                on_step(index + 1, first.params.steps)
+
+        try:
+            output = pipe(
+                prompt=prompts,
+                image=images,
+                num_inference_steps=first.params.steps,
+                guidance_scale=first.params.guidance,
+                generator=generators,
+                output_type="pil",
+                callback=step,
+            )
+        except _Stopped:
+            raise JobCancelledError("The job was cancelled while it ran.") from None
+        return [_exact(image, first) for image in output.images]
 
     def _prompt_warnings(self, request: GenerationRequest) -> list[str]:
         """A warning per prompt that the text encoder will truncate (CLIP reads 77 tokens)."""
@@ -288,9 +391,25 @@ class DiffusersEngine:
 
 def _fit(image: Image, params: GenerationParams) -> Image:
     """The img2img source as RGB at the parameters' size."""
-    from PIL import Image as PILImage
-
     image = image.convert("RGB")
     if image.size != (params.width, params.height):
         image = image.resize((params.width, params.height), PILImage.Resampling.LANCZOS)
+    return image
+
+
+def _even(image: Image) -> Image:
+    """An upscaler input as RGB with sides that are multiples of 64: the latent upscaler's
+    UNet halves its (doubled) latent three times."""
+    image = image.convert("RGB")
+    width, height = (max(64, round(side / 64) * 64) for side in image.size)
+    if (width, height) != image.size:
+        image = image.resize((width, height), PILImage.Resampling.LANCZOS)
+    return image
+
+
+def _exact(image: Image, request: GenerationRequest) -> Image:
+    """An upscaler output at exactly the size asked for (2x the source)."""
+    size = (request.params.width, request.params.height)
+    if image.size != size:
+        image = image.resize(size, PILImage.Resampling.LANCZOS)
     return image

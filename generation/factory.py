@@ -25,6 +25,8 @@ def build_service(
     safety_checker: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     *,
+    inpaint_id: str | None = None,
+    upscaler_id: str | None = None,
     min_steps: int = 1,
     max_steps: int = 100,
     max_guidance: float = 30.0,
@@ -55,6 +57,8 @@ def build_service(
         device=device,
         safety_checker=safety_checker,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        inpaint_id=inpaint_id,
+        upscaler_id=upscaler_id,
     )
     limits = Limits(
         min_steps=min_steps,

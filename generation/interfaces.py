@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from generation.events import GenerationResult, QueueStats
     from generation.job import QueuedJob
     from generation.params import Limits
-    from generation.request import GenerationRequest
+    from generation.request import GenerationRequest, Operation
 
 #: Called on the worker thread after each denoising step with (step, total), 1-based.
 ProgressCallback = Callable[[int, int], None]
@@ -33,6 +33,10 @@ class Engine(Protocol):
 
     def load(self) -> None:
         """Load the model (may download it); raises `ModelNotFoundError`."""
+        ...
+
+    def supports(self, operation: Operation) -> bool:
+        """Whether requests of `operation` can run (their optional model is configured)."""
         ...
 
     def warmup(self, width: int, height: int) -> GenerationResult:
@@ -130,6 +134,10 @@ class GenerationBackend(Protocol):
 
     def job(self, job_id: str) -> QueuedJob | None:
         """A queued or running job by id; None once it has ended."""
+        ...
+
+    def supports(self, operation: Operation) -> bool:
+        """Whether the generator can run `operation` (Zoom/Pan and Upscale need extra models)."""
         ...
 
     def running(self) -> list[QueuedJob]:

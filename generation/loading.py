@@ -35,12 +35,14 @@ from generation.errors import GenerationError, ModelNotFoundError
 from generation.params import SCHEDULERS
 from generation.preflight import check_model_available, hub_offline, model_problem
 from generation.random_models import RANDOM_MODELS, ensure_random_model
-from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, ensure_tiny_model
+from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, TinyKind, ensure_tiny_model
 
 if TYPE_CHECKING:
     from diffusers import (
         SchedulerMixin,
         StableDiffusionImg2ImgPipeline,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionLatentUpscalePipeline,
         StableDiffusionPipeline,
     )
     from PIL.Image import Image
@@ -55,6 +57,9 @@ class ModelSpec:
 
     `cache_dir` is where `builtin:tiny-random` is saved (default ``~/.cache/imagine``) and is
     passed to huggingface_hub as its cache for Hub models (default: huggingface_hub's own).
+    `inpaint_id` (an SD v1.x inpainting model, 9-channel UNet: Zoom Out and Pan) and
+    `upscaler_id` (a latent x2 upscaler: Upscale Subtle) are optional; None turns the tool off.
+    ``builtin:tiny-random`` names the tiny random-weight version of each.
     """
 
     model_id: str
@@ -62,6 +67,8 @@ class ModelSpec:
     device: str = "auto"
     safety_checker: bool = True
     cache_dir: Path | None = None
+    inpaint_id: str | None = None
+    upscaler_id: str | None = None
 
     @property
     def is_test_model(self) -> bool:
@@ -240,47 +247,111 @@ def model_source(spec: ModelSpec) -> str:
     return _resolve_source(spec)
 
 
-def _resolve_source(spec: ModelSpec) -> str:
-    """The folder or Hub id to hand to `from_pretrained`; what is certain to fail (a bad
-    folder, an offline Hub model missing from the cache) fails here, before diffusers waits."""
-    if spec.is_test_model:
-        return str(ensure_tiny_model(spec.cache_dir))
-    if spec.model_id in RANDOM_MODELS:
-        return str(ensure_random_model(spec.model_id, spec.cache_dir))
-    if spec.model_id.startswith("builtin:"):
+def _resolve_source(
+    spec: ModelSpec, model_id: str | None = None, kind: TinyKind = TinyKind.PIPELINE
+) -> str:
+    """The folder or Hub id to hand to `from_pretrained` (`model_id`: default the main one);
+    what is certain to fail (a bad folder, an offline Hub model missing from the cache) fails
+    here, before diffusers waits."""
+    model_id = model_id or spec.model_id
+    if model_id == TINY_MODEL_ID:
+        return str(ensure_tiny_model(spec.cache_dir, kind))
+    if model_id in RANDOM_MODELS:
+        return str(ensure_random_model(model_id, spec.cache_dir))
+    if model_id.startswith("builtin:"):
         known = ", ".join([TINY_MODEL_ID, *RANDOM_MODELS])
         raise ModelNotFoundError(
-            f"Unknown built-in model {spec.model_id!r}; the built-in ones are {known}."
+            f"Unknown built-in model {model_id!r}; the built-in ones are {known}."
         )
-    problem = check_model_available(spec.model_id, spec.variant, spec.cache_dir)
+    problem = check_model_available(model_id, spec.variant, spec.cache_dir)
     if problem is not None:
         raise ModelNotFoundError(problem)
-    path = Path(spec.model_id).expanduser()
-    return str(path) if path.is_dir() else spec.model_id
+    path = Path(model_id).expanduser()
+    return str(path) if path.is_dir() else model_id
 
 
 def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> StableDiffusionPipeline:
     from diffusers import StableDiffusionPipeline
 
-    kwargs: dict[str, Any] = {dtype_keyword(): dtype}
-    if spec.cache_dir is not None and not spec.is_test_model:
-        kwargs["cache_dir"] = str(spec.cache_dir)
+    kwargs: dict[str, Any] = {}
     if not spec.safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return _pretrained(StableDiffusionPipeline, spec, spec.model_id, source, dtype, **kwargs)
+
+
+def _pretrained(
+    cls: Any, spec: ModelSpec, model_id: str, source: str, dtype: torch.dtype, **extra: Any
+) -> Any:
+    """`cls.from_pretrained(source)`: the `fp16` variant first, plain weights when the model has
+    none; missing models become `ModelNotFoundError` saying how to get them."""
+    kwargs: dict[str, Any] = {dtype_keyword(): dtype, **extra}
+    if spec.cache_dir is not None and not model_id.startswith("builtin:"):
+        kwargs["cache_dir"] = str(spec.cache_dir)
     try:
         if spec.variant:
             try:
-                return StableDiffusionPipeline.from_pretrained(
-                    source, variant=spec.variant, **kwargs
-                )
+                return cls.from_pretrained(source, variant=spec.variant, **kwargs)
             except (ValueError, OSError) as exc:
                 if not _is_missing_variant(exc, spec.variant):
                     raise
                 log.info("%s has no %s variant; loading its default weights", source, spec.variant)
-        return StableDiffusionPipeline.from_pretrained(source, **kwargs)
+        return cls.from_pretrained(source, **kwargs)
     except (OSError, ConnectionError, ValueError) as exc:  # huggingface_hub's HTTP errors too
         reason = _why_not_loaded(exc, spec.variant)
-        raise ModelNotFoundError(model_problem(spec.model_id, reason, spec.variant)) from exc
+        raise ModelNotFoundError(model_problem(model_id, reason, spec.variant)) from exc
+
+
+def load_inpainter(model: LoadedModel, spec: ModelSpec) -> StableDiffusionInpaintPipeline:
+    """The inpainting pipeline for Zoom Out and Pan, next to the loaded main pipeline.
+
+    Only the inpainting model's UNet is loaded: the text encoder, tokenizer and VAE of SD v1.x
+    inpainting models are SD v1.x's own, so they are shared with the main pipeline
+    (`from_pipe`: no second copy). Raises `ModelNotFoundError`, or `GenerationError` when the
+    UNet is not a 9-channel inpainting one. Runs on the worker thread.
+    """
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    if spec.inpaint_id is None:
+        raise GenerationError("No inpainting model is configured (model.inpaint_id).")
+    source = _resolve_source(spec, spec.inpaint_id, TinyKind.INPAINT)
+    unet = _pretrained(
+        UNet2DConditionModel, spec, spec.inpaint_id, source, model.dtype, subfolder="unet"
+    )
+    channels = int(unet.config.in_channels)
+    if channels != 9:
+        raise GenerationError(
+            f"{spec.inpaint_id} is not an inpainting model: its UNet takes {channels} channels, "
+            "an SD v1.x inpainting UNet takes 9 (latents, masked image, mask)."
+        )
+    pipe = StableDiffusionInpaintPipeline.from_pipe(model.txt2img, unet=unet.to(model.device))
+    pipe.set_progress_bar_config(disable=True)
+    log.info("loaded inpainting model %s on %s", spec.inpaint_id, model.device)
+    return pipe
+
+
+def load_upscaler(model: LoadedModel, spec: ModelSpec) -> StableDiffusionLatentUpscalePipeline:
+    """The latent x2 upscaler for Upscale Subtle, sharing the main pipeline's VAE (the upscaler
+    works in SD v1.x's latent space). Its text encoder is its own: it reads the pooled output
+    and last hidden states of CLIP, which need not be the main model's fine-tuned copy.
+    Raises `ModelNotFoundError`. Runs on the worker thread.
+    """
+    from diffusers import StableDiffusionLatentUpscalePipeline
+
+    if spec.upscaler_id is None:
+        raise GenerationError("No upscaler model is configured (model.upscaler_id).")
+    source = _resolve_source(spec, spec.upscaler_id, TinyKind.UPSCALER)
+    pipe = _pretrained(
+        StableDiffusionLatentUpscalePipeline,
+        spec,
+        spec.upscaler_id,
+        source,
+        model.dtype,
+        vae=model.txt2img.vae,
+    )
+    pipe.to(model.device)
+    pipe.set_progress_bar_config(disable=True)
+    log.info("loaded upscaler %s on %s", spec.upscaler_id, model.device)
+    return pipe
 
 
 def dtype_keyword() -> str:

@@ -63,6 +63,8 @@ class Limits:
     #: The model's native resolution in pixels (512x512 for SD v1.x); aspect ratios aim here.
     native_pixels: int = 512 * 512
     max_count: int = 4
+    #: Largest output of an upscale (twice each side of a source within `max_pixels`).
+    max_upscale_pixels: int = 4 * 768 * 768
 
     @classmethod
     def with_defaults(cls, defaults: object, **given: Any) -> Limits:
@@ -118,8 +120,13 @@ class GenerationParams:
             raise ValueError("seeds of unvalidated parameters: call validated() first")
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
 
-    def validated(self, limits: Limits | None = None) -> GenerationParams:
+    def validated(
+        self, limits: Limits | None = None, *, upscale: bool = False
+    ) -> GenerationParams:
         """Check every field against `limits` and return a copy with a concrete seed.
+
+        `upscale`: the size is an upscale's output, checked against `limits.max_upscale_pixels`
+        instead of `limits.max_pixels`.
 
         Raises `RequestError` naming the first bad value. The prompt is stripped of surrounding
         whitespace; a prompt longer than the text encoder's 77 tokens is not an error here (the
@@ -133,7 +140,7 @@ class GenerationParams:
         _check_int("count", self.count, 1, limits.max_count, "images")
         _check_int("steps", self.steps, limits.min_steps, limits.max_steps)
         guidance = _check_float("guidance", self.guidance, 0.0, limits.max_guidance)
-        _check_size(self.width, self.height, limits)
+        _check_size(self.width, self.height, limits, upscale)
         if self.scheduler not in SCHEDULERS:
             raise RequestError(
                 f"Unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}."
@@ -199,7 +206,7 @@ def _check_float(name: str, value: object, low: float, high: float) -> float:
     return number
 
 
-def _check_size(width: object, height: object, limits: Limits) -> None:
+def _check_size(width: object, height: object, limits: Limits, upscale: bool = False) -> None:
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise RequestError(f"{name} must be a whole number of pixels, got {value!r}.")
@@ -211,11 +218,13 @@ def _check_size(width: object, height: object, limits: Limits) -> None:
                 f"(try {value - value % SIZE_MULTIPLE} or {value - value % SIZE_MULTIPLE + 8})."
             )
     assert isinstance(width, int) and isinstance(height, int)
-    if width * height > limits.max_pixels:
-        side = math.isqrt(limits.max_pixels)
+    budget = limits.max_upscale_pixels if upscale else limits.max_pixels
+    if width * height > budget:
+        side = math.isqrt(budget)
+        what = "an upscale" if upscale else "an image"
         raise RequestError(
             f"{width}x{height} is {width * height:,} pixels, over the limit of "
-            f"{limits.max_pixels:,} (about {side}x{side}); ask for a smaller size."
+            f"{budget:,} for {what} (about {side}x{side}); ask for a smaller size."
         )
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise RequestError(

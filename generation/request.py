@@ -8,6 +8,7 @@ ties them to the image: a source image needs a strength, and a strength needs a 
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,29 @@ from generation.params import MAX_ASPECT, MIN_SIDE, GenerationParams, Limits
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["GenerationRequest", "parse_aspect"]
+__all__ = ["GenerationRequest", "Operation", "parse_aspect"]
+
+
+class Operation(enum.StrEnum):
+    """Which pipeline a request runs; each needs its own inputs (checked by `validated`).
+
+    - GENERATE: txt2img, or img2img when `init_image` is set (variations, image prompts).
+    - UPSCALE: `init_image` doubled by the latent upscaler (needs `[model] upscaler_id`); the
+      parameters' width/height are the output size, twice the source's.
+    - UPSCALE_CREATIVE: `init_image` resized to twice its size, then img2img at
+      `params.strength` on the main model, so the diffusion model adds detail.
+    - OUTPAINT: the inpainting model (`[model] inpaint_id`) fills the white part of
+      `mask_image` on the `init_image` canvas (see `generation.canvas`).
+    """
+
+    GENERATE = "generate"
+    UPSCALE = "upscale"
+    UPSCALE_CREATIVE = "upscale_creative"
+    OUTPAINT = "outpaint"
+
+    @property
+    def upscales(self) -> bool:
+        return self in (Operation.UPSCALE, Operation.UPSCALE_CREATIVE)
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,9 @@ class GenerationRequest:
 
     params: GenerationParams
     init_image: Image | None = field(default=None, compare=False, repr=False)
+    operation: Operation = Operation.GENERATE
+    #: OUTPAINT only: white where the model paints, black where `init_image` is kept.
+    mask_image: Image | None = field(default=None, compare=False, repr=False)
 
     @property
     def seeds(self) -> list[int]:
@@ -40,20 +66,51 @@ class GenerationRequest:
 
     @property
     def is_variation(self) -> bool:
-        return self.init_image is not None
+        """img2img on the main model (a variation, an image prompt or a creative upscale)."""
+        return self.init_image is not None and self.operation in (
+            Operation.GENERATE,
+            Operation.UPSCALE_CREATIVE,
+        )
 
     @property
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys may share one pipeline call (prompts and seeds may differ)."""
-        return (self.is_variation, *self.params.batch_key)
+        return (self.operation, self.is_variation, *self.params.batch_key)
 
     def validated(self, limits: Limits | None = None) -> GenerationRequest:
-        """The request with validated parameters (concrete seed); raises `RequestError`."""
+        """The request with validated parameters (concrete seed); raises `RequestError`.
+
+        Upscales are checked against `limits.max_upscale_pixels` instead of `max_pixels`."""
+        self._check_inputs()
         if self.is_variation and self.params.strength is None:
             raise RequestError("A variation needs a strength between 0 and 1.")
         if not self.is_variation and self.params.strength is not None:
             raise RequestError("A strength only applies to variations of an image.")
-        return replace(self, params=self.params.validated(limits))
+        params = self.params.validated(limits, upscale=self.operation.upscales)
+        return replace(self, params=params)
+
+    def _check_inputs(self) -> None:
+        """The images each operation needs (programming errors of the caller, said plainly)."""
+        operation = self.operation
+        if operation is not Operation.GENERATE and self.init_image is None:
+            raise RequestError(f"A {operation.value} request needs a source image.")
+        if (operation is Operation.OUTPAINT) != (self.mask_image is not None):
+            raise RequestError("A mask image goes with an outpaint request, and only with one.")
+        if operation.upscales:
+            assert self.init_image is not None
+            source = self.init_image.size
+            size = (self.params.width, self.params.height)
+            if size != (2 * source[0], 2 * source[1]):
+                raise RequestError(
+                    f"An upscale doubles its {source[0]}x{source[1]} source: the output must be "
+                    f"{2 * source[0]}x{2 * source[1]}, got {size[0]}x{size[1]}."
+                )
+        if operation is Operation.OUTPAINT:
+            assert self.init_image is not None and self.mask_image is not None
+            size = (self.params.width, self.params.height)
+            sizes = {self.init_image.size, self.mask_image.size, size}
+            if len(sizes) != 1:
+                raise RequestError("The outpaint canvas, its mask and the output size must agree.")
 
 
 def parse_aspect(text: str, limits: Limits | None = None) -> tuple[int, int]:

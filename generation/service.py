@@ -58,7 +58,7 @@ from generation.interfaces import Engine, StepEngine
 from generation.job import QueuedJob
 from generation.params import GenerationParams, Limits
 from generation.queue_policy import DEFAULT_TIER, TIERS, FairQueuePolicy, QueuePolicy
-from generation.request import GenerationRequest
+from generation.request import GenerationRequest, Operation
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
 if TYPE_CHECKING:
@@ -146,6 +146,10 @@ class GenerationService:
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    def supports(self, operation: Operation) -> bool:
+        """Whether `operation` can run (its model is configured; it loads on first use)."""
+        return self._engine.supports(operation)
 
     @property
     def started(self) -> bool:

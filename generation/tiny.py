@@ -14,16 +14,34 @@ workers, a bot and a CLI) can race to build it safely.
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TINY_MODEL_ID = "builtin:tiny-random"
 #: Bump when the architecture or weights below change, so stale caches are not reused.
 TINY_MODEL_VERSION = "tiny-random-v1"
 TINY_MODEL_NOTE = "builtin:tiny-random is a random-weight test model: its images are noise"
+
+
+class TinyKind(enum.StrEnum):
+    """The tiny models, each in its own folder: the txt2img pipeline, an inpainting pipeline
+    (9-channel UNet, for Zoom Out and Pan) and a latent x2 upscaler (Upscale Subtle)."""
+
+    PIPELINE = "pipeline"
+    INPAINT = "inpaint"
+    UPSCALER = "upscaler"
+
+
+_FOLDERS = {
+    TinyKind.PIPELINE: TINY_MODEL_VERSION,
+    TinyKind.INPAINT: "tiny-random-inpaint-v1",
+    TinyKind.UPSCALER: "tiny-random-upscaler-v1",
+}
 
 _SEED = 1234
 _MAX_TOKENS = 77
@@ -37,15 +55,21 @@ def default_cache_root() -> Path:
     return Path(base) / "imagine"
 
 
-def tiny_model_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def tiny_model_path(
+    cache_dir: str | os.PathLike[str] | None = None, kind: TinyKind = TinyKind.PIPELINE
+) -> Path:
     """The tiny model's folder under `cache_dir` (default: `default_cache_root()`)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_root()
-    return root / TINY_MODEL_VERSION
+    return root / _FOLDERS[kind]
 
 
-def ensure_tiny_model(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def ensure_tiny_model(
+    cache_dir: str | os.PathLike[str] | None = None, kind: TinyKind = TinyKind.PIPELINE
+) -> Path:
     """Return the tiny model's folder, building and saving it first if it is not there yet."""
-    return ensure_built(tiny_model_path(cache_dir), _save_tiny_pipeline)
+    return ensure_built(
+        tiny_model_path(cache_dir, kind), lambda folder: _save_tiny_pipeline(folder, kind)
+    )
 
 
 def ensure_built(target: Path, save: Callable[[Path], None]) -> Path:
@@ -72,9 +96,13 @@ def ensure_built(target: Path, save: Callable[[Path], None]) -> Path:
     return target
 
 
-def _save_tiny_pipeline(folder: Path) -> None:
+def _save_tiny_pipeline(folder: Path, kind: TinyKind = TinyKind.PIPELINE) -> None:
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionLatentUpscalePipeline,
+        StableDiffusionPipeline,
+    )
 
     from generation.loading import quiet_progress_bars
 
@@ -83,21 +111,32 @@ def _save_tiny_pipeline(folder: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
         components = _build_components()
-    pipe = StableDiffusionPipeline(**components, requires_safety_checker=True)
+        if kind is TinyKind.INPAINT:
+            # SD's inpainting UNet: 4 noisy latent + 4 masked-image latent + 1 mask channels.
+            components["unet"] = _tiny_unet(in_channels=9)
+        elif kind is TinyKind.UPSCALER:
+            components = _upscaler_components(components)
+    pipe: Any
+    if kind is TinyKind.INPAINT:
+        pipe = StableDiffusionInpaintPipeline(**components, requires_safety_checker=True)
+    elif kind is TinyKind.UPSCALER:
+        pipe = StableDiffusionLatentUpscalePipeline(**components)
+    else:
+        pipe = StableDiffusionPipeline(**components, requires_safety_checker=True)
     pipe.save_pretrained(folder, safe_serialization=True)
     # fp16 variant files too, so the `variant="fp16"` loading path is exercised as for a real
     # model (diffusers casts them to the requested dtype on load).
     pipe.to(dtype=torch.float16)
     pipe.save_pretrained(folder, safe_serialization=True, variant="fp16")
     (folder / "README.md").write_text(
-        f"# {TINY_MODEL_ID}\n\n{TINY_MODEL_NOTE}.\n\n"
+        f"# {TINY_MODEL_ID} ({kind.value})\n\n{TINY_MODEL_NOTE}.\n\n"
         "Built locally by imagine's generation/tiny.py; safe to delete (it is rebuilt on demand).\n"
     )
 
 
 def _build_components() -> dict[str, object]:
     import transformers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
 
@@ -111,18 +150,7 @@ def _build_components() -> dict[str, object]:
     vocab_size = len(tokenizer)
     # Attention only at the coarsest level (16x16 tokens for a 512x512 image): the prompt still
     # conditions the image through cross-attention, but no 4096-token self-attention is paid.
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(4, 8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=4,
-    )
+    unet = _tiny_unet(in_channels=4)
     # Four blocks give SD's 8x latent scaling; 4 channels and no extra resnets keep decoding at
     # 512x512 (the costliest part on a CPU) cheap.
     vae = AutoencoderKL(
@@ -171,6 +199,81 @@ def _build_components() -> dict[str, object]:
         "scheduler": scheduler,
         "safety_checker": safety_checker,
         "feature_extractor": feature_extractor,
+    }
+
+
+def _tiny_unet(in_channels: int):  # -> diffusers.UNet2DConditionModel
+    """SD v1.x's UNet wiring at a few thousand weights; 9 input channels for inpainting."""
+    from diffusers import UNet2DConditionModel
+
+    # Attention only at the coarsest level (16x16 tokens for a 512x512 image): the prompt still
+    # conditions the image through cross-attention, but no 4096-token self-attention is paid.
+    return UNet2DConditionModel(
+        sample_size=64,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(4, 8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=4,
+    )
+
+
+def _upscaler_components(base: dict[str, Any]) -> dict[str, Any]:
+    """stabilityai/sd-x2-latent-upscaler's wiring, tiny: a k-diffusion UNet on 4 noisy + 4
+    low-res latent channels, conditioned on the text's last hidden states and (through
+    `timestep_cond`) on 128 noise-level features plus the pooled text embedding."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+
+    text_dim = base["text_encoder"].config.hidden_size
+    unet = UNet2DConditionModel(
+        act_fn="gelu",
+        attention_head_dim=8,
+        norm_num_groups=None,
+        # K-blocks normalise in groups of 32 channels: 32 is the smallest width.
+        block_out_channels=(32, 32, 64, 64),
+        time_cond_proj_dim=128 + text_dim,
+        conv_in_kernel=1,
+        conv_out_kernel=1,
+        cross_attention_dim=text_dim,
+        down_block_types=(
+            "KDownBlock2D",
+            "KCrossAttnDownBlock2D",
+            "KCrossAttnDownBlock2D",
+            "KCrossAttnDownBlock2D",
+        ),
+        in_channels=8,
+        mid_block_type=None,
+        only_cross_attention=False,
+        out_channels=5,  # the latent plus a variance channel the pipeline drops
+        resnet_time_scale_shift="scale_shift",
+        time_embedding_type="fourier",
+        timestep_post_act="gelu",
+        up_block_types=(
+            "KCrossAttnUpBlock2D",
+            "KCrossAttnUpBlock2D",
+            "KCrossAttnUpBlock2D",
+            "KUpBlock2D",
+        ),
+        layers_per_block=1,
+    )
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="sample",
+        steps_offset=1,
+    )
+    return {
+        "vae": base["vae"],
+        "text_encoder": base["text_encoder"],
+        "tokenizer": base["tokenizer"],
+        "unet": unet,
+        "scheduler": scheduler,
     }
 
 

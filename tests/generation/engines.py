@@ -21,6 +21,9 @@ class PassThroughEngine:
     def load(self) -> None:
         self.inner.load()
 
+    def supports(self, operation):  # type: ignore[no-untyped-def]
+        return self.inner.supports(operation)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -33,7 +33,7 @@ def test_tiny_model_build_race_keeps_one_complete_copy(
 ) -> None:
     """When another process finishes first, its copy stays and ours is thrown away."""
 
-    def fake_save(folder: Path) -> None:
+    def fake_save(folder: Path, kind: tiny.TinyKind) -> None:
         (folder / "model_index.json").write_text('{"ours": true}')
         # Another process renames its finished copy into place meanwhile.
         winner = tiny.tiny_model_path(tmp_path)
