@@ -41,9 +41,11 @@ from bot.core.jobs import (
     decide_fates,
     request_from_job,
 )
+from bot.core.tools import TOOLS, tool_request
 from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
 from bot.presentation.access import requester_of
+from bot.presentation.buttons import TOOL_LOOKS
 from bot.presentation.delivery import (
     Attachment,
     DeliveryMethod,
@@ -162,7 +164,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         try:
             outcome = await self._stored_outcome(job)
             await self._deliver(
-                target, job.id, caption_of(job, _label(job)), outcome, target.message_id
+                target, job.id, caption_of(job, _label(job)), outcome, target.message_id, job.kind
             )
         except Exception:
             log.exception("posting the result of job %s after the restart failed", job.id)
@@ -341,7 +343,14 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         try:
             outcome = await self.bot.orchestrator.run(submission, on_progress)
-            await self._deliver(interaction, submission.job_id, caption, outcome, original_id)
+            await self._deliver(
+                interaction,
+                submission.job_id,
+                caption,
+                outcome,
+                original_id,
+                submission.plan.kind,
+            )
         except Exception:
             log.exception("following job %s failed", submission.job_id)
 
@@ -352,6 +361,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         caption: Caption,
         outcome: Outcome,
         original_id: int | None,
+        kind: JobKind,
     ) -> None:
         deliverer, orchestrator = self.bot.deliverer, self.bot.orchestrator
         if outcome.status is OutcomeStatus.SUSPENDED:
@@ -373,7 +383,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             text = failed_text(caption, outcome.error or "unknown error", outcome.refunded)
             message = OutgoingMessage(text, mention=caption.user_id)
         else:
-            message = await self._result_message(interaction, job_id, caption, outcome)
+            message = await self._result_message(interaction, job_id, caption, outcome, kind)
         delivered = await deliverer.deliver(interaction, message)
         if delivered.ok:
             where = delivered.message
@@ -430,7 +440,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if outcome.status is not OutcomeStatus.SUCCEEDED:
             await self.bot.orchestrator.delivered(job.id)  # nothing to show any more
             return True
-        message = await self._result_message(interaction, job.id, caption, outcome)
+        message = await self._result_message(interaction, job.id, caption, outcome, job.kind)
         try:
             sent = await interaction.followup.send(
                 f"{PENDING_NOTE}\n{message.content}",
@@ -453,13 +463,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
         job_id: str,
         caption: Caption,
         outcome: Outcome,
+        kind: JobKind,
     ) -> OutgoingMessage:
+        """The final message of a job; a tool that makes one image gets the single-image
+        buttons, the rest a grid's."""
         withheld = outcome.withheld
         note = self.bot.generation.model_note or ""
         text = finished_text(
             caption, outcome.seeds, withheld=len(withheld), warnings=outcome.warnings, note=note
         )
-        view = grid_view(job_id, len(outcome.images), withheld)
+        tool = TOOLS.get(kind)
+        if tool is not None and tool.makes_single_image and not withheld:
+            view = single_view(job_id, 1, self._tools())
+        else:
+            view = grid_view(job_id, len(outcome.images), withheld)
         files: list[Attachment] = []
         if outcome.status is not OutcomeStatus.BLOCKED:
             tiles = [
@@ -511,7 +528,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             upscale_text(Caption(job.params, interaction.user.id), index),
             mention=interaction.user.id,
             files=[Attachment(name, data, spoiler=flagged)],
-            view=single_view(job_id, index),
+            view=single_view(job_id, index, self._tools()),
         )
         await respond(
             interaction,
@@ -548,11 +565,70 @@ class ImagineCog(commands.Cog, name="Imagine"):
             channel_id=job.channel_id,
         )
 
+    async def tool(
+        self, interaction: discord.Interaction, job_id: str, index: int, kind: JobKind
+    ) -> None:
+        """A creative tool on image `index` (upscale, vary, zoom, pan): a new job of `kind`
+        from that image, charged to the presser per image it makes."""
+        _received(interaction)
+        tool = TOOLS[kind]
+        title = TOOL_LOOKS[kind].title
+        if not self.bot.generation.supports(tool.operation):
+            raise MemberError(f"{title} is not available: this bot has no model for it.")
+        job = await self._job(interaction, job_id)
+        flagged = _check_image(job, index)
+        source = await self._source(
+            interaction,
+            job_id,
+            index,
+            flagged=flagged,
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+        )
+        request = tool_request(
+            tool,
+            job,
+            source,
+            self.bot.generation.limits,
+            count=self.bot.settings.generation.count,
+        )
+        plan = JobPlan(request, kind=kind, parent_job_id=job_id, image_index=index)
+        await self._start(
+            interaction,
+            plan,
+            label=f"{title} of image #{index}",
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+        )
+
+    def _tools(self) -> list[JobKind]:
+        """The tools whose model is configured (the others get no button)."""
+        supports = self.bot.generation.supports
+        return [kind for kind, tool in TOOLS.items() if supports(tool.operation)]
+
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Reroll: the same parameters with new seeds (a variation rerolls from its source)."""
+        """Reroll: the same parameters with new seeds (a variation or a tool's result rerolls
+        from its source image)."""
         _received(interaction)
         job = await self._job(interaction, job_id)
-        if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
+        tool = TOOLS.get(job.kind)
+        if tool is not None and job.parent_job_id and job.image_index is not None:
+            index = job.image_index + 1
+            source = await self._source(
+                interaction,
+                job.parent_job_id,
+                index,
+                guild_id=job.guild_id,
+                channel_id=job.channel_id,
+            )
+            request = tool_request(
+                tool, job, source, self.bot.generation.limits, count=job.params.count
+            )
+            plan = JobPlan(
+                request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
+            )
+            label = f"{TOOL_LOOKS[job.kind].title} of image #{index}"
+        elif job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
             source = await self._source(
                 interaction,
@@ -704,6 +780,8 @@ def _label(job: JobView) -> str:
     """The label a job's messages carry, from its kind."""
     if job.kind is JobKind.VARIATION and job.image_index is not None:
         return f"Variations of image #{job.image_index + 1}"
+    if job.kind in TOOL_LOOKS and job.image_index is not None:
+        return f"{TOOL_LOOKS[job.kind].title} of image #{job.image_index + 1}"
     if job.kind is JobKind.REROLL:
         return "Reroll"
     return ""

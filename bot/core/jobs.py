@@ -39,6 +39,7 @@ from typing import Any
 from PIL import Image
 
 from bot.core.image_store import ImageStore
+from bot.core.tools import TOOLS, tool_request
 from bot.db.models import JobKind, JobStatus, NsfwPolicy
 from bot.errors import Restarting, ServiceError
 from bot.services import Services
@@ -439,14 +440,7 @@ class JobOrchestrator:
             job.guild_id, job.channel_id, job.user_id, channel_nsfw=job.channel_nsfw
         )
         index = job.image_index + 1 if job.image_index is not None else None
-        init_image = None
-        if job.kind is JobKind.VARIATION and job.parent_job_id and index is not None:
-            init_image = await self.source_image(job.parent_job_id, index, requester)
-        # As in `regenerate`: a variation whose source job is gone runs from its prompt alone.
-        strength = job.params.strength if init_image is not None else None
-        request = request_from_job(
-            job, seed=job.params.seed, init_image=init_image, strength=strength
-        )
+        request = await self._request_again(job, requester, seed=job.params.seed)
         queued = self._generation.submit(request, owner=requester.owner, job_id=job.id)
         plan = JobPlan(
             queued.request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
@@ -474,19 +468,37 @@ class JobOrchestrator:
         """
         if job.seeds is None or not 1 <= index <= len(job.seeds):
             raise GenerationError("That image has no recorded seed, so it cannot be re-made.")
-        init_image = None
-        if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
-            init_image = await self.source_image(job.parent_job_id, job.image_index + 1, requester)
-        # A variation whose source job is gone is re-made from its prompt alone.
-        strength = job.params.strength if init_image is not None else None
-        request = request_from_job(
-            job, seed=job.seeds[index - 1], count=1, init_image=init_image, strength=strength
+        request = await self._request_again(
+            job, requester, seed=job.seeds[index - 1], count=1
         )
         plan = JobPlan(request, kind=JobKind.REMAKE, parent_job_id=job.id, image_index=index)
         outcome = await self.run(await self.submit(requester, plan))
         if outcome.status is OutcomeStatus.SUCCEEDED and outcome.images:
             return outcome.images[0]
         raise GenerationError(outcome.error or "The image could not be made again; try later.")
+
+    async def _request_again(
+        self, job: JobView, requester: Requester, **changes: Any
+    ) -> GenerationRequest:
+        """The request that makes `job`'s images again, with `changes` (seed, count) to its
+        parameters: a tool's or a variation's from its source image (found or re-made for
+        `requester`), the rest from the parameters alone. Raises `GenerationError` when a
+        tool's source image is gone."""
+        index = job.image_index + 1 if job.image_index is not None else None
+        tool = TOOLS.get(job.kind)
+        from_parent = tool is not None or job.kind is JobKind.VARIATION
+        init_image = None
+        if from_parent and job.parent_job_id and index is not None:
+            init_image = await self.source_image(job.parent_job_id, index, requester)
+        if tool is not None:
+            if init_image is None:
+                raise GenerationError("The image this one was made from is gone.")
+            count = changes.pop("count", job.params.count)
+            limits = self._generation.limits
+            return tool_request(tool, job, init_image, limits, count=count, **changes)
+        # A variation whose source job is gone is re-made from its prompt alone.
+        strength = job.params.strength if init_image is not None else None
+        return request_from_job(job, init_image=init_image, strength=strength, **changes)
 
     async def source_image(self, job_id: str, index: int, requester: Requester) -> Image.Image:
         """Image `index` of a job, from disk or re-made (for `requester`, see `regenerate`);

@@ -49,12 +49,26 @@ GUILD_TOTAL = 0
 
 
 class JobKind(StrEnum):
+    """What a job makes. The tools under a single image (see `bot.core.tools`) each have a kind,
+    so a stored job says how to make it again (reroll, lost files) from its parent's image."""
+
     TXT2IMG = "txt2img"
-    VARIATION = "variation"
+    VARIATION = "variation"  # V1-V4 under a grid
     REROLL = "reroll"
     #: One image of an earlier job made again from its seed because its file is gone (for U,
     #: V or /show): free for the member, recorded as GPU work.
     REMAKE = "remake"
+    UPSCALE = "upscale"  # Upscale (Subtle): the latent x2 upscaler
+    UPSCALE_CREATIVE = "upscale_creative"
+    VARY_SUBTLE = "vary_subtle"
+    VARY_STRONG = "vary_strong"
+    ZOOM_2X = "zoom_2x"
+    ZOOM_1_5X = "zoom_1.5x"
+    PAN_LEFT = "pan_left"
+    PAN_RIGHT = "pan_right"
+    PAN_UP = "pan_up"
+    PAN_DOWN = "pan_down"
+    IMAGE_PROMPT = "image_prompt"  # /imagine starting from a member's image
 
 
 class JobStatus(StrEnum):

@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import discord
 
+from bot.db.models import JobKind
+
 __all__ = [
     "ALL_BUTTONS",
+    "TOOL_LOOKS",
     "CancelButton",
     "DeleteButton",
     "ImagineActions",
     "RerollButton",
+    "ToolButton",
     "UpscaleButton",
     "VariationButton",
 ]
@@ -59,6 +64,10 @@ class ImagineActions(Protocol):
 
     async def check_cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """Raise a member-facing error unless the presser may cancel the job."""
+
+    async def tool(
+        self, interaction: discord.Interaction, job_id: str, index: int, kind: JobKind
+    ) -> None: ...
 
 
 class ErrorReporter(Protocol):
@@ -178,6 +187,59 @@ class VariationButton(_ImageButton, template=rf"imagine:v:{_JOB}:{_INDEX}"):
         return cls(match["job"], int(match["i"]), row=item.row, label=label)
 
 
+@dataclass(frozen=True)
+class ToolLook:
+    """How a tool's button looks (`label` and/or `emoji`), and what its result is called."""
+
+    title: str
+    label: str | None = None
+    emoji: str | None = None
+
+
+#: The tools under a single image, in the order they are shown.
+TOOL_LOOKS: dict[JobKind, ToolLook] = {
+    JobKind.UPSCALE: ToolLook("Upscale (Subtle)", label="Upscale (Subtle)"),
+    JobKind.UPSCALE_CREATIVE: ToolLook("Upscale (Creative)", label="Upscale (Creative)"),
+    JobKind.VARY_SUBTLE: ToolLook("Vary (Subtle)", label="Vary (Subtle)"),
+    JobKind.VARY_STRONG: ToolLook("Vary (Strong)", label="Vary (Strong)"),
+    JobKind.ZOOM_2X: ToolLook("Zoom Out 2x", label="Zoom Out 2x"),
+    JobKind.ZOOM_1_5X: ToolLook("Zoom Out 1.5x", label="Zoom Out 1.5x"),
+    JobKind.PAN_LEFT: ToolLook("Pan left", emoji="\N{LEFTWARDS BLACK ARROW}"),
+    JobKind.PAN_RIGHT: ToolLook("Pan right", emoji="\N{BLACK RIGHTWARDS ARROW}"),
+    JobKind.PAN_UP: ToolLook("Pan up", emoji="\N{UPWARDS BLACK ARROW}"),
+    JobKind.PAN_DOWN: ToolLook("Pan down", emoji="\N{DOWNWARDS BLACK ARROW}"),
+}
+_TOOL = "(?P<tool>" + "|".join(re.escape(kind.value) for kind in TOOL_LOOKS) + ")"
+
+
+class ToolButton(_ImageButton, template=rf"imagine:t:{_TOOL}:{_JOB}:{_INDEX}"):
+    """A creative tool (upscale, vary, zoom, pan) on image i of the job."""
+
+    action = "tool"
+
+    def __init__(self, job_id: str, index: int, kind: JobKind, *, row: int | None = 0) -> None:
+        look = TOOL_LOOKS[kind]
+        super().__init__(
+            job_id,
+            index,
+            label=look.label,
+            emoji=look.emoji,
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"imagine:t:{kind.value}:{job_id}:{index}",
+            row=row,
+        )
+        self.kind = kind
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> Self:
+        return cls(match["job"], int(match["i"]), JobKind(match["tool"]), row=item.row)
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.job_id, self.index, self.kind)
+
+
 class RerollButton(_JobButton, template=rf"imagine:r:{_JOB}"):
     """Run the job again with the same parameters and new seeds."""
 
@@ -227,6 +289,7 @@ class CancelButton(_JobButton, template=rf"imagine:c:{_JOB}"):
 
 ALL_BUTTONS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     UpscaleButton,
+    ToolButton,
     VariationButton,
     RerollButton,
     DeleteButton,

@@ -6,10 +6,13 @@ from collections.abc import Collection
 
 import discord
 
+from bot.db.models import JobKind
 from bot.presentation.buttons import (
+    TOOL_LOOKS,
     CancelButton,
     DeleteButton,
     RerollButton,
+    ToolButton,
     UpscaleButton,
     VariationButton,
 )
@@ -37,9 +40,28 @@ def grid_view(job_id: str, count: int, withheld: Collection[int] = ()) -> discor
     return view
 
 
-def single_view(job_id: str, index: int) -> discord.ui.View:
-    """Under one upscaled image: make variations of it, or delete the message."""
+#: The row of each tool under a single image (Discord: at most 5 buttons a row).
+_TOOL_ROWS = {
+    JobKind.UPSCALE: 0,
+    JobKind.UPSCALE_CREATIVE: 0,
+    JobKind.VARY_SUBTLE: 0,
+    JobKind.VARY_STRONG: 0,
+    JobKind.ZOOM_2X: 1,
+    JobKind.ZOOM_1_5X: 1,
+    JobKind.PAN_LEFT: 2,
+    JobKind.PAN_RIGHT: 2,
+    JobKind.PAN_UP: 2,
+    JobKind.PAN_DOWN: 2,
+}
+
+
+def single_view(job_id: str, index: int, tools: Collection[JobKind] = ()) -> discord.ui.View:
+    """Under one image: the `tools` available (upscale, vary, zoom, pan), and delete.
+
+    A tool whose model is not configured is left out by the caller."""
     view = discord.ui.View(timeout=None)
-    view.add_item(VariationButton(job_id, index, row=0, label="Vary"))
-    view.add_item(DeleteButton(job_id, row=0))
+    for kind in TOOL_LOOKS:
+        if kind in tools:
+            view.add_item(ToolButton(job_id, index, kind, row=_TOOL_ROWS[kind]))
+    view.add_item(DeleteButton(job_id, row=2))
     return view

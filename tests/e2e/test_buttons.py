@@ -34,7 +34,11 @@ async def test_upscale_posts_single_full_size_image(
     assert "Image #2" in single.content
     stored = (bot.images.root / job_id / "2.png").read_bytes()
     assert single.attachments[0].data == stored
-    assert f"imagine:v:{job_id}:2" in button_ids(single)
+    # Under it: the tools whose model is configured (none extra here), and delete.
+    assert button_ids(single) == [
+        f"imagine:t:{kind}:{job_id}:2"
+        for kind in ("upscale_creative", "vary_subtle", "vary_strong")
+    ] + [f"imagine:d:{job_id}"]
     assert fake.violations == []
 
 
