@@ -223,6 +223,14 @@ class GenerationSettings(_Section):
         return self
 
 
+class ImagePromptSettings(_Section):
+    # Where image prompts may be downloaded from (scheme://host[:port]): Discord's CDN.
+    origins: list[str] = ["https://cdn.discordapp.com", "https://media.discordapp.net"]
+    # Largest file downloaded, and largest picture decoded (width x height).
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(4096 * 4096, ge=64 * 64)
+
+
 class StorageSettings(_Section):
     # Single images of every job are kept here so U/V buttons work after a restart.
     images_dir: Path = Path("data/images")
@@ -273,6 +281,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     generation: GenerationSettings = GenerationSettings()
     storage: StorageSettings = StorageSettings()
+    image_prompts: ImagePromptSettings = ImagePromptSettings()
     database: DatabaseSettings = DatabaseSettings()
     quotas: QuotaSettings = QuotaSettings()
     log: LogSettings = LogSettings()

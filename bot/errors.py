@@ -10,7 +10,8 @@
     ├── BlockedWord              the prompt contains a word the server blocks
     ├── BotDisabled              an admin switched the bot off in this server
     ├── ChannelNotAllowed        the server limits /imagine to other channels
-    └── Restarting               the bot is shutting down and takes no new work
+    ├── Restarting               the bot is shutting down and takes no new work
+    └── ImageRefused             an image prompt that is not usable (host, size, not an image)
 
 The bot's error handler shows `.user_message` (ephemeral) and logs nothing for these:
 they are expected outcomes, not bugs.
@@ -153,6 +154,10 @@ class Restarting(ServiceError):
         super().__init__(
             "The bot is restarting; try again in a minute. Nothing was counted against your quota."
         )
+
+
+class ImageRefused(ServiceError):
+    """An image prompt that was not used: outside Discord's CDN, too big, or not an image."""
 
 
 class MemberError(Exception):

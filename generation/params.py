@@ -121,12 +121,13 @@ class GenerationParams:
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
 
     def validated(
-        self, limits: Limits | None = None, *, upscale: bool = False
+        self, limits: Limits | None = None, *, upscale: bool = False, image: bool = False
     ) -> GenerationParams:
         """Check every field against `limits` and return a copy with a concrete seed.
 
         `upscale`: the size is an upscale's output, checked against `limits.max_upscale_pixels`
-        instead of `limits.max_pixels`.
+        instead of `limits.max_pixels`. `image`: a source image comes with the parameters, so
+        the prompt may be empty (the image alone is the prompt).
 
         Raises `RequestError` naming the first bad value. The prompt is stripped of surrounding
         whitespace; a prompt longer than the text encoder's 77 tokens is not an error here (the
@@ -134,7 +135,7 @@ class GenerationParams:
         """
         limits = limits or Limits()
         prompt = _clean_text(self.prompt, "prompt")
-        if not prompt:
+        if not prompt and not image:
             raise RequestError("The prompt is empty: describe what to draw.")
         negative = _clean_text(self.negative_prompt, "negative prompt")
         _check_int("count", self.count, 1, limits.max_count, "images")

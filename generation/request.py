@@ -86,7 +86,9 @@ class GenerationRequest:
             raise RequestError("A variation needs a strength between 0 and 1.")
         if not self.is_variation and self.params.strength is not None:
             raise RequestError("A strength only applies to variations of an image.")
-        params = self.params.validated(limits, upscale=self.operation.upscales)
+        params = self.params.validated(
+            limits, upscale=self.operation.upscales, image=self.init_image is not None
+        )
         return replace(self, params=params)
 
     def _check_inputs(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,7 +30,8 @@ import discord
 from discord.ext import commands
 from PIL import Image
 
-from bot.core.flags import ImagineOptions, merge_options, parse_prompt
+from bot.core.flags import ImagineOptions, image_strength, merge_options, parse_prompt
+from bot.core.image_fetch import ImageFetcher, find_image_links
 from bot.core.image_store import withheld_tile
 from bot.core.jobs import (
     ImageFate,
@@ -116,6 +118,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self._followers: set[asyncio.Task[None]] = set()
         # Members (user ids) with results that reached nobody.
         self._undelivered: set[int] = set()
+        prompts = bot.settings.image_prompts
+        self._fetcher = ImageFetcher(
+            bot.threads,
+            origins=tuple(prompts.origins),
+            max_bytes=prompts.max_bytes,
+            max_pixels=prompts.max_pixels,
+        )
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self._command)
@@ -203,18 +212,49 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self, interaction: discord.Interaction, prompt: str, options: ImagineOptions
     ) -> None:
         _received(interaction)
-        parsed = parse_prompt(prompt)
+        text, links = find_image_links(prompt)
+        urls = [*([options.image_url] if options.image_url else []), *links]
+        if len(urls) > 1:
+            raise MemberError("Give one image prompt at a time (one attachment or one link).")
+        parsed = parse_prompt(text, allow_empty=bool(urls))
         merged = merge_options(options, parsed.options)
-        await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
+        if not urls:
+            if merged.image_weight is not None:
+                raise MemberError("`--iw` weighs an image prompt: attach or link an image.")
+            await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
+            return
+        # Refused before anything is fetched, reserved or queued: nothing is charged.
+        self._fetcher.check_url(urls[0])
+        source = await _in_time(interaction, self._fetcher.fetch(urls[0]))
+        plan = JobPlan(
+            self._request(parsed.prompt, merged, source),
+            kind=JobKind.IMAGE_PROMPT,
+            source_image=source,
+        )
+        await self._start(interaction, plan, label="image prompt")
 
-    def _request(self, prompt: str, options: ImagineOptions) -> GenerationRequest:
-        """A request from the member's options, the configuration filling the gaps."""
+    def _request(
+        self, prompt: str, options: ImagineOptions, source: Image.Image | None = None
+    ) -> GenerationRequest:
+        """A request from the member's options, the configuration filling the gaps.
+
+        With an image prompt (`source`), the images start from it (img2img at the strength
+        `--iw` gives) and take its aspect ratio unless one is asked for."""
         gen = self.bot.settings.generation
         given = options.given_params()
-        if options.aspect is not None:
+        aspect = options.aspect
+        if aspect is None and source is not None:
+            aspect = f"{source.width}:{source.height}"
+        if aspect is not None:
             # Aspect ratios keep the configured default's area (the model's sweet spot).
-            given["width"], given["height"] = parse_aspect(options.aspect, gen.limits())
-        return GenerationRequest(gen.params(prompt, **given))
+            given["width"], given["height"] = parse_aspect(aspect, gen.limits())
+        if source is None:
+            return GenerationRequest(gen.params(prompt, **given))
+        strength = image_strength(options.image_weight)
+        # img2img runs steps x strength steps: at least one, however few were asked for.
+        steps = given.get("steps") or gen.steps
+        given.update(strength=strength, steps=max(steps, math.ceil(1 / strength)))
+        return GenerationRequest(gen.params(prompt, **given), init_image=source)
 
     # -- the job flow shared by /imagine, V and reroll ------------------------------------
 
@@ -628,6 +668,15 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
             )
             label = f"{TOOL_LOOKS[job.kind].title} of image #{index}"
+        elif job.kind is JobKind.IMAGE_PROMPT:
+            source = await _in_time(
+                interaction, self.bot.orchestrator.image_prompt_source(job.id)
+            )
+            request = request_from_job(job, init_image=source)
+            plan = JobPlan(
+                request, kind=JobKind.IMAGE_PROMPT, parent_job_id=job_id, source_image=source
+            )
+            label = "image prompt"
         elif job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
             source = await self._source(
@@ -782,6 +831,8 @@ def _label(job: JobView) -> str:
         return f"Variations of image #{job.image_index + 1}"
     if job.kind in TOOL_LOOKS and job.image_index is not None:
         return f"{TOOL_LOOKS[job.kind].title} of image #{job.image_index + 1}"
+    if job.kind is JobKind.IMAGE_PROMPT:
+        return "image prompt"
     if job.kind is JobKind.REROLL:
         return "Reroll"
     return ""

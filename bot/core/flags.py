@@ -38,7 +38,8 @@ MAX_COUNT = Limits().max_count
 FLAGS_HELP = (
     "Accepted flags at the end of the prompt: `--ar W:H` (aspect ratio, e.g. `--ar 16:9`), "
     "`--seed N` (0-4294967295), `--no a, b` (things to leave out), `--steps N`, "
-    "`--cfg X` or `--guidance X` (how closely to follow the prompt), `--n N` (1-4 images). "
+    "`--cfg X` or `--guidance X` (how closely to follow the prompt), `--n N` (1-4 images), "
+    "`--iw X` (0-3: how closely to follow an image prompt). "
     "A phone's em dash (—) works as `--`. When a slash option and a flag set the same thing, "
     "the slash option wins."
 )
@@ -58,7 +59,10 @@ _ALIASES = {
     "guidance": "guidance",
     "n": "count",
     "count": "count",
+    "iw": "image_weight",
 }
+#: `--iw` bounds: Midjourney's range.
+MAX_IMAGE_WEIGHT = 3.0
 
 
 class FlagError(ValueError):
@@ -77,8 +81,9 @@ class FlagError(ValueError):
 class ImagineOptions:
     """Everything a member can set for one `/imagine`; None means "use the server default".
 
-    Every field but `aspect` is named like the `GenerationParams` field it sets (`aspect`
-    becomes width and height for the model), so `given_params` hands them on by name.
+    Every field but `aspect` and the image prompt's (`image_weight`, `image_url`) is named like
+    the `GenerationParams` field it sets (`aspect` becomes width and height for the model), so
+    `given_params` hands them on by name.
     """
 
     negative_prompt: str | None = None
@@ -87,14 +92,31 @@ class ImagineOptions:
     steps: int | None = None
     guidance: float | None = None
     count: int | None = None
+    #: How closely an image prompt is followed (`--iw`, 0-3); see `image_strength`.
+    image_weight: float | None = None
+    #: An image prompt's link (the attachment of `/imagine`); links typed in the prompt are
+    #: found by `bot.core.image_fetch.find_image_links`.
+    image_url: str | None = None
 
     def given_params(self) -> dict[str, object]:
-        """The generation parameters the member set (not None), by field name; aspect aside."""
+        """The generation parameters the member set (not None), by field name; aspect and the
+        image prompt's fields aside."""
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name != "aspect" and getattr(self, f.name) is not None
+            if f.name not in _NOT_PARAMS and getattr(self, f.name) is not None
         }
+
+
+#: `ImagineOptions` fields that are not `GenerationParams` fields.
+_NOT_PARAMS = frozenset({"aspect", "image_weight", "image_url"})
+
+
+def image_strength(image_weight: float | None) -> float:
+    """img2img strength for `--iw`: weight 1 (the default) redoes 70% of the denoising from the
+    image, 0 ignores it (strength 1), 3 keeps it nearly as it is (0.1); linear in between."""
+    weight = 1.0 if image_weight is None else image_weight
+    return round(max(0.1, 1.0 - 0.3 * weight), 4)
 
 
 @dataclass(frozen=True)
@@ -105,8 +127,10 @@ class ParsedPrompt:
     options: ImagineOptions
 
 
-def parse_prompt(text: str) -> ParsedPrompt:
-    """Split `text` into the prompt and its flags; raise `FlagError` on anything not understood."""
+def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
+    """Split `text` into the prompt and its flags; raise `FlagError` on anything not understood.
+
+    `allow_empty`: flags alone are fine (an attached image is the prompt)."""
     matches = list(_FLAG.finditer(text))
     if not matches:
         return ParsedPrompt(prompt=_squash(text), options=ImagineOptions())
@@ -122,7 +146,7 @@ def parse_prompt(text: str) -> ParsedPrompt:
         if field in values:
             raise FlagError(f"`--{raw_name}` is given more than once.")
         values[field] = _parse_value(field, raw_name, _squash(text[match.end() : end]))
-    if not prompt:
+    if not prompt and not allow_empty:
         raise FlagError("The prompt is empty: write what to draw before the flags.")
     return ParsedPrompt(prompt=prompt, options=ImagineOptions(**values))  # type: ignore[arg-type]
 
@@ -152,6 +176,11 @@ def _parse_value(field: str, name: str, value: str) -> object:
         return _parse_float(name, value)
     if field == "count":
         return _parse_int(name, value, 1, MAX_COUNT)
+    if field == "image_weight":
+        weight = _parse_float(name, value)
+        if weight > MAX_IMAGE_WEIGHT:
+            raise FlagError(f"`--{name}` must be between 0 and {MAX_IMAGE_WEIGHT:g}, got {value}.")
+        return weight
     raise AssertionError(f"unhandled flag field {field}")  # pragma: no cover
 
 

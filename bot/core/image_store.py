@@ -23,9 +23,13 @@ from PIL import Image
 from bot.core.threads import Threads
 from generation.png_info import png_info
 
-__all__ = ["ImageStore", "PruneReport", "StoreUsage", "withheld_tile"]
+__all__ = ["SOURCE", "ImageStore", "PruneReport", "StoreUsage", "withheld_tile"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+#: The index under which a job's source image (an image prompt) is kept.
+SOURCE = 0
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,10 @@ class _JobFolder:
 
 
 class ImageStore:
-    """Single images by (job id, 1-based index); a missing file reads as None."""
+    """Single images by (job id, 1-based index); a missing file reads as None.
+
+    Index `SOURCE` (0) is the image a job started from when a member gave one (image prompts),
+    kept so that reroll and re-made images work after a restart."""
 
     def __init__(self, root: Path, threads: Threads) -> None:
         self.root = Path(root)
@@ -63,9 +70,9 @@ class ImageStore:
         """Where image `index` (1-based) of `job_id` lives; job ids are checked (no traversal)."""
         if not _JOB_ID.match(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
-        if index < 1:
-            raise ValueError(f"image indexes start at 1, got {index}")
-        return self.root / job_id / f"{index}.png"
+        if index < 0:
+            raise ValueError(f"image indexes start at 1 (0: the source), got {index}")
+        return self.root / job_id / ("source.png" if index == SOURCE else f"{index}.png")
 
     async def save(self, job_id: str, images: Sequence[tuple[int, Image.Image]]) -> list[Path]:
         """Write `(index, image)` pairs as PNG; returns the paths written."""

@@ -38,7 +38,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.core.image_store import ImageStore
+from bot.core.image_store import SOURCE, ImageStore
 from bot.core.tools import TOOLS, tool_request
 from bot.db.models import JobKind, JobStatus, NsfwPolicy
 from bot.errors import Restarting, ServiceError
@@ -106,6 +106,8 @@ class JobPlan:
     kind: JobKind = JobKind.TXT2IMG
     parent_job_id: str | None = None
     image_index: int | None = None
+    #: A member's image the job starts from (image prompts): stored with the job.
+    source_image: Image.Image | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,8 @@ class JobOrchestrator:
                 await services.history.set_shown_at(
                     job_id, shown_at, channel_nsfw=requester.channel_nsfw
                 )
+            if plan.source_image is not None:
+                await self._images.save(job_id, [(SOURCE, plan.source_image)])
         except BaseException:
             queued.cancel()
             await services.quota.refund(job_id)
@@ -490,6 +494,8 @@ class JobOrchestrator:
         init_image = None
         if from_parent and job.parent_job_id and index is not None:
             init_image = await self.source_image(job.parent_job_id, index, requester)
+        if job.kind is JobKind.IMAGE_PROMPT:
+            init_image = await self.image_prompt_source(job.id)
         if tool is not None:
             if init_image is None:
                 raise GenerationError("The image this one was made from is gone.")
@@ -499,6 +505,13 @@ class JobOrchestrator:
         # A variation whose source job is gone is re-made from its prompt alone.
         strength = job.params.strength if init_image is not None else None
         return request_from_job(job, init_image=init_image, strength=strength, **changes)
+
+    async def image_prompt_source(self, job_id: str) -> Image.Image:
+        """The image a member gave to an image-prompt job; `GenerationError` when it is gone."""
+        image = await self._images.load(job_id, SOURCE)
+        if image is None:
+            raise GenerationError("The image this job started from is no longer stored.")
+        return image
 
     async def source_image(self, job_id: str, index: int, requester: Requester) -> Image.Image:
         """Image `index` of a job, from disk or re-made (for `requester`, see `regenerate`);

@@ -61,6 +61,7 @@ def build_imagine_command(
         steps="Denoising steps: more is slower and more detailed (same as --steps)",
         guidance="How closely to follow the prompt, the CFG scale (same as --cfg)",
         count="How many images to make, 1-4 (same as --n)",
+        image="An image to start from (an image prompt; --iw 0-3 says how closely to follow it)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=label, value=value) for label, value in ASPECT_CHOICES]
@@ -74,6 +75,7 @@ def build_imagine_command(
         steps: app_commands.Range[int, min_steps, max_steps] | None = None,
         guidance: app_commands.Range[float, 0.0, float(max_guidance)] | None = None,
         count: app_commands.Range[int, 1, max_count] | None = None,
+        image: discord.Attachment | None = None,
     ) -> None:
         options = ImagineOptions(
             negative_prompt=negative,
@@ -82,6 +84,7 @@ def build_imagine_command(
             steps=steps,
             guidance=guidance,
             count=count,
+            image_url=image.url if image is not None else None,
         )
         await handler(interaction, prompt, options)
 

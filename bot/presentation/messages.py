@@ -61,7 +61,7 @@ def _headline(job: Caption) -> str:
         prompt = prompt[: _PROMPT_SHOWN - 1] + "…"
     # Escaped twice over: markdown so `**` in a prompt cannot unbold it, mentions so the text
     # reads as typed; allowed mentions are still what guarantees nobody is pinged.
-    shown = escape_mentions(escape_markdown(prompt))
+    shown = escape_mentions(escape_markdown(prompt)) if prompt else "(the image alone)"
     label = f" ({job.label})" if job.label else ""
     return f"**{shown}**{label} - <@{job.user_id}>"
 

@@ -37,10 +37,12 @@ def test_no_cog_imports_another_cog() -> None:
 
 
 #: What the bot may use of `generation`: the backend seam and plain values (`png_info`: the
-#: parameters text stored PNGs carry). The one place that builds a concrete backend is
+#: parameters text stored PNGs carry; `canvas`: the torch-free outpainting canvas a Zoom Out or
+#: Pan request is made of). The one place that builds a concrete backend is
 #: `bot.app` (through `generation.factory`), and `bot.cli` hands `imagine generate` to
 #: `generation.cli` and runs the torch-free `generation.preflight` checks before building one.
 GENERATION_SEAM = {
+    "generation.canvas",
     "generation.errors",
     "generation.events",
     "generation.grid",
