@@ -225,11 +225,16 @@ def main() -> int:
     report["speedup_same_work_batch1"] = base / ours
     unbatched = report["service"]["max_batch_images=4"]["img_per_s"]
     report["batching_gain"] = {k: v["img_per_s"] / unbatched for k, v in report["service"].items()}
+    emit(report, args.out)
+    return 0
+
+
+def emit(report: dict[str, Any], out: Path | None) -> None:
+    """Print the report as JSON, and write it to `out` when given."""
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text)
-    return 0
+    if out:
+        out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
@@ -580,29 +580,17 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
-        _received(interaction)
-        job = await self._job(interaction, job_id)
-        flagged = _check_image(job, index)
-        source = await self._source(
+        await self._from_image(
             interaction,
             job_id,
             index,
-            flagged=flagged,
-            guild_id=job.guild_id,
-            channel_id=job.channel_id,
-        )
-        plan = JobPlan(
-            self._variation_request(job, source),
-            kind=JobKind.VARIATION,
-            parent_job_id=job_id,
-            image_index=index,
-        )
-        await self._start(
-            interaction,
-            plan,
-            label=f"Variations of image #{index}",
-            guild_id=job.guild_id,
-            channel_id=job.channel_id,
+            lambda job, source: JobPlan(
+                self._variation_request(job, source),
+                kind=JobKind.VARIATION,
+                parent_job_id=job_id,
+                image_index=index,
+            ),
+            f"Variations of image #{index}",
         )
 
     async def tool(
@@ -615,6 +603,30 @@ class ImagineCog(commands.Cog, name="Imagine"):
         title = TOOL_LOOKS[kind].title
         if not self.bot.generation.supports(tool.operation):
             raise MemberError(f"{title} is not available: this bot has no model for it.")
+        limits, count = self.bot.generation.limits, self.bot.settings.generation.count
+        await self._from_image(
+            interaction,
+            job_id,
+            index,
+            lambda job, source: JobPlan(
+                tool_request(tool, job, source, limits, count=count),
+                kind=kind,
+                parent_job_id=job_id,
+                image_index=index,
+            ),
+            f"{title} of image #{index}",
+        )
+
+    async def _from_image(
+        self,
+        interaction: discord.Interaction,
+        job_id: str,
+        index: int,
+        make_plan: Callable[[JobView, Image.Image], JobPlan],
+        label: str,
+    ) -> None:
+        """Start the job `make_plan` builds from image `index` of `job_id` (V and the tools)."""
+        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
         source = await self._source(
@@ -625,18 +637,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             guild_id=job.guild_id,
             channel_id=job.channel_id,
         )
-        request = tool_request(
-            tool,
-            job,
-            source,
-            self.bot.generation.limits,
-            count=self.bot.settings.generation.count,
-        )
-        plan = JobPlan(request, kind=kind, parent_job_id=job_id, image_index=index)
         await self._start(
             interaction,
-            plan,
-            label=f"{title} of image #{index}",
+            make_plan(job, source),
+            label=label,
             guild_id=job.guild_id,
             channel_id=job.channel_id,
         )

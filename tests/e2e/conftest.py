@@ -216,8 +216,8 @@ def button_ids(message: Message) -> list[str]:
 
 def config_toml(settings: Settings) -> str:
     """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers,
-    booleans and lists of numbers); the token is left out, to come from DISCORD_TOKEN as an
-    operator would do."""
+    booleans and lists of numbers or strings); the token is left out, to come from
+    DISCORD_TOKEN as an operator would do."""
     lines = []
     for section, values in settings.model_dump(mode="json", exclude_none=True).items():
         assert isinstance(values, dict)
