@@ -656,7 +656,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         _received(interaction)
         job = await self._job(interaction, job_id)
         tool = TOOLS.get(job.kind)
-        if tool is not None and job.parent_job_id and job.image_index is not None:
+        from_parent = tool is not None or job.kind is JobKind.VARIATION
+        if from_parent and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
             source = await self._source(
                 interaction,
@@ -665,13 +666,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 guild_id=job.guild_id,
                 channel_id=job.channel_id,
             )
-            request = tool_request(
-                tool, job, source, self.bot.generation.limits, count=job.params.count
-            )
+            if tool is not None:
+                limits = self.bot.generation.limits
+                request = tool_request(tool, job, source, limits, count=job.params.count)
+                label = f"{TOOL_LOOKS[job.kind].title} of image #{index}"
+            else:
+                # Same parameters (count, strength) as the variation being rerolled.
+                request = request_from_job(
+                    job, width=source.width, height=source.height, init_image=source
+                )
+                label = f"Variations of image #{index}"
             plan = JobPlan(
                 request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
             )
-            label = f"{TOOL_LOOKS[job.kind].title} of image #{index}"
         elif job.kind is JobKind.IMAGE_PROMPT:
             source = await _in_time(
                 interaction, self.bot.orchestrator.image_prompt_source(job.id)
@@ -681,23 +688,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 request, kind=JobKind.IMAGE_PROMPT, parent_job_id=job_id, source_image=source
             )
             label = "image prompt"
-        elif job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
-            index = job.image_index + 1
-            source = await self._source(
-                interaction,
-                job.parent_job_id,
-                index,
-                guild_id=job.guild_id,
-                channel_id=job.channel_id,
-            )
-            plan = JobPlan(
-                # Same parameters (count, strength) as the variation being rerolled.
-                request_from_job(job, width=source.width, height=source.height, init_image=source),
-                kind=JobKind.VARIATION,
-                parent_job_id=job.parent_job_id,
-                image_index=index,
-            )
-            label = f"Variations of image #{index}"
         else:
             request = request_from_job(job)
             plan = JobPlan(request, kind=JobKind.REROLL, parent_job_id=job_id)

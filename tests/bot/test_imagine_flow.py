@@ -12,6 +12,7 @@ from bot.cogs.imagine import ImagineCog
 from bot.config import load_settings
 from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator, JobPlan
+from bot.core.threads import Threads
 from bot.presentation.delivery import Deliverer
 from bot.services import Services
 from generation.service import GenerationService
@@ -50,7 +51,7 @@ class _Interaction:
 
 
 async def test_job_is_settled_when_the_first_response_fails_with_a_network_error(
-    services: Services, generation: GenerationService, image_store: ImageStore
+    services: Services, generation: GenerationService, image_store: ImageStore, threads: Threads
 ) -> None:
     """A connection error (not an HTTP error) on the queued message still cancels and refunds."""
     orchestrator = JobOrchestrator(services, generation, image_store)
@@ -61,6 +62,7 @@ async def test_job_is_settled_when_the_first_response_fails_with_a_network_error
         deliverer=Deliverer(),
         services=services,
         images=image_store,
+        threads=threads,
     )
     cog = ImagineCog(bot)  # type: ignore[arg-type]
     interaction = _Interaction()
