@@ -60,6 +60,7 @@ async def test_link_alone_is_the_prompt_and_survives_a_restart(
         grid = await ix.wait_original(has_image, timeout=TIMEOUT)
         assert "(the image alone)" in grid.content
     job_id = job_of(grid)
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
     async with running(settings, fake) as bot:
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         click = await fake.click(grid, f"imagine:r:{job_id}", world.alice)

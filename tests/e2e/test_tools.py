@@ -227,6 +227,7 @@ async def test_tools_without_their_model_have_no_button(
     async with running(make_settings(model=EXTRA_MODELS), fake):
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         job_id, old = await single_image(fake, world)
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
     async with running(make_settings(), fake) as bot:
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         _, single = await single_image(fake, world)
@@ -249,6 +250,7 @@ async def test_tool_buttons_work_after_restart(
         job_id, single = await single_image(fake, world, 2)
         zoomed = await use_tool(fake, world, single, "zoom_1.5x", job_id, 2)
     zoom_job = job_of(zoomed)
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
     async with running(settings, fake) as bot:
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         result = await use_tool(fake, world, single, "pan_up", job_id, 2)
