@@ -51,6 +51,9 @@ from generation.interfaces import GenerationBackend
 if TYPE_CHECKING:
     import datetime as dt
 
+    from generation.pool.backend import PoolBackend
+    from generation.pool.settings import PoolConfig
+
 __all__ = [
     "CogFactory",
     "ImagineBot",
@@ -274,8 +277,11 @@ def _ready(value: Any, what: str) -> Any:
 
 
 def build_generation(settings: Settings) -> GenerationBackend:
-    """The in-process generation service configured by `settings` (not started)."""
+    """The generation backend configured by `settings` (not started): the in-process service,
+    or with `[generation] backend = "pool"` the client of the GPU worker pool."""
     model, gen = settings.model, settings.generation
+    if gen.backend == "pool":
+        return build_pool_backend(settings)
     return build_service(
         model.id,
         variant=model.variant,
@@ -292,6 +298,39 @@ def build_generation(settings: Settings) -> GenerationBackend:
         warmup=gen.warmup,
         warmup_size=(gen.width, gen.height),
     )
+
+
+def pool_config(settings: Settings) -> PoolConfig:
+    """The `[pool]` section as the generation package's `PoolConfig`; raises StartupError
+    when no PostgreSQL is configured."""
+    from generation.pool.settings import PoolConfig, ResultsMode
+
+    pool, gen = settings.pool, settings.generation
+    try:
+        dsn = pool.resolved_dsn(settings.database.url)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    return PoolConfig(
+        dsn=dsn,
+        queue=pool.queue,
+        results=ResultsMode(pool.results),
+        results_dir=pool.results_dir,
+        heartbeat_seconds=pool.heartbeat_seconds,
+        stalled_after_seconds=pool.stalled_after_seconds,
+        poll_seconds=pool.poll_seconds,
+        max_attempts=pool.max_attempts,
+        max_batch_images=gen.max_batch_images,
+        max_queue=gen.max_queue,
+        max_queued_per_user=gen.max_queued_per_user,
+    )
+
+
+def build_pool_backend(settings: Settings) -> PoolBackend:
+    """The client of the GPU worker pool configured by `[pool]` (not started)."""
+    from generation.pool.backend import PoolBackend
+
+    limits = settings.generation.limits()
+    return PoolBackend(pool_config(settings), settings.model.id, limits=limits)
 
 
 # -- the `imagine run` entry point ------------------------------------------------------------

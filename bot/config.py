@@ -86,6 +86,9 @@ _LIBRARY = GenerationParams(prompt="")
 class GenerationSettings(_Section):
     """The bot's one source of generation defaults and limits (`params`, `limits`)."""
 
+    # "local": the in-process GPU service (one machine); "pool": GPU workers started with
+    # `imagine worker`, anywhere that reaches the PostgreSQL database ([pool]).
+    backend: Literal["local", "pool"] = "local"
     scheduler: str = _LIBRARY.scheduler
     steps: int = Field(_LIBRARY.steps, ge=1, le=500)
     guidance: float = Field(_LIBRARY.guidance, ge=0.0)
@@ -178,6 +181,46 @@ class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///imagine.db"
 
 
+class PoolSettings(_Section):
+    """The GPU worker pool (`[generation] backend = "pool"`); see the README's deployment."""
+
+    # libpq URL of the pool's PostgreSQL; default: `database.url` without its driver suffix
+    # (the pool lives in the bot's own database).
+    dsn: str | None = None
+    # procrastinate queue name: bots sharing a database use different queues.
+    queue: str = "imagine"
+    # Where workers leave images: "database" (a table, nothing to mount) or "folder"
+    # (`results_dir`, a folder every bot process and worker mounts).
+    results: Literal["database", "folder"] = "database"
+    results_dir: Path = Path("data/pool-results")
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    # A worker silent this long is dead: its jobs run again elsewhere, from the same seeds.
+    stalled_after_seconds: float = Field(15.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+    # A job whose worker was lost this many times fails (refunded).
+    max_attempts: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _stall_after_heartbeat(self) -> PoolSettings:
+        if self.stalled_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("pool.stalled_after_seconds must be longer than heartbeat_seconds")
+        return self
+
+    def resolved_dsn(self, database_url: str) -> str:
+        """The libpq URL of the pool; raises ValueError when there is no PostgreSQL."""
+        if self.dsn:
+            return self.dsn
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        if url.get_backend_name() != "postgresql":
+            raise ValueError(
+                'generation.backend = "pool" needs PostgreSQL: set database.url to '
+                "postgresql+asyncpg://... or pool.dsn to postgresql://..."
+            )
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class QuotaSettings(_Section):
     # Images a member may generate per period when no server rule applies; None: unlimited.
     default_limit: int | None = Field(100, ge=0)
@@ -203,6 +246,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = GenerationSettings()
     storage: StorageSettings = StorageSettings()
     database: DatabaseSettings = DatabaseSettings()
+    pool: PoolSettings = PoolSettings()
     quotas: QuotaSettings = QuotaSettings()
     log: LogSettings = LogSettings()
 

@@ -67,11 +67,30 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class WorkerInfo:
+    """One GPU worker of a pool, as `/info` shows it: where it runs, how many jobs it runs
+    now, and `silent_seconds` since its last heartbeat."""
+
+    worker_id: int
+    host: str
+    device: str
+    gpu: str
+    model_id: str
+    running: int
+    silent_seconds: float
+
+
+@dataclass(frozen=True)
 class JobQueued:
-    """Waiting; `position` 1 is next to start. `eta_seconds` is a rough estimate, or None."""
+    """Waiting; `position` 1 is next to start. `eta_seconds` is a rough estimate, or None.
+
+    `note` is a sentence for the member about the wait when there is something to say (a pool
+    with no GPU worker connected), else None.
+    """
 
     position: int
     eta_seconds: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from generation.events import GenerationResult, QueueStats
+    from generation.events import GenerationResult, QueueStats, WorkerInfo
     from generation.job import QueuedJob
     from generation.params import Limits
     from generation.request import GenerationRequest
@@ -107,6 +107,11 @@ class GenerationBackend(Protocol):
 
     def running(self) -> list[QueuedJob]:
         """The jobs being generated now."""
+        ...
+
+    def workers(self) -> Sequence[WorkerInfo] | None:
+        """The GPU workers serving the queue (a pool; () while none is up), or None when the
+        backend generates in this process."""
         ...
 
     def queue_stats(self) -> QueueStats:

@@ -81,6 +81,16 @@ class QueuedJob:
                 return event.position
         return None
 
+    @property
+    def queue_note(self) -> str | None:
+        """The `note` of the last `JobQueued` while the job waits (see `JobQueued`)."""
+        if self._state is not JobState.QUEUED:
+            return None
+        for event in reversed(self._history):
+            if isinstance(event, JobQueued):
+                return event.note
+        return None
+
     def cancel(self) -> bool:
         """Ask for cancellation; True if the job will end with `JobCancelled`.
 

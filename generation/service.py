@@ -128,6 +128,10 @@ class GenerationService:
         """The jobs in the pipeline call now running (empty between calls)."""
         return list(self._running)
 
+    def workers(self) -> None:
+        """None: this backend has no separate workers (the GPU is this process's)."""
+        return None
+
     def queue_stats(self) -> QueueStats:
         """Jobs and images waiting and running, for status displays."""
         return QueueStats(

@@ -149,7 +149,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
         message = OutgoingMessage(
-            queued_text(caption, position, _in(eta)),
+            queued_text(caption, position, _in(eta), submission.queued.queue_note),
             mention=interaction.user.id,
             view=queued_view(submission.job_id),
         )
@@ -522,7 +522,7 @@ def _check_image(job: JobView, index: int) -> bool:
 def _progress_text(caption: Caption, event: JobEvent) -> str | None:
     if isinstance(event, JobQueued):
         eta = _in(event.eta_seconds) if event.eta_seconds is not None else None
-        return queued_text(caption, event.position, eta)
+        return queued_text(caption, event.position, eta, event.note)
     if isinstance(event, JobStarted):
         return running_text(caption, 0, caption.params.steps)
     if isinstance(event, JobStep):

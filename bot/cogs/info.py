@@ -3,6 +3,7 @@ the disk used by stored images and the retention in force."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -17,6 +18,7 @@ from bot.services.quota import QuotaStatus
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
+    from generation.events import WorkerInfo
 
 __all__ = ["InfoCog"]
 
@@ -53,6 +55,9 @@ class InfoCog(commands.Cog, name="Info"):
             value=f"{queue.waiting} waiting, {queue.running} running",
             inline=True,
         )
+        workers = generation.workers()
+        if workers is not None:
+            embed.add_field(name="GPU workers", value=workers_text(workers), inline=False)
         model = generation.model_id
         if generation.model_note:
             model += f" ({generation.model_note})"
@@ -77,6 +82,20 @@ class InfoCog(commands.Cog, name="Info"):
             prompt = discord.utils.escape_markdown(sub.request.params.prompt[:60])
             lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
         return "\n".join(lines) or "None queued or running."
+
+
+def workers_text(workers: Sequence[WorkerInfo]) -> str:
+    """One line per pool worker (host, device, GPU, jobs running), or why the queue waits."""
+    if not workers:
+        return "None connected: jobs wait in the queue until a GPU worker starts."
+    lines = [
+        f"`{w.host}` {w.device} ({discord.utils.escape_markdown(w.gpu)}): "
+        f"{w.running} job(s) running"
+        for w in workers[:15]
+    ]
+    if len(workers) > 15:
+        lines.append(f"... and {len(workers) - 15} more")
+    return "\n".join(lines)[:1024]
 
 
 def _quota_text(status: QuotaStatus) -> str:

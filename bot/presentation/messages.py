@@ -62,10 +62,15 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_CONTENT else text[: MAX_CONTENT - 1] + "…"
 
 
-def queued_text(job: Caption, position: int, starts_at: dt.datetime | None) -> str:
-    """Waiting in the queue: position (1 = next) and a relative ETA."""
-    eta = f", starting {relative_time(starts_at)}" if starts_at is not None else ""
+def queued_text(
+    job: Caption, position: int, starts_at: dt.datetime | None, note: str | None = None
+) -> str:
+    """Waiting in the queue: position (1 = next), a relative ETA, and the backend's note
+    about the wait (e.g. no GPU worker connected) when it has one."""
     where = "next in line" if position <= 1 else f"position {position} in the queue"
+    if note:
+        return _clip(f"{_headline(job)}\nWaiting to start: {where}. {note}")
+    eta = f", starting {relative_time(starts_at)}" if starts_at is not None else ""
     return _clip(f"{_headline(job)}\nWaiting to start: {where}{eta}")
 
 

@@ -27,6 +27,14 @@ def test_queued_shows_position_and_relative_eta() -> None:
     assert "next in line" in queued_text(JOB, 1, None)
 
 
+def test_queued_with_a_note_says_why_it_waits_instead_of_an_eta() -> None:
+    """A pool with no GPU worker: the member reads why, not a made-up start time."""
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    text = queued_text(JOB, 2, when, "No GPU worker is running right now.")
+    assert text.endswith("position 2 in the queue. No GPU worker is running right now.")
+    assert "<t:" not in text
+
+
 def test_running_shows_step_and_percentage() -> None:
     """Running: step i/n and the percentage done."""
     assert "step 5/20 (25%)" in running_text(JOB, 5, 20)
