@@ -29,20 +29,7 @@ from generation.pool.backend import PoolBackend
 from generation.pool.settings import PoolConfig
 from generation.pool.worker import PoolWorker
 from generation.request import GenerationRequest
-
-
-class _NoModel:
-    model_id = "none"
-
-    def load(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def warmup(self, width: int, height: int):  # type: ignore[no-untyped-def]
-        raise RuntimeError("claims only")
-
-    def generate(self, requests, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
-        raise RuntimeError("claims only")
+from tests.pool.conftest import NoModel
 
 
 async def measure(dsn: str, waiting: int, members: int, servers: int, claims: int) -> dict:
@@ -65,7 +52,7 @@ async def measure(dsn: str, waiting: int, members: int, servers: int, claims: in
             raise TimeoutError("the jobs were not all deferred within 10 minutes")
         await asyncio.sleep(0.1)
     fill = time.perf_counter() - started
-    worker = PoolWorker(_NoModel(), config)
+    worker = PoolWorker(NoModel(), config)
     durations = []
     images = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:

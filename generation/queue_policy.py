@@ -55,6 +55,22 @@ class QueuePolicy(Protocol[J]):
     def __len__(self) -> int: ...
 
 
+def check_room(waiting: int, max_queue: int, owner_waiting: int, max_per_owner: int) -> None:
+    """Raise `QueueFullError` (with the member's message) when the queue (`waiting` of
+    `max_queue` jobs) or the owner's share (`owner_waiting` of `max_per_owner`) is full.
+    Shared by every backend, so members read the same refusal whatever runs their jobs."""
+    if waiting >= max_queue:
+        raise QueueFullError(
+            f"The queue is full ({max_queue} jobs waiting); try again in a few minutes."
+        )
+    if owner_waiting >= max_per_owner:
+        noun = "job" if max_per_owner == 1 else "jobs"
+        raise QueueFullError(
+            f"You already have {owner_waiting} {noun} waiting (the limit is "
+            f"{max_per_owner}); wait for one to start before adding more."
+        )
+
+
 #: How many owners' last turns are remembered.
 _MEMORY = 10_000
 
@@ -105,17 +121,9 @@ class FairQueuePolicy:
         return len(queue) if queue else 0
 
     def push(self, job: Queueable) -> None:
-        if self._size >= self.max_queue:
-            raise QueueFullError(
-                f"The queue is full ({self.max_queue} jobs waiting); try again in a few minutes."
-            )
+        check_room(self._size, self.max_queue, self.pending_for(job.owner),
+                   self.max_queued_per_user)
         queue = self._queues.setdefault(job.owner, deque())
-        if len(queue) >= self.max_queued_per_user:
-            noun = "job" if self.max_queued_per_user == 1 else "jobs"
-            raise QueueFullError(
-                f"You already have {len(queue)} {noun} waiting (the limit is "
-                f"{self.max_queued_per_user}); wait for one to start before adding more."
-            )
         queue.append(_Entry(next(self._seqs), job))
         self._size += 1
 

@@ -30,7 +30,7 @@ import psycopg
 import psycopg_pool
 from procrastinate import App, PsycopgConnector
 
-from generation.errors import GenerationError, QueueFullError, RequestError
+from generation.errors import GenerationError, RequestError
 from generation.events import (
     JobCancelled,
     JobFinished,
@@ -55,6 +55,7 @@ from generation.pool.wire import (
     png_image,
     task_args,
 )
+from generation.queue_policy import check_room
 from generation.request import GenerationRequest
 from generation.service import ServiceClosedError
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
@@ -285,18 +286,10 @@ class PoolBackend:
                 "The image generator is shutting down and takes no new requests."
             )
         config = self._config
-        if self.queue_length() >= config.max_queue:
-            raise QueueFullError(
-                f"The queue is full ({config.max_queue} jobs waiting); "
-                "try again in a few minutes."
-            )
-        waiting = self.pending_for(owner)
-        if waiting >= config.max_queued_per_user:
-            noun = "job" if config.max_queued_per_user == 1 else "jobs"
-            raise QueueFullError(
-                f"You already have {waiting} {noun} waiting (the limit is "
-                f"{config.max_queued_per_user}); wait for one to start before adding more."
-            )
+        check_room(
+            self.queue_length(), config.max_queue, self.pending_for(owner),
+            config.max_queued_per_user,
+        )
         job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id)
         tracked = _Tracked(job)
         self._live[job.id] = tracked

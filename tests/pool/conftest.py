@@ -65,6 +65,22 @@ async def backend(pool_dsn: str, tmp_path: Path) -> AsyncIterator[PoolBackend]:
     await pool.close(grace=5)
 
 
+class NoModel:
+    """An engine for workers that only claim (tests, the claim benchmark): never generates."""
+
+    model_id = "builtin:tiny-random"
+
+    def load(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def warmup(self, width: int, height: int):  # type: ignore[no-untyped-def]
+        raise AssertionError("not used")
+
+    def generate(self, requests, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
+        raise AssertionError("not used")
+
+
 class Workers:
     """`imagine worker` subprocesses on the tiny model; stopped (SIGTERM, then SIGKILL) at
     the end of the test."""

@@ -13,26 +13,10 @@ import pytest
 from generation.pool.backend import PoolBackend
 from generation.pool.worker import PoolWorker
 from generation.request import GenerationRequest
-from tests.pool.conftest import pool_config, wait_for
+from tests.pool.conftest import NoModel, pool_config, wait_for
 from tests.requests import make_request
 
 pytestmark = pytest.mark.pool
-
-
-class NoModel:
-    """Claims only: a worker whose engine must never be asked to generate."""
-
-    model_id = "builtin:tiny-random"
-
-    def load(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def warmup(self, width: int, height: int):  # type: ignore[no-untyped-def]
-        raise AssertionError("not used")
-
-    def generate(self, requests, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
-        raise AssertionError("not used")
 
 
 def request(steps: int = 3, count: int = 1) -> GenerationRequest:
