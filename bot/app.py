@@ -51,7 +51,6 @@ from generation.interfaces import GenerationBackend
 if TYPE_CHECKING:
     import datetime as dt
 
-    from generation.pool.backend import PoolBackend
     from generation.pool.settings import PoolConfig
 
 __all__ = [
@@ -325,12 +324,11 @@ def pool_config(settings: Settings) -> PoolConfig:
     )
 
 
-def build_pool_backend(settings: Settings) -> PoolBackend:
+def build_pool_backend(settings: Settings) -> GenerationBackend:
     """The client of the GPU worker pool configured by `[pool]` (not started)."""
-    from generation.pool.backend import PoolBackend
+    from generation.factory import build_pool_backend as build
 
-    limits = settings.generation.limits()
-    return PoolBackend(pool_config(settings), settings.model.id, limits=limits)
+    return build(pool_config(settings), settings.model.id, settings.generation.limits())
 
 
 # -- the `imagine run` entry point ------------------------------------------------------------

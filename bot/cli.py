@@ -181,7 +181,6 @@ def _load(args: argparse.Namespace, announce: bool) -> Settings:
 
 def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from bot.app import StartupError, pool_config
-    from generation.loading import ModelSpec
     from generation.pool.runner import run_worker
 
     model = settings.model
@@ -190,15 +189,16 @@ def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
     except StartupError as exc:
         print(f"imagine: {exc}", file=sys.stderr)
         return 2
-    spec = ModelSpec(
+    return run_worker(
+        config,
+        settings.generation.limits(),
         model_id=args.model or model.id,
-        variant=model.variant or None,
+        variant=model.variant,
         device=args.device or model.device,
         safety_checker=model.safety_checker,
         cache_dir=model.cache_dir,
+        warmup=settings.generation.warmup and not args.no_warmup,
     )
-    warmup = settings.generation.warmup and not args.no_warmup
-    return run_worker(spec, config, settings.generation.limits(), warmup=warmup)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

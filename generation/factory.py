@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from generation.engine import DiffusersEngine
 from generation.loading import ModelSpec
 from generation.params import Limits
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService
+
+if TYPE_CHECKING:
+    from generation.pool.backend import PoolBackend
+    from generation.pool.settings import PoolConfig
+
+
+def build_pool_backend(config: PoolConfig, model_id: str, limits: Limits) -> PoolBackend:
+    """The client of the GPU worker pool `config` describes (not started; needs the `pool`
+    extra: procrastinate and psycopg are imported here, not before)."""
+    from generation.pool.backend import PoolBackend
+
+    return PoolBackend(config, model_id, limits=limits)
 
 
 def build_service(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from pathlib import Path
 
 from generation.engine import DiffusersEngine
 from generation.errors import GenerationError
@@ -41,10 +43,28 @@ async def serve_worker(
     await worker.run()
 
 
-def run_worker(spec: ModelSpec, config: PoolConfig, limits: Limits, *, warmup: bool = True) -> int:
-    """`serve_worker` in a fresh event loop; returns the process exit code (1: model or
-    database unusable, with one line saying why)."""
+def run_worker(
+    config: PoolConfig,
+    limits: Limits,
+    *,
+    model_id: str,
+    variant: str | None,
+    device: str,
+    safety_checker: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    warmup: bool = True,
+) -> int:
+    """`serve_worker` for the model described by plain values, in a fresh event loop; returns
+    the process exit code (1: model or database unusable, with one line saying why)."""
     import psycopg
+
+    spec = ModelSpec(
+        model_id=model_id,
+        variant=variant or None,
+        device=device,
+        safety_checker=safety_checker,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+    )
 
     try:
         asyncio.run(serve_worker(spec, config, limits, warmup=warmup))

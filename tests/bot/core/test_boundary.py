@@ -51,8 +51,10 @@ GENERATION_SEAM = {
     "generation.request",
 }
 BUILDERS = {
-    "app.py": {"generation.factory"},
-    "cli.py": {"generation.cli", "generation.preflight"},
+    # The pool's plain settings (`PoolConfig`) are mapped from `[pool]` here.
+    "app.py": {"generation.factory", "generation.pool.settings"},
+    # `imagine worker` hands the plain model values to the worker process's runner.
+    "cli.py": {"generation.cli", "generation.preflight", "generation.pool.runner"},
 }
 
 
