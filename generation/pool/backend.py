@@ -232,12 +232,12 @@ class PoolBackend:
         await asyncio.wait_for(listening.wait(), 10)
         await self._poll()
 
-    async def close(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs, cancel this process's waiting ones, let its running ones finish
-        on their workers (within `grace` seconds, default 60, then abort them), disconnect."""
-        if self._closed:
+        on their workers (within `grace` seconds, default 60, then abort them); stays
+        connected, so their results are still read, until `close`. Safe to call twice."""
+        if not self._accepting:
             return
-        self._closed = True
         self._accepting = False
         for tracked in list(self._live.values()):
             if tracked.job.state is JobState.QUEUED:
@@ -249,6 +249,13 @@ class PoolBackend:
         for tracked in list(self._live.values()):
             tracked.job.publish(JobCancelled("cancelled because the bot is shutting down"))
         self._live.clear()
+
+    async def close(self, grace: float | None = None) -> None:
+        """`stop` (with `grace`), then disconnect. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop(grace)
         for task in [*self._tasks, *self._background]:
             task.cancel()
         for task in [*self._tasks, *self._background]:

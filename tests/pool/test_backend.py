@@ -142,6 +142,7 @@ async def test_resubmitted_job_id_reattaches_and_results_go_through_a_shared_fol
     try:
         first = before.submit(small(), owner="1:10")
         await wait_for(lambda: after.status.waiting == 1, 10, "the first submission")
+        before._live.clear()  # the first process "dies": it forgets the job without aborting it
         again = after.submit(small(), owner="1:10", job_id=first.id)
         workers.start("a")
         result = await within(again.result(), 90, workers)
