@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import sys
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_throughput import build_sd15_random
 from bot.app import ImagineBot
 from bot.config import load_settings
+from bot.lifecycle import open_resources
 from tests.fakediscord import FakeDiscord, restore_discord_urls
 
 
@@ -71,8 +73,10 @@ async def run(args: argparse.Namespace, folder: Path, work: Path) -> dict[str, A
                 storage={"images_dir": str(work / "images")},
                 database={"url": f"sqlite+aiosqlite:///{work / 'imagine.db'}"},
             )
-            bot = ImagineBot(settings)
             t0 = time.perf_counter()
+            # Built as `imagine run` builds them: one exit stack, closed after the bot.
+            stack = contextlib.AsyncExitStack()
+            bot = ImagineBot(await open_resources(settings, stack))
             task = asyncio.create_task(bot.start(fake.token))
             await fake.wait_for_commands(["imagine"], guild=guild, timeout=600)
             await fake.wait_until_ready(timeout=60)
@@ -106,6 +110,7 @@ async def run(args: argparse.Namespace, folder: Path, work: Path) -> dict[str, A
             finally:
                 await bot.close()
                 await task
+                await stack.aclose()
     return report
 
 

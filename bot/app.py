@@ -1,18 +1,22 @@
-"""The bot: `ImagineBot` (a `commands.Bot`) and `run(settings)`, the `imagine run` entry point.
+"""The bot: `ImagineBot` (a `commands.AutoShardedBot`) and `run(settings)`, the `imagine run`
+entry point.
 
-Start-up, in `setup_hook` (discord.py calls it after login, before the gateway connects):
+One process runs the shards `[discord] shard_ids` of `shard_count` (all of them by default;
+Discord's recommended count when `shard_count` is unset). Processes of one deployment space
+their IDENTIFYs through the database they share (`bot.db.identify`).
 
-1. migrate the database and open it;
-2. build the storage services, the image store and the generation service;
-3. load the model and warm it up (on the worker thread; the loop stays free);
-4. fail jobs left unfinished by a previous run and refund them;
-5. add the cogs, register the persistent buttons, sync the slash commands.
+Start-up (`serve`): `bot.lifecycle.open_resources` builds the database, services, image store
+and generation backend under one `AsyncExitStack` and hands them to `ImagineBot`. Its
+`setup_hook` (after login, before the gateway connects) only wires: cogs (the imagine cog
+resumes the jobs a previous run left, see `ImagineCog.resume_jobs`), persistent buttons,
+command sync.
 
-Shutdown (`close`, also on SIGINT/SIGTERM): stop the generation service (queued jobs are
-cancelled and refunded, the running one finishes), let the job followers settle and post,
-disconnect from Discord, dispose of the database engine.
+Shutdown (`close`, also on SIGINT/SIGTERM), within `jobs.shutdown_grace` seconds:
 
-No globals: everything hangs off the bot instance, built from the `Settings` it is given.
+1. stop accepting work (members are told the bot is restarting; nothing is charged);
+2. let the running batch finish; waiting jobs stay queued in the database, in order;
+3. deliver the finished results and tell the waiting jobs' members they keep their place;
+4. disconnect from Discord; then the exit stack closes the backend, then the database.
 """
 
 from __future__ import annotations
@@ -21,41 +25,38 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.config import Settings
 from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
-from bot.core.retention import start_retention
 from bot.core.threads import Threads
-from bot.db.session import open_database
+from bot.db.identify import IDENTIFY_SPACING_S, IdentifyGate, identify_gate_for
+from bot.lifecycle import Resources, StartupError, build_generation, open_resources
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
 from bot.presentation.delivery import Deliverer
 from bot.presentation.permissions import invite_url
-from bot.services import Services, build_services
-from bot.services.clock import Clock
-from generation.errors import GenerationError, ModelNotFoundError
-from generation.factory import build_service
+from bot.services import Services
 from generation.interfaces import GenerationBackend
 
 if TYPE_CHECKING:
     import datetime as dt
 
-    from generation.pool.settings import PoolConfig
+    from bot.config import Settings
 
 __all__ = [
     "CogFactory",
     "ImagineBot",
+    "Resources",
+    "ShutdownHook",
     "StartupError",
     "build_generation",
     "default_cogs",
@@ -67,10 +68,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CogFactory = Callable[["ImagineBot"], commands.Cog]
-
-
-class StartupError(Exception):
-    """Start-up failed for a reason the operator can fix; the message says what to do."""
+#: Called on shutdown with the seconds left of the grace time.
+ShutdownHook = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -107,22 +106,21 @@ def default_cogs() -> tuple[CogFactory, ...]:
     return (ErrorHandler, ImagineCog, InfoCog, *admin_cogs())
 
 
-class ImagineBot(commands.Bot):
-    """The Discord client with its resources; built by `run`, or by tests with their settings.
+class ImagineBot(commands.AutoShardedBot):
+    """The Discord client, given its `Resources` (built by `bot.lifecycle.open_resources`).
 
-    Resources (database, services, generation) exist after `setup_hook` and are released by
-    `close`. Cogs get the bot and read what they need from it.
+    The resources belong to whoever built them (their exit stack releases them after the bot
+    closed); the bot only uses them. Cogs get the bot and read what they need from it.
     """
 
     def __init__(
         self,
-        settings: Settings,
+        resources: Resources,
         *,
         cogs: Sequence[CogFactory] | None = None,
         clock: Callable[[], dt.datetime] | None = None,
-        service_clock: Clock | None = None,
-        generation_factory: Callable[[Settings], GenerationBackend] | None = None,
     ) -> None:
+        settings = resources.settings
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -130,42 +128,47 @@ class ImagineBot(commands.Bot):
             # A safety net: messages that should ping pass their own allowed mentions.
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=settings.discord.guild_ready_timeout,
+            shard_count=settings.discord.shard_count,
+            shard_ids=settings.discord.shard_ids,
         )
         self.settings = settings
+        self.resources = resources
+        self._identify_gate: IdentifyGate = identify_gate_for(settings.database.url)
+        self._max_concurrency: int | None = None
+        self._identified_shards: set[int] = set()
         self._cog_factories = tuple(cogs) if cogs is not None else default_cogs()
-        self._service_clock = service_clock
-        # Another backend (or a test's instrumented engine) can be swapped in here.
-        self._generation_factory = generation_factory or build_generation
         self.deliverer = Deliverer(clock) if clock is not None else Deliverer()
-        # The one door into worker threads (encoding, exports, image files); closed last.
-        self.threads = Threads()
-        self.images = ImageStore(settings.storage.images_dir, self.threads)
         self.imagine_actions: ImagineActions | None = None
-        self._db_engine: AsyncEngine | None = None
-        self._services: Services | None = None
-        self._generation: GenerationBackend | None = None
-        self._orchestrator: JobOrchestrator | None = None
         self._previous_endpoints: DiscordEndpoints | None = None
-        self._shutdown_hooks: list[Callable[[], Any]] = []
+        self._shutdown_hooks: list[ShutdownHook] = []
         self._closing = False
 
-    # -- resources (available once setup_hook ran) ------------------------------------------
+    # -- resources --------------------------------------------------------------------------
 
     @property
     def services(self) -> Services:
-        return _ready(self._services, "services")
+        return self.resources.services
 
     @property
     def generation(self) -> GenerationBackend:
-        return _ready(self._generation, "generation service")
+        return self.resources.generation
+
+    @property
+    def threads(self) -> Threads:
+        """The one door into worker threads (encoding, exports, image files)."""
+        return self.resources.threads
 
     @property
     def orchestrator(self) -> JobOrchestrator:
-        return _ready(self._orchestrator, "orchestrator")
+        return self.resources.orchestrator
 
-    def add_shutdown_hook(self, hook: Callable[[], Any]) -> None:
-        """Run `hook` (sync or async) early in `close`, after the generator stopped taking jobs
-        and before Discord is disconnected (cogs use it to let job followers settle)."""
+    @property
+    def images(self) -> ImageStore:
+        return self.resources.images
+
+    def add_shutdown_hook(self, hook: ShutdownHook) -> None:
+        """Run `hook(seconds_left)` in `close`, after the running batch finished (or the grace
+        time ran out) and before Discord is disconnected: cogs post what their jobs made."""
         self._shutdown_hooks.append(hook)
 
     # -- start ------------------------------------------------------------------------------
@@ -178,31 +181,8 @@ class ImagineBot(commands.Bot):
         await super().login(token)
 
     async def setup_hook(self) -> None:
-        settings = self.settings
         if self.application_id is not None:
             log.info("invite the bot", extra={"url": invite_url(self.application_id)})
-        try:
-            self._db_engine, sessions = await open_database(settings.database.url)
-        except Exception as exc:  # SQLAlchemy, Alembic or the filesystem
-            url = make_url(settings.database.url).render_as_string(hide_password=True)
-            raise StartupError(f"cannot open the database at {url}: {exc}") from exc
-        self._services = build_services(
-            sessions,
-            settings.quotas.default_limit,
-            settings.quotas.default_period,
-            clock=self._service_clock,
-        )
-        self._generation = self._generation_factory(settings)
-        try:
-            await self._generation.start()
-        except ModelNotFoundError as exc:  # its message names the model and the fix
-            raise StartupError(str(exc)) from exc
-        except (GenerationError, OSError) as exc:
-            raise StartupError(f"cannot load the model {settings.model.id!r}: {exc}") from exc
-        self._orchestrator = JobOrchestrator(self._services, self._generation, self.images)
-        await self._orchestrator.recover()
-        start_retention(self.images, settings.storage, self.add_shutdown_hook)
-
         for factory in self._cog_factories:
             await self.add_cog(factory(self))
         self.add_dynamic_items(*ALL_BUTTONS)
@@ -219,6 +199,29 @@ class ImagineBot(commands.Bot):
         else:
             synced = await self.tree.sync()
             log.info("commands synced", extra={"commands": len(synced), "guild": "global"})
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait for this shard's IDENTIFY turn across every process of the deployment
+        (replaces discord.py's 5 s sleep, which only spaces the shards of one process).
+
+        A shard identifying again (its session was invalidated, perhaps because a process
+        restarted within 5 s of its last IDENTIFY) first waits out a whole window, as
+        discord.py's default does, so a refused IDENTIFY is never repeated at once.
+        """
+        shard = shard_id or 0
+        if shard in self._identified_shards:
+            await asyncio.sleep(IDENTIFY_SPACING_S)
+        self._identified_shards.add(shard)
+        if self._max_concurrency is None:
+            try:
+                limits = await self.fetch_session_start_limits()
+                self._max_concurrency = max(1, limits.max_concurrency)
+            except (discord.HTTPException, discord.GatewayNotFound):
+                log.warning("no session start limits from Discord; one IDENTIFY per 5 s")
+                self._max_concurrency = 1
+        bucket = shard % self._max_concurrency
+        await self._identify_gate.acquire(bucket)
+        log.debug("shard %s may IDENTIFY (bucket %d)", shard_id, bucket)
 
     async def on_ready(self) -> None:
         log.info(
@@ -243,92 +246,29 @@ class ImagineBot(commands.Bot):
     # -- stop -------------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Drain the jobs (see the module docstring), then disconnect from Discord.
+
+        The resources stay open: their owner's exit stack closes them afterwards.
+        """
         if self._closing:
+            await super().close()
             return
         self._closing = True
+        loop = asyncio.get_running_loop()
+        grace = self.settings.jobs.shutdown_grace
+        deadline = loop.time() + grace
         try:
-            if self._generation is not None:
-                await self._generation.close(grace=self._shutdown_grace())
+            log.info("shutting down: new requests are refused, the running batch finishes")
+            await self.orchestrator.stop(grace=grace)
             for hook in self._shutdown_hooks:
-                result = hook()
-                if asyncio.iscoroutine(result):
-                    await result
+                await hook(max(1.0, deadline - loop.time()))
         except Exception:
-            log.exception("error while stopping the generation service")
+            log.exception("error while draining the jobs")
         finally:
             await super().close()
-            if self._db_engine is not None:
-                await self._db_engine.dispose()
-            self.threads.close(wait=False)
+            await self._identify_gate.close()
             if self._previous_endpoints is not None:
                 self._previous_endpoints.apply()
-
-    @staticmethod
-    def _shutdown_grace() -> float:
-        """Seconds the running job may take to finish on shutdown before it is cancelled."""
-        return 30.0
-
-
-def _ready(value: Any, what: str) -> Any:
-    if value is None:
-        raise RuntimeError(f"the {what} is not ready: it is built in setup_hook")
-    return value
-
-
-def build_generation(settings: Settings) -> GenerationBackend:
-    """The generation backend configured by `settings` (not started): the in-process service,
-    or with `[generation] backend = "pool"` the client of the GPU worker pool."""
-    model, gen = settings.model, settings.generation
-    if gen.backend == "pool":
-        return build_pool_backend(settings)
-    return build_service(
-        model.id,
-        variant=model.variant,
-        device=model.device,
-        safety_checker=model.safety_checker,
-        cache_dir=model.cache_dir,
-        min_steps=gen.min_steps,
-        max_steps=gen.max_steps,
-        max_guidance=gen.max_guidance,
-        max_pixels=gen.max_pixels,
-        max_queue=gen.max_queue,
-        max_queued_per_user=gen.max_queued_per_user,
-        max_batch_images=gen.max_batch_images,
-        warmup=gen.warmup,
-        warmup_size=(gen.width, gen.height),
-    )
-
-
-def pool_config(settings: Settings) -> PoolConfig:
-    """The `[pool]` section as the generation package's `PoolConfig`; raises StartupError
-    when no PostgreSQL is configured."""
-    from generation.pool.settings import PoolConfig, ResultsMode
-
-    pool, gen = settings.pool, settings.generation
-    try:
-        dsn = pool.resolved_dsn(settings.database.url)
-    except ValueError as exc:
-        raise StartupError(str(exc)) from exc
-    return PoolConfig(
-        dsn=dsn,
-        queue=pool.queue,
-        results=ResultsMode(pool.results),
-        results_dir=pool.results_dir,
-        heartbeat_seconds=pool.heartbeat_seconds,
-        stalled_after_seconds=pool.stalled_after_seconds,
-        poll_seconds=pool.poll_seconds,
-        max_attempts=pool.max_attempts,
-        max_batch_images=gen.max_batch_images,
-        max_queue=gen.max_queue,
-        max_queued_per_user=gen.max_queued_per_user,
-    )
-
-
-def build_pool_backend(settings: Settings) -> GenerationBackend:
-    """The client of the GPU worker pool configured by `[pool]` (not started)."""
-    from generation.factory import build_pool_backend as build
-
-    return build(pool_config(settings), settings.model.id, settings.generation.limits())
 
 
 # -- the `imagine run` entry point ------------------------------------------------------------
@@ -387,7 +327,11 @@ async def serve(settings: Settings) -> None:
         except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
             pass
     try:
-        async with ImagineBot(settings) as bot:
+        async with AsyncExitStack() as stack:
+            resources = await open_resources(settings, stack)
+            if stop.is_set():  # a signal came while the model loaded
+                return
+            bot = await stack.enter_async_context(ImagineBot(resources))
             runner = asyncio.create_task(bot.start(token), name="discord")
             stopper = asyncio.create_task(stop.wait(), name="signals")
             done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -400,9 +344,10 @@ async def serve(settings: Settings) -> None:
             try:
                 await runner
             except Exception:
-                # Stopped mid-start (e.g. while the model loaded): what start-up raised then
-                # follows from the shutdown; it is no failure to report.
+                # Stopped mid-start: what start-up raised then follows from the shutdown;
+                # it is no failure to report.
                 log.debug("start-up interrupted by the shutdown", exc_info=True)
+        # The stack closed the bot, then the generation backend, then the database.
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)

@@ -9,7 +9,8 @@
     ├── Banned                   the member is banned from the bot in this server
     ├── BlockedWord              the prompt contains a word the server blocks
     ├── BotDisabled              an admin switched the bot off in this server
-    └── ChannelNotAllowed        the server limits /imagine to other channels
+    ├── ChannelNotAllowed        the server limits /imagine to other channels
+    └── Restarting               the bot is shutting down and takes no new work
 
 The bot's error handler shows `.user_message` (ephemeral) and logs nothing for these:
 they are expected outcomes, not bugs.
@@ -143,6 +144,15 @@ class ChannelNotAllowed(ServiceError):
         self.allowed = tuple(sorted(allowed))
         where = ", ".join(f"<#{cid}>" for cid in self.allowed[:10])
         super().__init__(f"Images can't be generated in this channel. Try {where}.")
+
+
+class Restarting(ServiceError):
+    """The bot is shutting down: new work is refused before anything is reserved."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The bot is restarting; try again in a minute. Nothing was counted against your quota."
+        )
 
 
 class MemberError(Exception):

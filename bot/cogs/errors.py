@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from bot.core.flags import FlagError
 from bot.errors import MemberError, ServiceError
-from bot.presentation.delivery import respond
+from bot.presentation.delivery import interaction_expired, is_dead, respond
 from generation.errors import GenerationError
 
 if TYPE_CHECKING:
@@ -80,9 +80,17 @@ class ErrorHandler(commands.Cog, name="Errors"):
 
     async def handle(self, interaction: discord.Interaction, error: BaseException) -> None:
         """Tell the member what went wrong, ephemerally; log bugs with their traceback."""
+        original = getattr(error, "original", error)
+        if isinstance(original, Exception) and interaction_expired(original):
+            # Answering now would be one more callback on a dead interaction (10062 again).
+            log.info(
+                "interaction %s (%s) expired before it was answered",
+                interaction.id,
+                _describe(interaction),
+            )
+            return
         message = user_message(error)
         if message is None:
-            original = getattr(error, "original", error)
             log.error(
                 "unhandled error in interaction %s (%s)",
                 interaction.id,
@@ -90,6 +98,9 @@ class ErrorHandler(commands.Cog, name="Errors"):
                 exc_info=(type(original), original, original.__traceback__),
             )
             message = UNEXPECTED
+        if is_dead(interaction):  # Discord already called it dead: nothing can reach it
+            log.info("interaction %s expired; not answered: %s", interaction.id, message)
+            return
         await self.reply(interaction, message)
 
     @staticmethod

@@ -11,6 +11,9 @@ The Discord side of a job, in order:
 5. deliver the grid (edit, else channel, else DM; see `bot.delivery`) with the buttons.
 
 Buttons carry the job id; their state comes from the database, so they survive restarts.
+So do jobs: `resume_jobs` (at start-up) follows the jobs a previous run left queued or running
+and posts the results it never delivered, editing their old messages through
+`StoredInteraction`; on shutdown (`drain`) the followers post what the last batch made.
 """
 
 from __future__ import annotations
@@ -29,20 +32,28 @@ from PIL import Image
 from bot.core.flags import ImagineOptions, merge_options, parse_prompt
 from bot.core.image_store import withheld_tile
 from bot.core.jobs import (
+    ImageFate,
     JobPlan,
     Outcome,
     OutcomeStatus,
     Requester,
     Submission,
+    decide_fates,
     request_from_job,
 )
-from bot.db.models import JobKind
+from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
+from bot.presentation.access import requester_of
 from bot.presentation.delivery import (
     Attachment,
     DeliveryMethod,
     OutgoingMessage,
+    StoredInteraction,
+    Target,
     Throttle,
+    interaction_expired,
+    is_dead,
+    mark_dead,
     respond,
     upload_limit,
 )
@@ -50,16 +61,18 @@ from bot.presentation.imagine_command import build_imagine_command
 from bot.presentation.messages import (
     Caption,
     cancelled_text,
+    caption_of,
     failed_text,
     finished_text,
     moved_text,
     queued_text,
     running_text,
+    suspended_text,
     upscale_text,
 )
 from bot.presentation.permissions import can_manage_messages
 from bot.presentation.views import grid_view, queued_view, single_view
-from bot.services.history import JobView
+from bot.services.history import JobView, ShownAt
 from generation.events import JobEvent, JobQueued, JobStarted, JobStep
 from generation.grid import encode, encode_grid
 from generation.request import GenerationRequest, parse_aspect
@@ -78,9 +91,11 @@ PROGRESS_INTERVAL = 2.0
 #: Seconds after the interaction reached its handler by which it is answered or deferred
 #: (Discord allows 3). One budget for the database look-ups before the gate and the gate itself.
 ACK_WITHIN = 2.0
-#: Seconds the followers get on shutdown to post what they have before Discord disconnects.
-DRAIN_TIMEOUT = 10.0
 WITHHELD = "That image was withheld by this server's safety settings."
+#: Seconds a member's next interaction is given to be answered before pending results follow.
+PENDING_WAIT = 5.0
+PENDING_NOTE = "I could not deliver this result when it was ready; here it is:"
+_MEMBER_ACTIONS = (discord.InteractionType.application_command, discord.InteractionType.component)
 
 
 class ImagineCog(commands.Cog, name="Imagine"):
@@ -97,21 +112,88 @@ class ImagineCog(commands.Cog, name="Imagine"):
             min_steps=gen.min_steps,
         )
         self._followers: set[asyncio.Task[None]] = set()
+        # Members (user ids) with results that reached nobody.
+        self._undelivered: set[int] = set()
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self._command)
         self.bot.imagine_actions = self
         self.bot.add_shutdown_hook(self.drain)
+        # Loaded from setup_hook, after login: REST works, the gateway is not connected yet.
+        await self.resume_jobs()
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self._command.name)
         if self.bot.imagine_actions is self:
             self.bot.imagine_actions = None
 
-    async def drain(self) -> None:
-        """Wait (a while) for the job followers to settle and post, e.g. on shutdown."""
+    async def drain(self, seconds: float) -> None:
+        """On shutdown: wait up to `seconds` for the job followers to post what the
+        last batch made (and to tell waiting jobs' members they keep their place)."""
         if self._followers:
-            await asyncio.wait(set(self._followers), timeout=DRAIN_TIMEOUT)
+            await asyncio.wait(set(self._followers), timeout=seconds)
+
+    async def resume_jobs(self) -> None:
+        """At start-up: follow the jobs the previous run left, and post what it never did.
+
+        Queued and running jobs are queued again (their messages show it at once); jobs that
+        could not resume are failed and refunded, and undelivered results are posted, each in
+        its old message while its interaction token lives, else in the channel.
+        """
+        bot = self.bot
+        recovery = await bot.orchestrator.recover(bot.settings.jobs.rerun_max_age)
+        for submission, job in recovery.resumed:
+            target = StoredInteraction(bot, job)
+            caption = caption_of(job, _label(job))
+            position = submission.queued.position or 1
+            text = queued_text(caption, position, _in(bot.generation.estimate_wait(position)))
+            view = queued_view(job.id)
+            queued = OutgoingMessage(text, mention=job.user_id, view=view)
+            if not await bot.deliverer.update(target, queued):
+                await bot.deliverer.retire(target, target.message_id, text, view)
+            self._spawn(self._follow(target, submission, caption, target.message_id))
+        for job in (*recovery.ended, *recovery.undelivered):
+            self._spawn(self._deliver_stored(job))
+        self._undelivered.update(job.user_id for job in recovery.undelivered)
+
+    async def _deliver_stored(self, job: JobView) -> None:
+        """Post the final message of a job that ended without one (before or at a restart)."""
+        target = StoredInteraction(self.bot, job)
+        try:
+            outcome = await self._stored_outcome(job)
+            await self._deliver(
+                target, job.id, caption_of(job, _label(job)), outcome, target.message_id
+            )
+        except Exception:
+            log.exception("posting the result of job %s after the restart failed", job.id)
+
+    async def _stored_outcome(self, job: JobView) -> Outcome:
+        """A stored job's outcome as `_deliver` takes it (images read back from disk)."""
+        if job.status is JobStatus.CANCELLED:
+            return Outcome(job.id, OutcomeStatus.CANCELLED)
+        if job.status is JobStatus.FAILED:
+            return Outcome(
+                job.id, OutcomeStatus.FAILED, error=job.error, refunded=job.params.count
+            )
+        settings = await self.bot.services.moderation.get_settings(job.guild_id)
+        flags = list(job.nsfw or ())
+        count = job.params.count
+        flags += [False] * (count - len(flags))
+        fates = list(decide_fates(flags[:count], settings.nsfw_policy, job.channel_nsfw))
+        images = []
+        for index in range(1, count + 1):
+            image = await self.bot.images.load(job.id, index)
+            if image is None:
+                fates[index - 1] = ImageFate.WITHHOLD
+                image = withheld_tile((job.params.width, job.params.height))
+            images.append(image)
+        status = OutcomeStatus.BLOCKED if job.status is JobStatus.BLOCKED else None
+        if status is None:
+            shown = any(fate is not ImageFate.WITHHOLD for fate in fates)
+            status = OutcomeStatus.SUCCEEDED if shown else OutcomeStatus.BLOCKED
+        return Outcome(
+            job.id, status, images=tuple(images), fates=tuple(fates), seeds=job.seeds or ()
+        )
 
     # -- /imagine -------------------------------------------------------------------------
 
@@ -143,7 +225,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         guild_id: int | None = None,
         channel_id: int | None = None,
     ) -> None:
-        requester = _requester(interaction, guild_id, channel_id)
+        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
         submission = await self._submit_in_time(interaction, requester, plan)
         caption = Caption(submission.request.params, interaction.user.id, label)
         position = submission.queued.position or 1
@@ -154,6 +236,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
             view=queued_view(submission.job_id),
         )
         original_id: int | None = None
+        if is_dead(interaction):  # a late defer found the interaction dead
+            self._drop_expired(interaction, submission, caption)
+            return
         try:
             if interaction.response.is_done():  # deferred: a source image was re-made
                 sent = await interaction.edit_original_response(
@@ -167,29 +252,76 @@ class ImagineCog(commands.Cog, name="Imagine"):
                     message.content, view=message.view, allowed_mentions=message.allowed_mentions
                 )
                 original_id = callback.message_id
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception) and interaction_expired(exc):
+                self._drop_expired(interaction, submission, caption)
+                return
             # Nobody will see this job (Discord refused, the connection dropped, the handler
             # was cancelled): drop it; the follower settles the refund.
             self.bot.orchestrator.cancel(submission.job_id)
             self._spawn(self._follow(interaction, submission, caption, None))
             raise
         self._spawn(self._follow(interaction, submission, caption, original_id))
+        if original_id is not None:
+            await self.bot.orchestrator.shown(submission.job_id, original_id)
 
     async def _submit_in_time(
         self, interaction: discord.Interaction, requester: Requester, plan: JobPlan
     ) -> Submission:
         """Submit, deferring (publicly, "thinking") if the gate is slow, so Discord gets an
-        answer within its 3 seconds even when the database is busy."""
-        return await _in_time(interaction, self.bot.orchestrator.submit(requester, plan))
+        answer within its 3 seconds even when the database is busy. The job is stored with
+        the interaction that will show it, so that a restart can still update its message."""
+        shown_at = ShownAt(
+            channel_id=interaction.channel_id or requester.channel_id,
+            app_id=interaction.application_id,
+            token=interaction.token,
+            created_at=interaction.created_at,
+        )
+        submit = self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
+        return await _in_time(interaction, submit)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._followers.add(task)
         task.add_done_callback(self._followers.discard)
 
+    def _drop_expired(
+        self, interaction: discord.Interaction, submission: Submission, caption: Caption
+    ) -> None:
+        """The first answer came too late: the interaction is dead, so nothing more is sent
+        to it (no error reply either). The job is cancelled and refunded (the member just
+        asks again); one that already finished is posted in the channel instead."""
+        if self.bot.orchestrator.cancel(submission.job_id):
+            log.info(
+                "job %s cancelled and refunded: interaction %s expired before it was answered",
+                submission.job_id,
+                interaction.id,
+            )
+            self._spawn(self._settle(submission))
+            return
+        log.info(
+            "job %s finished before interaction %s was answered (expired): posted in the channel",
+            submission.job_id,
+            interaction.id,
+        )
+        self._spawn(self._deliver_without_interaction(submission, caption))
+
+    async def _deliver_without_interaction(self, submission: Submission, caption: Caption) -> None:
+        job = await self.bot.services.history.require(submission.job_id)
+        target = StoredInteraction(self.bot, job, use_token=False)
+        await self._follow(target, submission, caption, None)
+
+    async def _settle(self, submission: Submission) -> None:
+        """Settle a job nobody will see (its refund, its history); nothing is posted."""
+        try:
+            await self.bot.orchestrator.run(submission)
+            await self.bot.orchestrator.delivered(submission.job_id)  # nobody to tell
+        except Exception:
+            log.exception("settling job %s failed", submission.job_id)
+
     async def _follow(
         self,
-        interaction: discord.Interaction,
+        interaction: Target,
         submission: Submission,
         caption: Caption,
         original_id: int | None,
@@ -209,33 +341,46 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         try:
             outcome = await self.bot.orchestrator.run(submission, on_progress)
-            await self._deliver(interaction, submission, caption, outcome, original_id)
+            await self._deliver(interaction, submission.job_id, caption, outcome, original_id)
         except Exception:
             log.exception("following job %s failed", submission.job_id)
 
     async def _deliver(
         self,
-        interaction: discord.Interaction,
-        submission: Submission,
+        interaction: Target,
+        job_id: str,
         caption: Caption,
         outcome: Outcome,
         original_id: int | None,
     ) -> None:
-        deliverer = self.bot.deliverer
+        deliverer, orchestrator = self.bot.deliverer, self.bot.orchestrator
+        if outcome.status is OutcomeStatus.SUSPENDED:
+            # Still queued (in the database); the next start resumes it and this message.
+            text = suspended_text(caption)
+            view = queued_view(job_id)
+            message = OutgoingMessage(text, mention=caption.user_id, view=view)
+            if not await deliverer.update(interaction, message):
+                await deliverer.retire(interaction, original_id, text, view)
+            return
         if outcome.status is OutcomeStatus.CANCELLED:
-            await deliverer.update(
-                interaction, OutgoingMessage(cancelled_text(caption), mention=caption.user_id)
-            )
+            message = OutgoingMessage(cancelled_text(caption), mention=caption.user_id)
+            if await deliverer.update(interaction, message) or await deliverer.retire(
+                interaction, original_id, message.content
+            ):
+                await orchestrator.delivered(job_id)
             return
         if outcome.status is OutcomeStatus.FAILED:
             text = failed_text(caption, outcome.error or "unknown error", outcome.refunded)
             message = OutgoingMessage(text, mention=caption.user_id)
         else:
-            message = await self._result_message(interaction, submission, caption, outcome)
+            message = await self._result_message(interaction, job_id, caption, outcome)
         delivered = await deliverer.deliver(interaction, message)
-        if delivered.message is not None:
-            await self.bot.services.history.set_result_message(
-                submission.job_id, delivered.message.channel.id, delivered.message.id
+        if delivered.ok:
+            where = delivered.message
+            await orchestrator.delivered(
+                job_id,
+                where.channel.id if where is not None else None,
+                where.id if where is not None else None,
             )
         if delivered.method is DeliveryMethod.CHANNEL and delivered.message is not None:
             await deliverer.retire(
@@ -244,17 +389,68 @@ class ImagineCog(commands.Cog, name="Imagine"):
         elif delivered.method is DeliveryMethod.DM:
             await deliverer.retire(interaction, original_id, moved_text(caption, "sent by DM"))
         elif not delivered.ok:
+            refunded = await orchestrator.undeliverable(job_id)
+            self._undelivered.add(caption.user_id)
+            where = f"it could not be posted here or by DM; `/show job:{job_id}` posts it"
+            await deliverer.retire(interaction, original_id, moved_text(caption, where))
             log.error(
-                "job %s finished but could not be delivered (%s); its images are kept in %s",
-                submission.job_id,
+                "job %s finished but could not be delivered (%s); its images are kept in %s, "
+                "%d refunded; the member gets it with their next use of the bot",
+                job_id,
                 delivered.error,
-                self.bot.images.root / submission.job_id,
+                self.bot.images.root / job_id,
+                refunded,
             )
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A member whose results could not be delivered uses the bot again: once their
+        interaction is answered, the results follow, privately, with their buttons."""
+        key = interaction.user.id
+        if key not in self._undelivered or interaction.type not in _MEMBER_ACTIONS:
+            return
+        self._undelivered.discard(key)
+        for _ in range(int(PENDING_WAIT / 0.1)):  # the handler answers within 3 s
+            if interaction.response.is_done():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            self._undelivered.add(key)
+            return
+        history = self.bot.services.history
+        for job in await history.undelivered(user_id=key):
+            if not await self._hand_over(interaction, job):
+                self._undelivered.add(key)
+
+    async def _hand_over(self, interaction: discord.Interaction, job: JobView) -> bool:
+        """Post a result that reached nobody as a private follow-up of the member's
+        interaction; True once it was posted (and recorded delivered)."""
+        caption = caption_of(job, _label(job))
+        outcome = await self._stored_outcome(job)
+        if outcome.status is not OutcomeStatus.SUCCEEDED:
+            await self.bot.orchestrator.delivered(job.id)  # nothing to show any more
+            return True
+        message = await self._result_message(interaction, job.id, caption, outcome)
+        try:
+            sent = await interaction.followup.send(
+                f"{PENDING_NOTE}\n{message.content}",
+                files=message.files_for_send(),
+                view=message.view,  # type: ignore[arg-type]
+                allowed_mentions=message.allowed_mentions,
+                ephemeral=True,
+                wait=True,
+            )
+        except discord.HTTPException as exc:
+            log.info("could not hand over job %s yet: %s", job.id, exc)
+            return False
+        await self.bot.orchestrator.delivered(job.id, sent.channel.id, sent.id)
+        log.info("job %s handed over to its member after its delivery failed", job.id)
+        return True
 
     async def _result_message(
         self,
-        interaction: discord.Interaction,
-        submission: Submission,
+        interaction: Target,
+        job_id: str,
         caption: Caption,
         outcome: Outcome,
     ) -> OutgoingMessage:
@@ -263,7 +459,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         text = finished_text(
             caption, outcome.seeds, withheld=len(withheld), warnings=outcome.warnings, note=note
         )
-        view = grid_view(submission.job_id, len(outcome.images), withheld)
+        view = grid_view(job_id, len(outcome.images), withheld)
         files: list[Attachment] = []
         if outcome.status is not OutcomeStatus.BLOCKED:
             tiles = [
@@ -273,7 +469,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             data, ext = await self.bot.threads.run(
                 encode_grid, tiles, limit_bytes=upload_limit(interaction)
             )
-            name = f"imagine_{submission.job_id[:8]}.{ext}"
+            name = f"imagine_{job_id[:8]}.{ext}"
             files.append(Attachment(name, data, spoiler=outcome.spoiler))
         return OutgoingMessage(text, mention=caption.user_id, files=files, view=view)
 
@@ -287,6 +483,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
+        who = requester_of(interaction, job.guild_id, job.channel_id)
+        requester = await _in_time(interaction, who)
         banned = self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id)
         if await _in_time(interaction, banned):
             raise Banned()
@@ -295,9 +493,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if data is None:
             if flagged:
                 raise MemberError(WITHHELD)
+            # Re-making is generation: the whole gate, refusing privately before the defer.
+            params = job.params
+            admit = self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
+            await _in_time(interaction, admit)
             await _defer(interaction)
-            owner = _owner(interaction, job.guild_id)
-            image = await self.bot.orchestrator.regenerate(job, index, owner)
+            image = await self.bot.orchestrator.regenerate(job, index, requester)
         ext = "png"
         limit = upload_limit(interaction)
         if image is not None or (data is not None and len(data) > limit):
@@ -326,7 +527,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
         source = await self._source(
-            interaction, job_id, index, flagged=flagged, guild_id=job.guild_id
+            interaction,
+            job_id,
+            index,
+            flagged=flagged,
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
         )
         plan = JobPlan(
             self._variation_request(job, source),
@@ -349,7 +555,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
             source = await self._source(
-                interaction, job.parent_job_id, index, guild_id=job.guild_id
+                interaction,
+                job.parent_job_id,
+                index,
+                guild_id=job.guild_id,
+                channel_id=job.channel_id,
             )
             plan = JobPlan(
                 # Same parameters (count, strength) as the variation being rerolled.
@@ -367,27 +577,32 @@ class ImagineCog(commands.Cog, name="Imagine"):
             interaction, plan, label=label, guild_id=job.guild_id, channel_id=job.channel_id
         )
 
-    async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Delete the message the button is on: its requester, or an admin/moderator."""
+    async def check_delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        """The delete button is for the job's requester, or an admin/moderator."""
         job = await self.bot.services.history.get(job_id)
-        owner = job is not None and job.user_id == interaction.user.id
-        if not owner and not await can_manage_messages(
-            interaction, self.bot.services.moderation
-        ):
+        if job is not None and job.user_id == interaction.user.id:
+            return
+        if not await can_manage_messages(interaction, self.bot.services.moderation):
             raise MemberError(
                 "Only the member who asked for these images, or a server admin, can delete them."
             )
+
+    async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Delete the message the button is on (`check_delete` passed)."""
         # A deferred update makes the clicked message the interaction's "original" message.
         await interaction.response.defer()
         await interaction.delete_original_response()
 
-    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Cancel a job that has not finished; its requester only."""
+    async def check_cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """The Cancel button is for the job's requester, while the job is live."""
         submission = self.bot.orchestrator.live(job_id)
         if submission is None:
             raise MemberError("This job is no longer in the queue, so it cannot be cancelled.")
         if submission.requester.user_id != interaction.user.id:
             raise MemberError("Only the member who asked for this job can cancel it.")
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Cancel a job that has not finished (`check_cancel` passed)."""
         if not self.bot.orchestrator.cancel(job_id):
             raise MemberError("This job has just finished, so it cannot be cancelled.")
         await interaction.response.send_message(
@@ -409,6 +624,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         *,
         flagged: bool = False,
         guild_id: int,
+        channel_id: int,
     ) -> Image.Image:
         """A stored image to vary; re-making a lost one takes a while, so defer first.
 
@@ -419,9 +635,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return image
         if flagged:
             raise MemberError(WITHHELD)
+        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
+        await self.bot.orchestrator.admit(requester, "")
         await _defer(interaction)
-        owner = _owner(interaction, guild_id)
-        return await self.bot.orchestrator.source_image(job_id, index, owner)
+        return await self.bot.orchestrator.source_image(job_id, index, requester)
 
     def _variation_request(self, job: JobView, source: Image.Image) -> GenerationRequest:
         """Variations of `source` (an image of `job`): its prompt, the configured count and
@@ -462,6 +679,10 @@ async def _defer(interaction: discord.Interaction) -> None:
     try:
         await interaction.response.defer(thinking=True)
     except discord.HTTPException as exc:
+        if interaction_expired(exc):  # said once, where the job is dropped or the error handled
+            mark_dead(interaction)
+            log.debug("interaction %s expired before it could be deferred", interaction.id)
+            return
         log.warning("could not defer interaction %s: %s", interaction.id, exc)
 
 
@@ -479,35 +700,13 @@ async def _in_time(interaction: discord.Interaction, step: Awaitable[T]) -> T:
     return await task
 
 
-def _requester(
-    interaction: discord.Interaction, guild_id: int | None, channel_id: int | None
-) -> Requester:
-    """Who is asking. Buttons pass the job's guild and channel (a result may be in a DM)."""
-    guild_id = interaction.guild_id or guild_id
-    if guild_id is None:
-        raise MemberError("Images can only be made in a server.")
-    in_guild = interaction.guild_id is not None
-    channel = interaction.channel if in_guild else None
-    channel_id = (interaction.channel_id if in_guild else None) or channel_id
-    if channel_id is None:
-        raise MemberError("I cannot tell which channel this is.")
-    roles = tuple(role.id for role in getattr(interaction.user, "roles", ()) if role.id != guild_id)
-    # A thread's age restriction is its parent's (discord.py's Thread.is_nsfw reads it).
-    nsfw = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
-    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
-    return Requester(
-        guild_id,
-        channel_id,
-        interaction.user.id,
-        roles,
-        channel_nsfw=nsfw,
-        parent_channel_id=parent_id,
-    )
-
-
-def _owner(interaction: discord.Interaction, guild_id: int) -> str:
-    """The queue owner for work the pressing member asked for (see `Requester.owner`)."""
-    return f"{interaction.guild_id or guild_id}:{interaction.user.id}"
+def _label(job: JobView) -> str:
+    """The label a job's messages carry, from its kind."""
+    if job.kind is JobKind.VARIATION and job.image_index is not None:
+        return f"Variations of image #{job.image_index + 1}"
+    if job.kind is JobKind.REROLL:
+        return "Reroll"
+    return ""
 
 
 def _check_image(job: JobView, index: int) -> bool:

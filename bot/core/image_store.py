@@ -75,6 +75,10 @@ class ImageStore:
         """The stored image, fully decoded, or None when it was never stored or is gone."""
         return await self._threads.run(self._load_sync, self.path(job_id, index))
 
+    async def exists(self, job_id: str, index: int) -> bool:
+        """True if image `index` of the job is on disk."""
+        return await self._threads.run(self.path(job_id, index).is_file)
+
     async def read_bytes(self, job_id: str, index: int) -> bytes | None:
         """The stored PNG file as bytes, or None."""
         return await self._threads.run(_read_or_none, self.path(job_id, index))

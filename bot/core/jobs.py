@@ -1,13 +1,21 @@
 """The life of one job, with no Discord in it: check, reserve, record, queue, settle.
 
-`JobOrchestrator.submit` runs the gate in a fixed order, so a refused request leaves nothing
-behind:
+`JobOrchestrator.submit` is the one way into the generation queue (new jobs, rerolls,
+variations, and images re-made from their seeds for U, V and `/show`). It runs the gate in a
+fixed order, so a refused request leaves nothing behind:
 
-1. moderation (bot enabled, channel allowed, member not banned, no blocked word);
+1. the bot is not shutting down (`Restarting`), then moderation (bot enabled, channel
+   allowed, member not banned, no blocked word);
 2. validation (steps, size, guidance...) with a concrete seed drawn;
-3. quota reservation for the images asked for;
+3. quota reservation for the images asked for (none for a re-made image: the member paid for
+   it with its grid; it is still recorded, so it counts as GPU work);
 4. the generation queue (owner = "guild:user", so the service's round-robin is per member);
-5. the history record.
+5. the history record, with the message that shows the job (so a restart can update it), and
+   the live registry (for Cancel).
+
+Jobs are durable: on shutdown (`stop`) the waiting ones stay queued in the database with their
+reservation, and `recover` at the next start queues them again in their original order, runs
+again (from their seeds) the ones that were running, or fails and refunds those too old.
 
 Then `JobOrchestrator.run` follows the job's events and settles it: images stored on disk,
 quota charged (withheld NSFW images refunded), history updated; a failure or a cancellation
@@ -20,6 +28,7 @@ and outcomes into messages.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import logging
 import uuid
@@ -30,9 +39,10 @@ from typing import Any
 from PIL import Image
 
 from bot.core.image_store import ImageStore
-from bot.db.models import JobKind, NsfwPolicy
+from bot.db.models import JobKind, JobStatus, NsfwPolicy
+from bot.errors import Restarting, ServiceError
 from bot.services import Services
-from bot.services.history import JobRecord, JobView
+from bot.services.history import JobRecord, JobView, ShownAt
 from generation.errors import GenerationError
 from generation.events import (
     GenerationResult,
@@ -41,6 +51,7 @@ from generation.events import (
     JobFailed,
     JobFinished,
     JobStarted,
+    JobState,
 )
 from generation.interfaces import GenerationBackend
 from generation.job import QueuedJob
@@ -52,6 +63,7 @@ __all__ = [
     "JobPlan",
     "Outcome",
     "OutcomeStatus",
+    "Recovery",
     "Requester",
     "Submission",
     "decide_fates",
@@ -116,6 +128,8 @@ class OutcomeStatus(enum.Enum):
     BLOCKED = "blocked"  # every image was withheld by the NSFW policy
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: The bot shut down while the job waited: it stays queued (and reserved) for the next run.
+    SUSPENDED = "suspended"
 
 
 class ImageFate(enum.Enum):
@@ -147,6 +161,21 @@ class Outcome:
     @property
     def spoiler(self) -> bool:
         return ImageFate.SPOILER in self.fates
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `JobOrchestrator.recover` found at start-up.
+
+    `resumed`: jobs queued again (in their original order), with their stored view, to be
+    followed like new ones; `ended`: jobs failed and refunded because they could not resume
+    (their messages must say so); `undelivered`: ended jobs whose final message was never
+    posted (their results are on disk).
+    """
+
+    resumed: tuple[tuple[Submission, JobView], ...] = ()
+    ended: tuple[JobView, ...] = ()
+    undelivered: tuple[JobView, ...] = ()
 
 
 def request_from_job(
@@ -203,12 +232,20 @@ class JobOrchestrator:
         self._generation = generation
         self._images = images
         self._live: dict[str, Submission] = {}
+        self._accepting = True
+        # Waiting jobs the shutdown takes out of the queue: kept queued in the database.
+        self._suspended: set[str] = set()
 
     # -- information ----------------------------------------------------------------------
 
     @property
     def generation(self) -> GenerationBackend:
         return self._generation
+
+    @property
+    def accepting(self) -> bool:
+        """False once `stop` began: new work is refused with `Restarting`."""
+        return self._accepting
 
     def live(self, job_id: str) -> Submission | None:
         """A job submitted by this process and not settled yet."""
@@ -224,25 +261,43 @@ class JobOrchestrator:
 
     # -- submitting -----------------------------------------------------------------------
 
-    async def submit(self, requester: Requester, plan: JobPlan) -> Submission:
+    async def admit(self, requester: Requester, prompt: str, negative_prompt: str = "") -> None:
+        """The first step of the gate, for callers that must refuse before they defer (e.g.
+        `/show` before re-making a lost image): raises `Restarting` or a moderation
+        `ServiceError` (disabled, channel not allowed, banned, blocked word)."""
+        if not self._accepting:
+            raise Restarting()
+        await self._services.moderation.check(
+            requester.guild_id,
+            requester.user_id,
+            prompt,
+            negative_prompt,
+            channel_id=requester.allow_list_channel_id,
+        )
+
+    async def submit(
+        self, requester: Requester, plan: JobPlan, *, shown_at: ShownAt | None = None
+    ) -> Submission:
         """Run the gate and queue the job; raises ServiceError/RequestError/QueueFullError.
 
-        Nothing is reserved or recorded when it raises.
+        `shown_at`: the interaction that will show the job (its message id follows with
+        `shown`). A `JobKind.REMAKE` plan reserves nothing. Nothing is reserved or left queued
+        when it raises.
         """
         services = self._services
         request = plan.request
-        await services.moderation.check(
-            requester.guild_id,
-            requester.user_id,
-            request.params.prompt,
-            request.params.negative_prompt,
-            channel_id=requester.allow_list_channel_id,
-        )
+        params = request.params
+        await self.admit(requester, params.prompt, params.negative_prompt)
         request = request.validated(self._generation.limits)
         job_id = uuid.uuid4().hex
-        await services.quota.reserve(
-            requester.guild_id, requester.user_id, requester.role_ids, request.params.count, job_id
-        )
+        if plan.kind is not JobKind.REMAKE:
+            await services.quota.reserve(
+                requester.guild_id,
+                requester.user_id,
+                requester.role_ids,
+                request.params.count,
+                job_id,
+            )
         try:
             queued = self._generation.submit(request, owner=requester.owner, job_id=job_id)
         except BaseException:
@@ -251,12 +306,20 @@ class JobOrchestrator:
         submission = Submission(job_id, queued, requester, replace(plan, request=queued.request))
         try:
             await services.history.create_job(self._record(submission))
+            if shown_at is not None or requester.channel_nsfw:
+                await services.history.set_shown_at(
+                    job_id, shown_at, channel_nsfw=requester.channel_nsfw
+                )
         except BaseException:
             queued.cancel()
             await services.quota.refund(job_id)
             raise
         self._live[job_id] = submission
         return submission
+
+    async def shown(self, job_id: str, message_id: int) -> None:
+        """The message showing the job was sent: remember its id (for restarts)."""
+        await self._quietly(self._services.history.set_message_id(job_id, message_id))
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a live job (queued, or running: it stops at its next step).
@@ -265,6 +328,18 @@ class JobOrchestrator:
         """
         submission = self._live.get(job_id)
         return submission is not None and submission.queued.cancel()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Shutdown, first half: refuse new work, keep the waiting jobs queued in the database
+        (their followers end with `OutcomeStatus.SUSPENDED`), let the running batch finish
+        within `grace` seconds. The generator stays usable for encoding the last results."""
+        self._accepting = False
+        # No await between marking and the generator's cancelling of its queue, so a job
+        # cannot start in between and be taken for a waiting one.
+        for submission in self._live.values():
+            if submission.queued.state is JobState.QUEUED:
+                self._suspended.add(submission.job_id)
+        await self._generation.stop(grace)
 
     # -- settling -------------------------------------------------------------------------
 
@@ -285,13 +360,16 @@ class JobOrchestrator:
                 if isinstance(event, JobFailed):
                     return _logged(await self._failed(submission, event.error))
                 if isinstance(event, JobCancelled):
+                    if submission.job_id in self._suspended:
+                        return _logged(Outcome(submission.job_id, OutcomeStatus.SUSPENDED))
                     return _logged(await self._cancelled(submission))
                 if on_progress is not None:
                     await self._progress(on_progress, event)
             raise GenerationError("The job ended without a result.")  # pragma: no cover
         except asyncio.CancelledError:
-            submission.queued.cancel()
-            await asyncio.shield(self._settle_abandoned(submission, "The bot shut down."))
+            if submission.job_id not in self._suspended:
+                submission.queued.cancel()
+                await asyncio.shield(self._settle_abandoned(submission, "The bot shut down."))
             raise
         except Exception as exc:
             log.exception("settling job %s failed", submission.job_id)
@@ -299,53 +377,125 @@ class JobOrchestrator:
         finally:
             self._live.pop(submission.job_id, None)
 
-    async def recover(self) -> int:
-        """At start-up: fail the jobs a previous run left unfinished and refund them."""
-        unfinished = await self._services.history.fail_unfinished()
-        for job in unfinished:
-            await self._services.quota.refund(job.id)
-        if unfinished:
-            log.info("refunded %d job(s) left unfinished by the previous run", len(unfinished))
-        return len(unfinished)
+    async def delivered(
+        self, job_id: str, channel_id: int | None = None, message_id: int | None = None
+    ) -> None:
+        """The job's final message reached its member (a result: at `channel_id`/`message_id`)."""
+        await self._quietly(
+            self._services.history.mark_delivered(job_id, channel_id, message_id)
+        )
 
-    async def regenerate(
-        self, job: JobView, index: int, owner: str | None = None
-    ) -> Image.Image:
+    async def undeliverable(self, job_id: str) -> int:
+        """No route reached the member: the result stays stored and retrievable (`/show`),
+        recorded as not delivered (admins see it in history), and its images are refunded:
+        nobody is charged for a result they never got. Returns the images refunded."""
+        return await self._services.quota.refund(job_id)
+
+    # -- restarts -------------------------------------------------------------------------
+
+    async def recover(self, rerun_max_age: float, now: dt.datetime | None = None) -> Recovery:
+        """At start-up: queue again what a previous run left queued or running.
+
+        Jobs that were running come first (they were ahead), then the queued ones oldest first;
+        none is reserved again. A running job that started more than `rerun_max_age` seconds
+        before `now` is failed and refunded instead, as is one that cannot be queued again.
+        Re-made images nobody waits for any more are dropped.
+        """
+        history = self._services.history
+        now = now or dt.datetime.now(dt.UTC)
+        resumed: list[tuple[Submission, JobView]] = []
+        ended: list[JobView] = []
+        for job in await history.unfinished():
+            if job.kind is JobKind.REMAKE:
+                await self._quietly(history.mark_cancelled(job.id))
+                await self.delivered(job.id)
+                continue
+            if job.status is JobStatus.RUNNING:
+                started = job.started_at or job.created_at
+                if (now - started).total_seconds() > rerun_max_age:
+                    ended.append(await self._end_stale(job, "it was interrupted by a restart"))
+                    continue
+            try:
+                submission = await self._resubmit(job)
+            except (GenerationError, ServiceError) as exc:
+                log.warning("job %s could not be queued again: %s", job.id, exc)
+                ended.append(await self._end_stale(job, f"it could not be queued again: {exc}"))
+                continue
+            if job.status is JobStatus.RUNNING:
+                await self._quietly(history.mark_queued_again(job.id))
+            resumed.append((submission, job))
+        undelivered = tuple(await history.undelivered())
+        if resumed or ended:
+            log.info(
+                "after the restart: %d job(s) queued again, %d failed and refunded",
+                len(resumed),
+                len(ended),
+            )
+        return Recovery(tuple(resumed), tuple(ended), undelivered)
+
+    async def _resubmit(self, job: JobView) -> Submission:
+        """Queue a stored job again under its own id, seeds and reservation."""
+        requester = Requester(
+            job.guild_id, job.channel_id, job.user_id, channel_nsfw=job.channel_nsfw
+        )
+        index = job.image_index + 1 if job.image_index is not None else None
+        init_image = None
+        if job.kind is JobKind.VARIATION and job.parent_job_id and index is not None:
+            init_image = await self.source_image(job.parent_job_id, index, requester)
+        # As in `regenerate`: a variation whose source job is gone runs from its prompt alone.
+        strength = job.params.strength if init_image is not None else None
+        request = request_from_job(
+            job, seed=job.params.seed, init_image=init_image, strength=strength
+        )
+        queued = self._generation.submit(request, owner=requester.owner, job_id=job.id)
+        plan = JobPlan(
+            queued.request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
+        )
+        submission = Submission(job.id, queued, requester, plan)
+        self._live[job.id] = submission
+        return submission
+
+    async def _end_stale(self, job: JobView, why: str) -> JobView:
+        error = f"The bot restarted: {why}."
+        refunded = await self._services.quota.refund(job.id)
+        await self._quietly(self._services.history.mark_failed(job.id, error))
+        log.info("job %s failed after the restart (%s); %d refunded", job.id, why, refunded)
+        return replace(job, status=JobStatus.FAILED, error=error)
+
+    # -- re-made images -------------------------------------------------------------------
+
+    async def regenerate(self, job: JobView, index: int, requester: Requester) -> Image.Image:
         """Re-make image `index` (1-based) of a stored job from its parameters and seed.
 
-        For U/V buttons whose image file is gone. Not charged: the member already paid for
-        the image. Variations need their source image, found (or re-made) the same way.
-        `owner` is the queue owner of the member who asked (default: the job's requester), so
-        the re-make takes that member's turn and counts toward their per-member queue limit.
+        For U/V buttons and `/show` when the image file is gone. It goes through the gate as
+        `requester` (the member who asked: moderation applies, it takes their queue turn);
+        it is not charged, since the member already paid for the image, but it is recorded
+        as a `remake` job. Variations need their source image, found (or re-made) the same way.
         """
         if job.seeds is None or not 1 <= index <= len(job.seeds):
             raise GenerationError("That image has no recorded seed, so it cannot be re-made.")
         init_image = None
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
-            init_image = await self.source_image(
-                job.parent_job_id, job.image_index + 1, owner=owner
-            )
+            init_image = await self.source_image(job.parent_job_id, job.image_index + 1, requester)
         # A variation whose source job is gone is re-made from its prompt alone.
         strength = job.params.strength if init_image is not None else None
         request = request_from_job(
             job, seed=job.seeds[index - 1], count=1, init_image=init_image, strength=strength
         )
-        owner = owner or f"{job.guild_id}:{job.user_id}"
-        result = await self._generation.submit(request, owner=owner).result()
-        image = result.images[0]
-        await self._images.save(job.id, [(index, image)])
-        return image
+        plan = JobPlan(request, kind=JobKind.REMAKE, parent_job_id=job.id, image_index=index)
+        outcome = await self.run(await self.submit(requester, plan))
+        if outcome.status is OutcomeStatus.SUCCEEDED and outcome.images:
+            return outcome.images[0]
+        raise GenerationError(outcome.error or "The image could not be made again; try later.")
 
-    async def source_image(
-        self, job_id: str, index: int, owner: str | None = None
-    ) -> Image.Image:
-        """Image `index` of a job, from disk or re-made (for `owner`, see `regenerate`);
+    async def source_image(self, job_id: str, index: int, requester: Requester) -> Image.Image:
+        """Image `index` of a job, from disk or re-made (for `requester`, see `regenerate`);
         raises NotFound for unknown jobs."""
         image = await self._images.load(job_id, index)
         if image is not None:
             return image
         job = await self._services.history.require(job_id)
-        return await self.regenerate(job, index, owner)
+        return await self.regenerate(job, index, requester)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -357,6 +507,21 @@ class JobOrchestrator:
 
     async def _succeeded(self, submission: Submission, result: GenerationResult) -> Outcome:
         services, requester = self._services, submission.requester
+        plan = submission.plan
+        if plan.kind is JobKind.REMAKE and plan.parent_job_id and plan.image_index:
+            # The lost file of an image that was shown before: stored again where it was.
+            await self._images.save(plan.parent_job_id, [(plan.image_index, result.images[0])])
+            await services.history.mark_succeeded(
+                submission.job_id, result.seeds, result.nsfw, result.gpu_seconds
+            )
+            await self.delivered(submission.job_id)
+            return Outcome(
+                submission.job_id,
+                OutcomeStatus.SUCCEEDED,
+                images=tuple(result.images),
+                fates=(ImageFate.SHOW,) * len(result.images),
+                seeds=tuple(result.seeds),
+            )
         settings = await services.moderation.get_settings(requester.guild_id)
         fates = decide_fates(result.nsfw, settings.nsfw_policy, requester.channel_nsfw)
         kept = [
@@ -392,12 +557,19 @@ class JobOrchestrator:
     async def _failed(self, submission: Submission, error: str) -> Outcome:
         refunded = await self._services.quota.refund(submission.job_id)
         await self._quietly(self._services.history.mark_failed(submission.job_id, error))
+        await self._nobody_to_tell(submission)
         return Outcome(submission.job_id, OutcomeStatus.FAILED, error=error, refunded=refunded)
 
     async def _cancelled(self, submission: Submission) -> Outcome:
         refunded = await self._services.quota.refund(submission.job_id)
         await self._quietly(self._services.history.mark_cancelled(submission.job_id))
+        await self._nobody_to_tell(submission)
         return Outcome(submission.job_id, OutcomeStatus.CANCELLED, refunded=refunded)
+
+    async def _nobody_to_tell(self, submission: Submission) -> None:
+        """A re-made image has no message of its own: its caller tells the member."""
+        if submission.plan.kind is JobKind.REMAKE:
+            await self.delivered(submission.job_id)
 
     async def _settle_abandoned(self, submission: Submission, error: str) -> None:
         await self._quietly(self._services.quota.refund(submission.job_id))

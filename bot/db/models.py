@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, composite, mapped_column
 
@@ -51,6 +52,9 @@ class JobKind(StrEnum):
     TXT2IMG = "txt2img"
     VARIATION = "variation"
     REROLL = "reroll"
+    #: One image of an earlier job made again from its seed because its file is gone (for U,
+    #: V or /show): free for the member, recorded as GPU work.
+    REMAKE = "remake"
 
 
 class JobStatus(StrEnum):
@@ -202,6 +206,20 @@ class StoredJob(Base):
 
     #: The parameter columns as one `GenerationParams`, in its field order.
     params: Mapped[GenerationParams] = composite(*PARAM_FIELDS)
+
+    # Where the job is shown while it waits and runs, so that a restarted bot can update it:
+    # the message (a DM channel's for presses in a DM), and the interaction that made it (its
+    # token edits the message for 15 minutes; forgotten once its final message is posted).
+    message_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_app_id: Mapped[int | None] = mapped_column(BigInteger)
+    interaction_token: Mapped[str | None] = mapped_column(Text)
+    interaction_created_at: Mapped[datetime | None]
+    # The channel was age-restricted when the job was asked for (the NSFW policy needs it).
+    channel_nsfw: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # None while unfinished; False once ended with its final message not posted (a result
+    # that reached nobody is kept on disk and refunded); True once posted.
+    delivered: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class QuotaRule(Base):

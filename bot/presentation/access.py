@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
+from bot.core.jobs import Requester
 from bot.errors import MemberError
 from bot.presentation.delivery import respond
 from bot.presentation.permissions import is_admin
@@ -27,10 +29,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADMIN_HINT",
+    "LEFT_SERVER",
+    "AdminOnlyCog",
     "NotAdmin",
     "admin_only",
     "guild_id_of",
     "reply",
+    "requester_of",
     "require_admin",
     "role_ids_of",
     "services_of",
@@ -60,6 +65,65 @@ def services_of(interaction: discord.Interaction) -> Services:
     return client.services
 
 
+#: A press in a DM by someone who is no longer in the job's server.
+LEFT_SERVER = (
+    "You are no longer a member of the server this job was made in, so its buttons no longer "
+    "work for you."
+)
+
+
+async def requester_of(
+    interaction: discord.Interaction, guild_id: int | None = None, channel_id: int | None = None
+) -> Requester:
+    """Who is asking, for the job gate: server, channel, roles and age restriction.
+
+    Buttons pass the job's server and channel. A press in a DM (a result may have been sent
+    there) carries no server context, so it is taken from the job's server: the member's
+    current roles are fetched from it (quota rules), its channel's rules apply; a member who
+    left that server is refused (MemberError).
+    """
+    if interaction.guild_id is None:
+        return await _requester_in_dm(interaction, guild_id, channel_id)
+    guild_id = interaction.guild_id
+    channel = interaction.channel
+    channel_id = interaction.channel_id or channel_id
+    if channel_id is None:
+        raise MemberError("I cannot tell which channel this is.")
+    return _requester(guild_id, channel_id, interaction.user, channel)
+
+
+async def _requester_in_dm(
+    interaction: discord.Interaction, guild_id: int | None, channel_id: int | None
+) -> Requester:
+    if guild_id is None or channel_id is None:
+        raise MemberError("Images can only be made in a server.")
+    guild = interaction.client.get_guild(guild_id)
+    if guild is None:
+        raise MemberError("I am no longer in the server this job was made in.")
+    try:
+        # Fetched, not cached: without the members intent the cache may hold old roles.
+        member = await guild.fetch_member(interaction.user.id)
+    except discord.NotFound:
+        raise MemberError(LEFT_SERVER) from None
+    return _requester(guild_id, channel_id, member, guild.get_channel_or_thread(channel_id))
+
+
+def _requester(
+    guild_id: int, channel_id: int, user: discord.abc.User | discord.Member, channel: object
+) -> Requester:
+    # A thread's age restriction is its parent's (discord.py's Thread.is_nsfw reads it).
+    nsfw = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
+    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+    return Requester(
+        guild_id,
+        channel_id,
+        user.id,
+        role_ids_of(user, guild_id),
+        channel_nsfw=nsfw,
+        parent_channel_id=parent_id,
+    )
+
+
 def guild_id_of(interaction: discord.Interaction) -> int:
     """The server the command was used in; these commands make no sense in DMs."""
     if interaction.guild_id is None:
@@ -81,6 +145,16 @@ def admin_only() -> Callable[[T], T]:
         return True
 
     return app_commands.check(predicate)
+
+
+class AdminOnlyCog(commands.Cog):
+    """Base for cogs whose every app command is for admins: discord.py runs a cog's
+    `interaction_check` before each of its app commands and subcommands, so the check sits
+    once on the cog rather than on each command (commands of mixed cogs use `admin_only`)."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        await require_admin(interaction)
+        return True
 
 
 def role_ids_of(member: discord.abc.User | discord.Member, guild_id: int) -> tuple[int, ...]:

@@ -7,6 +7,10 @@ view has to be alive in memory; the job's parameters come from the database.
 The buttons only parse and dispatch: the work is done by the `ImagineActions` the bot exposes
 (`bot.imagine_actions`, set by the imagine cog), and any exception goes to the bot's single
 interaction error handler, because discord.py only logs errors raised in dynamic items.
+
+Who may press a button is decided where discord.py asks: the item's `interaction_check`
+(delete: the requester or a moderator; cancel: the requester). discord.py drops a press that
+fails it without an answer, so the refusal is answered there, through the same handler.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ class ImagineActions(Protocol):
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None: ...
 
+    async def check_delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Raise a member-facing error unless the presser may delete the job's message."""
+
+    async def check_cancel(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Raise a member-facing error unless the presser may cancel the job."""
+
 
 class ErrorReporter(Protocol):
     async def report_interaction_error(
@@ -57,7 +67,8 @@ class ErrorReporter(Protocol):
     ) -> None: ...
 
 
-async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -> None:
+async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -> bool:
+    """Call `ImagineActions.<action>`; False (the error answered) when it raised."""
     client: Any = interaction.client
     actions = getattr(client, "imagine_actions", None)
     try:
@@ -68,8 +79,10 @@ async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -
         reporter = getattr(client, "report_interaction_error", None)
         if reporter is None:
             log.exception("button %s failed", action)
-            return
-        await reporter(interaction, exc)
+        else:
+            await reporter(interaction, exc)
+        return False
+    return True
 
 
 class _JobButton(_Dynamic, template=_NEVER):
@@ -80,6 +93,8 @@ class _JobButton(_Dynamic, template=_NEVER):
     """
 
     action: ClassVar[str]  # the `ImagineActions` method a press calls
+    #: The `ImagineActions` check a press must pass first (None: anyone in the server).
+    check: ClassVar[str | None] = None
 
     def __init__(self, job_id: str, *, custom_id: str, row: int | None, **look: Any) -> None:
         super().__init__(discord.ui.Button(custom_id=custom_id, row=row, **look))
@@ -93,6 +108,11 @@ class _JobButton(_Dynamic, template=_NEVER):
 
     def _args(self) -> tuple[Any, ...]:
         return (self.job_id,)
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if self.check is None:
+            return True
+        return await _dispatch(interaction, self.check, self.job_id)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await _dispatch(interaction, self.action, *self._args())
@@ -177,6 +197,7 @@ class DeleteButton(_JobButton, template=rf"imagine:d:{_JOB}"):
     """Delete the message it is on; the requester or an admin only."""
 
     action = "delete"
+    check = "check_delete"
 
     def __init__(self, job_id: str, *, row: int | None = 2) -> None:
         super().__init__(
@@ -192,6 +213,7 @@ class CancelButton(_JobButton, template=rf"imagine:c:{_JOB}"):
     """Cancel a job still waiting in the queue; its owner only. Refunds the reservation."""
 
     action = "cancel"
+    check = "check_cancel"
 
     def __init__(self, job_id: str, *, row: int | None = 0) -> None:
         super().__init__(

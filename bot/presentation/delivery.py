@@ -8,6 +8,9 @@ So the result goes, in order of preference:
 2. into a new message in the same channel, mentioning the requester;
 3. into a DM to the requester, when the bot may not post in the channel (Forbidden);
 4. nowhere: the caller keeps the images stored, logs it and records `delivered = False`.
+
+After a restart there is no `discord.Interaction` any more; `StoredInteraction` rebuilds what
+the `Deliverer` needs of one from the ids stored with the job (`bot.services.history.ShownAt`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.services.history import JobView
+
 __all__ = [
     "TOKEN_LIFETIME",
     "TOKEN_MARGIN",
@@ -32,7 +37,11 @@ __all__ = [
     "Deliverer",
     "DeliveryMethod",
     "OutgoingMessage",
+    "StoredInteraction",
     "Throttle",
+    "interaction_expired",
+    "is_dead",
+    "mark_dead",
     "respond",
 ]
 
@@ -42,9 +51,29 @@ TOKEN_LIFETIME = dt.timedelta(minutes=15)
 TOKEN_MARGIN = dt.timedelta(seconds=60)
 
 # Discord error codes after which editing the interaction is pointless, so we fall back.
+_UNKNOWN_INTERACTION = 10062
 _UNKNOWN_MESSAGE = 10008
 _UNKNOWN_WEBHOOK = 10015
 _INVALID_WEBHOOK_TOKEN = 50027
+
+
+_EXPIRED = "imagine_expired"
+
+
+def interaction_expired(error: BaseException) -> bool:
+    """True if Discord refused an interaction's first answer because it came too late (404,
+    10062 Unknown interaction): the interaction is dead and takes no further callbacks."""
+    return isinstance(error, discord.NotFound) and error.code == _UNKNOWN_INTERACTION
+
+
+def mark_dead(interaction: discord.Interaction) -> None:
+    """Remember (in `interaction.extras`) that Discord called the interaction dead."""
+    interaction.extras[_EXPIRED] = True
+
+
+def is_dead(interaction: discord.Interaction) -> bool:
+    """True once `mark_dead` was called: nothing more may be sent on the interaction."""
+    return bool(interaction.extras.get(_EXPIRED))
 
 
 class Throttle:
@@ -137,6 +166,60 @@ async def respond(
         await interaction.response.send_message(content, **kwargs)
 
 
+class _UserById:
+    """The member as `interaction.user` offers it for DMs, fetched when first needed."""
+
+    def __init__(self, client: discord.Client, user_id: int) -> None:
+        self._client = client
+        self.id = user_id
+
+    async def send(self, **kwargs: object) -> discord.Message:
+        user = self._client.get_user(self.id) or await self._client.fetch_user(self.id)
+        return await user.send(**kwargs)  # type: ignore[arg-type]
+
+
+class StoredInteraction:
+    """What `Deliverer` (and `upload_limit`) use of an interaction, for a job whose
+    interaction was handled by a previous run of the bot, or that Discord called dead
+    (`use_token=False`: nothing more is sent on it).
+
+    The original response is edited with the stored token while it lives (a webhook edit of
+    the stored message); without a token the interaction counts as expired, so results go to
+    the channel, then to a DM, as for any old interaction.
+    """
+
+    def __init__(self, client: discord.Client, job: JobView, *, use_token: bool = True) -> None:
+        shown = job.shown_at
+        self.client = client
+        self.id = job.id
+        self.guild_id: int | None = job.guild_id
+        self.channel_id = shown.channel_id if shown is not None else job.channel_id
+        self.channel = None
+        self.message_id = shown.message_id if shown is not None else None
+        self.user = _UserById(client, job.user_id)
+        self.guild = client.get_guild(job.guild_id)
+        self.filesize_limit = (
+            self.guild.filesize_limit if self.guild is not None else DEFAULT_UPLOAD_LIMIT
+        )
+        self._webhook: discord.Webhook | None = None
+        if use_token and shown is not None and shown.token and shown.app_id and shown.created_at:
+            self._webhook = discord.Webhook.partial(shown.app_id, shown.token, client=client)
+            self.created_at = shown.created_at
+        else:
+            self.created_at = job.created_at - TOKEN_LIFETIME  # no token: already expired
+
+    async def edit_original_response(self, **fields: object) -> discord.Message:
+        if self._webhook is None:
+            raise discord.ClientException("no interaction token was stored for this job")
+        # The stored id, or Discord's alias when the answer's id was never stored.
+        target: object = self.message_id if self.message_id is not None else "@original"
+        return await self._webhook.edit_message(target, **fields)  # type: ignore[arg-type]
+
+
+#: What the deliverer works with: a live interaction or one rebuilt after a restart.
+Target = discord.Interaction | StoredInteraction
+
+
 def _default_clock() -> dt.datetime:
     return discord.utils.utcnow()
 
@@ -147,12 +230,12 @@ class Deliverer:
     def __init__(self, clock: Callable[[], dt.datetime] = _default_clock) -> None:
         self._clock = clock
 
-    def token_usable(self, interaction: discord.Interaction) -> bool:
+    def token_usable(self, interaction: Target) -> bool:
         """True while the interaction's token has more than `TOKEN_MARGIN` of life left."""
         expires = interaction.created_at + TOKEN_LIFETIME
         return expires - self._clock() > TOKEN_MARGIN
 
-    async def update(self, interaction: discord.Interaction, message: OutgoingMessage) -> bool:
+    async def update(self, interaction: Target, message: OutgoingMessage) -> bool:
         """Best-effort progress edit of the original response; False when it was not possible.
 
         Progress is cosmetic: an old token or a deleted message must not fail the job.
@@ -171,7 +254,7 @@ class Deliverer:
         return True
 
     async def deliver(
-        self, interaction: discord.Interaction, message: OutgoingMessage
+        self, interaction: Target, message: OutgoingMessage
     ) -> Delivered:
         """Deliver `message` by the best available route; never raises for Discord errors."""
         errors: list[str] = []
@@ -197,17 +280,22 @@ class Deliverer:
         return Delivered(DeliveryMethod.NONE, None, error)
 
     async def retire(
-        self, interaction: discord.Interaction, message_id: int | None, content: str
+        self,
+        interaction: Target,
+        message_id: int | None,
+        content: str,
+        view: discord.ui.View | None = None,
     ) -> bool:
-        """Best effort: rewrite the old "queued" message (and drop its Cancel button) after the
-        result went elsewhere. Uses the channel route: the interaction token is too old."""
+        """Best effort: rewrite the old "queued" message (by default dropping its Cancel
+        button) after the result went elsewhere, or when the token is too old to edit it.
+        Uses the channel route, which needs no interaction token."""
         channel = self._channel(interaction)
         get_partial = getattr(channel, "get_partial_message", None)
         if message_id is None or get_partial is None:
             return False
         try:
             await get_partial(message_id).edit(
-                content=content, view=None, allowed_mentions=discord.AllowedMentions.none()
+                content=content, view=view, allowed_mentions=discord.AllowedMentions.none()
             )
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             log.debug("could not retire message %s: %s", message_id, exc)
@@ -215,7 +303,7 @@ class Deliverer:
         return True
 
     async def _edit_original(
-        self, interaction: discord.Interaction, message: OutgoingMessage
+        self, interaction: Target, message: OutgoingMessage
     ) -> discord.Message:
         return await interaction.edit_original_response(
             content=message.content,
@@ -238,7 +326,7 @@ class Deliverer:
         return kwargs
 
     @staticmethod
-    def _channel(interaction: discord.Interaction) -> discord.abc.Messageable | None:
+    def _channel(interaction: Target) -> discord.abc.Messageable | None:
         channel = interaction.channel
         if isinstance(channel, discord.abc.Messageable):
             return channel
@@ -263,7 +351,7 @@ class Deliverer:
 DEFAULT_UPLOAD_LIMIT = discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 
 
-def upload_limit(interaction: discord.Interaction) -> int:
+def upload_limit(interaction: Target) -> int:
     """Bytes an attachment may have: the interaction's limit, and the guild's for channel
     messages (a late result is posted there), whichever is smaller."""
     limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT

@@ -205,6 +205,8 @@ def entry_text(job: JobView, *, show_member: bool) -> str:
         head.append(f"seed {job.params.seed}")
     if job.result_url and job.status is JobStatus.SUCCEEDED:
         head.append(f"[result]({job.result_url})")
+    if job.delivered is False and job.status is JobStatus.SUCCEEDED:
+        head.append("**not delivered** (kept: `/show` posts it)")
     ident = f"`{job.id}`"
     if show_member:
         ident += f" · <@{job.user_id}>"

@@ -14,18 +14,21 @@ from dataclasses import dataclass
 
 from discord.utils import escape_markdown, escape_mentions, format_dt
 
+from bot.services.history import JobView
 from generation.params import GenerationParams
 
 __all__ = [
     "MAX_CONTENT",
     "Caption",
     "cancelled_text",
+    "caption_of",
     "failed_text",
     "finished_text",
     "moved_text",
     "queued_text",
     "relative_time",
     "running_text",
+    "suspended_text",
     "upscale_text",
 ]
 
@@ -40,6 +43,11 @@ class Caption:
     params: GenerationParams
     user_id: int
     label: str = ""  # e.g. "Variations of image #2", "Reroll"
+
+
+def caption_of(job: JobView, label: str = "") -> Caption:
+    """The caption of a stored job (for `/show`, and for jobs resumed after a restart)."""
+    return Caption(job.params, job.user_id, label=label)
 
 
 def relative_time(when: dt.datetime) -> str:
@@ -156,3 +164,11 @@ def cancelled_text(job: Caption) -> str:
 
 def _consecutive(seeds: Sequence[int]) -> bool:
     return all(b == a + 1 for a, b in itertools.pairwise(seeds))
+
+
+def suspended_text(job: Caption) -> str:
+    """The bot is shutting down while the job waits: it keeps its place for the next start."""
+    return _clip(
+        f"{_headline(job)}\nThe bot is restarting: this job keeps its place in the queue and "
+        "starts when the bot is back (usually within a minute)."
+    )

@@ -14,7 +14,7 @@ import gzip
 import io
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ MAX_ERROR_CHARS = 4000
 # Which statuses a job may move to, from which. BLOCKED may follow SUCCEEDED: the safety
 # checker's verdict and the server's NSFW policy are applied after the images exist.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING}),  # re-run after a restart
     JobStatus.RUNNING: frozenset({JobStatus.QUEUED}),
     JobStatus.SUCCEEDED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
@@ -41,6 +42,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.BLOCKED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED}),
 }
 UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.BLOCKED)
 
 #: The export's columns: who and what, the parameters (`GenerationParams`' fields, in order),
 #: then the outcome. Rows are built from Core rows of the jobs table (`csv_row`).
@@ -90,6 +92,22 @@ class JobRecord:
     parent_job_id: str | None = None
     image_index: int | None = None
     id: str | None = None
+
+
+@dataclass(frozen=True)
+class ShownAt:
+    """The message that shows a job while it waits and runs, and how to edit it.
+
+    `channel_id` is where the message is (a DM channel for presses in a DM); `app_id`,
+    `token` and `created_at` are the interaction's, which can edit its original response for
+    15 minutes after `created_at`; `message_id` is None until the answer was sent.
+    """
+
+    channel_id: int
+    message_id: int | None = None
+    app_id: int | None = None
+    token: str | None = field(default=None, repr=False)
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +191,10 @@ class JobView:
     result_channel_id: int | None
     result_message_id: int | None
     nsfw: tuple[bool, ...] | None
+    shown_at: ShownAt | None = None
+    channel_nsfw: bool = False
+    #: None while unfinished; False once final with its final message not posted yet.
+    delivered: bool | None = None
 
     @property
     def cursor(self) -> Cursor:
@@ -251,6 +273,7 @@ class HistoryService:
             job_id,
             JobStatus.SUCCEEDED,
             finished_at=self._now(),
+            delivered=False,
             seeds=[int(s) for s in seeds],
             nsfw=[bool(f) for f in nsfw],
             gpu_seconds=gpu_seconds,
@@ -259,21 +282,96 @@ class HistoryService:
     async def mark_failed(self, job_id: str, error: str) -> bool:
         """-> failed, with the error text (shortened to MAX_ERROR_CHARS)."""
         return await self._transition(
-            job_id, JobStatus.FAILED, finished_at=self._now(), error=error[:MAX_ERROR_CHARS]
+            job_id,
+            JobStatus.FAILED,
+            finished_at=self._now(),
+            error=error[:MAX_ERROR_CHARS],
+            delivered=False,
         )
 
     async def mark_cancelled(self, job_id: str) -> bool:
         """-> cancelled (by the member, or on shutdown)."""
-        return await self._transition(job_id, JobStatus.CANCELLED, finished_at=self._now())
+        return await self._transition(
+            job_id, JobStatus.CANCELLED, finished_at=self._now(), delivered=False
+        )
 
     async def mark_blocked(
         self, job_id: str, reason: str | None = None, nsfw: Sequence[bool] | None = None
     ) -> bool:
         """-> blocked: the result was withheld (e.g. NSFW under the 'block' policy)."""
-        values: dict[str, Any] = {"finished_at": self._now(), "error": reason}
+        values: dict[str, Any] = {"finished_at": self._now(), "error": reason, "delivered": False}
         if nsfw is not None:
             values["nsfw"] = [bool(f) for f in nsfw]
         return await self._transition(job_id, JobStatus.BLOCKED, **values)
+
+    async def mark_queued_again(self, job_id: str) -> bool:
+        """running -> queued: a job that was running when the bot stopped runs again."""
+        return await self._transition(job_id, JobStatus.QUEUED, started_at=None)
+
+    async def set_shown_at(
+        self, job_id: str, shown: ShownAt | None, *, channel_nsfw: bool = False
+    ) -> None:
+        """Remember the message (and interaction) that shows the job, for restarts, and
+        whether its channel is age-restricted (the NSFW policy of a resumed job needs it)."""
+        values: dict[str, Any] = {"channel_nsfw": channel_nsfw}
+        if shown is not None:
+            values.update(
+                message_channel_id=shown.channel_id,
+                message_id=shown.message_id,
+                interaction_app_id=shown.app_id,
+                interaction_token=shown.token,
+                interaction_created_at=shown.created_at,
+            )
+        await self._update(job_id, **values)
+
+    async def set_message_id(self, job_id: str, message_id: int) -> None:
+        """The id of the message that shows the job, once Discord answered with it."""
+        await self._update(job_id, message_id=message_id)
+
+    async def mark_delivered(
+        self, job_id: str, channel_id: int | None = None, message_id: int | None = None
+    ) -> None:
+        """The job's final message was posted (at `channel_id`/`message_id` for a result):
+        nothing is left to tell its member, and its interaction token is forgotten."""
+        values: dict[str, Any] = {"delivered": True, "interaction_token": None}
+        if channel_id is not None and message_id is not None:
+            values.update(result_channel_id=channel_id, result_message_id=message_id)
+        await self._update(job_id, **values)
+
+    async def unfinished(self) -> list[JobView]:
+        """Jobs a previous run left queued or running, running ones first, then oldest first."""
+        running_first = (StoredJob.status == JobStatus.RUNNING).desc()
+        query = (
+            select(StoredJob)
+            .where(StoredJob.status.in_(UNFINISHED))
+            .order_by(running_first, StoredJob.created_at, StoredJob.id)
+        )
+        async with self._sessions() as session:
+            return [_view(row) for row in (await session.scalars(query)).all()]
+
+    async def undelivered(
+        self, *, guild_id: int | None = None, user_id: int | None = None
+    ) -> list[JobView]:
+        """Ended jobs whose final message was never posted (oldest first), optionally of
+        one member of one guild."""
+        query = (
+            select(StoredJob)
+            .where(StoredJob.status.in_(FINAL), StoredJob.delivered.is_(False))
+            .order_by(StoredJob.created_at, StoredJob.id)
+        )
+        if guild_id is not None:
+            query = query.where(StoredJob.guild_id == guild_id)
+        if user_id is not None:
+            query = query.where(StoredJob.user_id == user_id)
+        async with self._sessions() as session:
+            return [_view(row) for row in (await session.scalars(query)).all()]
+
+    async def _update(self, job_id: str, **values: Any) -> None:
+        async with self._sessions() as session:
+            result = await session.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotFound(f"There is no job `{job_id}`.")
+            await session.commit()
 
     async def set_result_message(self, job_id: str, channel_id: int, message_id: int) -> None:
         """Remember where the result was posted (for links and `/show`)."""
@@ -369,30 +467,6 @@ class HistoryService:
             jobs, images, seconds = (await session.execute(query)).one()
         return JobStats(jobs=int(jobs), images=int(images), gpu_seconds=float(seconds))
 
-    async def fail_unfinished(
-        self, error: str = "The bot restarted before this job finished."
-    ) -> list[JobView]:
-        """Mark every queued or running job failed (at start-up: the queue lived in memory).
-
-        Returns them, so the caller can refund their images and tell their owners.
-        """
-        now = self._now()
-        async with self._sessions() as session:
-            query = select(StoredJob).where(StoredJob.status.in_(UNFINISHED))
-            rows = (await session.scalars(query)).all()
-            if not rows:
-                return []
-            await session.execute(
-                update(JOBS)
-                .where(JOBS.c.id.in_([row.id for row in rows]), JOBS.c.status.in_(UNFINISHED))
-                .values(status=JobStatus.FAILED, finished_at=now, error=error)
-            )
-            await session.commit()
-        return [
-            replace(_view(row), status=JobStatus.FAILED, finished_at=now, error=error)
-            for row in rows
-        ]
-
     async def _transition(self, job_id: str, target: JobStatus, **values: Any) -> bool:
         """Move a job to `target` with one conditional UPDATE (no read-then-write race)."""
         allowed = sorted(TRANSITIONS[target])
@@ -443,6 +517,21 @@ def _view(job: StoredJob) -> JobView:
         result_channel_id=job.result_channel_id,
         result_message_id=job.result_message_id,
         nsfw=tuple(job.nsfw) if job.nsfw is not None else None,
+        shown_at=_shown_at(job),
+        channel_nsfw=bool(job.channel_nsfw),
+        delivered=job.delivered,
+    )
+
+
+def _shown_at(job: StoredJob) -> ShownAt | None:
+    if job.message_channel_id is None:
+        return None
+    return ShownAt(
+        channel_id=job.message_channel_id,
+        message_id=job.message_id,
+        app_id=job.interaction_app_id,
+        token=job.interaction_token,
+        created_at=job.interaction_created_at,
     )
 
 

@@ -114,6 +114,9 @@ class PoolBackend:
         self._live: dict[str, _Tracked] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        # Defers one at a time, in submission order: the fair order breaks ties between
+        # newcomers by procrastinate's job id, so ids must follow the order members asked in.
+        self._defer_lock = asyncio.Lock()
         self._status = PoolStatus()
         #: This process's jobs that the last poll counted as waiting.
         self._counted: set[str] = set()
@@ -241,7 +244,10 @@ class PoolBackend:
         self._accepting = False
         for tracked in list(self._live.values()):
             if tracked.job.state is JobState.QUEUED:
+                # Ended here at once (as the in-process queue does); the abort reaches the
+                # database in the background and the poll still deletes what it left.
                 tracked.job.cancel()
+                tracked.job.publish(JobCancelled("cancelled because the bot is shutting down"))
         await self._wait_until_settled(60.0 if grace is None else grace)
         for tracked in list(self._live.values()):
             tracked.job.cancel()
@@ -312,23 +318,24 @@ class PoolBackend:
         job = tracked.job
         assert self._app is not None and self._pool is not None
         try:
-            async with self._pool.connection() as conn:
-                row = await (
-                    await conn.execute(
-                        queries.FIND_JOB,
-                        {"job_id": job.id, "queue": self._config.queue, "task": TASK_NAME},
+            async with self._defer_lock:
+                async with self._pool.connection() as conn:
+                    row = await (
+                        await conn.execute(
+                            queries.FIND_JOB,
+                            {"job_id": job.id, "queue": self._config.queue, "task": TASK_NAME},
+                        )
+                    ).fetchone()
+                if row is not None:
+                    tracked.pid = int(row[0])
+                    log.info("job %s re-attached to pool job %d", job.id, tracked.pid)
+                else:
+                    deferrer = self._app.configure_task(
+                        TASK_NAME, queue=self._config.queue, queueing_lock=job.id
                     )
-                ).fetchone()
-            if row is not None:
-                tracked.pid = int(row[0])
-                log.info("job %s re-attached to pool job %d", job.id, tracked.pid)
-            else:
-                deferrer = self._app.configure_task(
-                    TASK_NAME, queue=self._config.queue, queueing_lock=job.id
-                )
-                tracked.pid = await deferrer.defer_async(
-                    **task_args(job.id, job.owner, job.request)
-                )
+                    tracked.pid = await deferrer.defer_async(
+                        **task_args(job.id, job.owner, job.request)
+                    )
             tracked.deferred.set_result(tracked.pid)
         except Exception as exc:
             log.exception("deferring job %s failed", job.id)

@@ -244,3 +244,30 @@ def test_pool_backend_takes_its_dsn_from_a_postgresql_database_url() -> None:
         load_settings().pool.resolved_dsn("sqlite+aiosqlite:///imagine.db")
     with pytest.raises(ConfigError, match="stalled_after_seconds"):
         load_settings(pool={"heartbeat_seconds": 5, "stalled_after_seconds": 2})
+
+
+def test_shards_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard_ids is a TOML list, or a range/list string in the environment."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[discord]\nshard_count = 8\nshard_ids = [4, 5]\n")
+    assert load_settings().discord.shard_count is None  # Discord's recommendation
+    settings = load_settings(cfg)
+    assert (settings.discord.shard_count, settings.discord.shard_ids) == (8, [4, 5])
+    monkeypatch.setenv("IMAGINE_DISCORD__SHARD_IDS", "0-2, 6")
+    assert load_settings(cfg).discord.shard_ids == [0, 1, 2, 6]
+
+
+@pytest.mark.parametrize(
+    ("discord", "message"),
+    [
+        ({"shard_ids": [0]}, "shard_ids needs shard_count"),
+        ({"shard_count": 4, "shard_ids": [3, 4]}, "outside 0..3"),
+        ({"shard_count": 4, "shard_ids": "1,1"}, "name a shard twice"),
+        ({"shard_count": 4, "shard_ids": "3-1"}, "runs backwards"),
+        ({"shard_count": 4, "shard_ids": "a-b"}, "not a shard id or a range"),
+        ({"shard_count": 0}, "shard_count"),
+    ],
+)
+def test_inconsistent_shards_are_refused(discord: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(discord=discord)

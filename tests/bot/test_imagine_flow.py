@@ -38,6 +38,8 @@ class _Interaction:
         self.user = SimpleNamespace(id=100, roles=())
         self.guild_id = 1
         self.channel_id = 10
+        self.application_id = 999
+        self.token = "interaction-token"
         self.channel = None
         self.guild = None
         self.response = _Response()
@@ -64,7 +66,7 @@ async def test_job_is_settled_when_the_first_response_fails_with_a_network_error
     interaction = _Interaction()
     with pytest.raises(aiohttp.ClientError):
         await cog._start(interaction, JobPlan(small(count=2)))  # type: ignore[arg-type]
-    await cog.drain()
+    await cog.drain(10)
     assert orchestrator.live_for(1, 100) == []
     status = await services.quota.status(1, 100, [])
     assert status.used == 0

@@ -11,26 +11,29 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from bot.app import ImagineBot
+from bot.app import CogFactory, ImagineBot
 from bot.config import Settings, load_settings
+from bot.lifecycle import GenerationFactory, open_resources
+from bot.services.clock import Clock
 from generation.engine import DiffusersEngine
 from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService
 from generation.tiny import ensure_tiny_model
+from tests.db.fixtures import db_url, migrated_template
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.fixtures import Server, add_server, discord_urls, fake
 from tests.fakediscord.models import Message
 from tests.generation.engines import PassThroughEngine
 
-__all__ = ["discord_urls", "fake"]
+__all__ = ["db_url", "discord_urls", "fake", "migrated_template"]
 
 #: Default image size and steps for e2e jobs: a 2x2 grid is 128x128.
 SIZE = 64
@@ -66,9 +69,14 @@ SettingsFactory = Callable[..., Settings]
 
 @pytest.fixture
 def make_settings(
-    fake: FakeDiscord, world: World, tiny_cache: Path, tmp_path: Path
+    fake: FakeDiscord, world: World, tiny_cache: Path, tmp_path: Path, db_url: str
 ) -> SettingsFactory:
-    """Settings as an operator would write them, pointing at the fake; sections overridable."""
+    """Settings as an operator would write them, pointing at the fake; sections overridable.
+
+    The database is SQLite or PostgreSQL (`db_url` runs each test on both, see
+    tests/conftest.py), migrated to head; the bot's own start-up migration then has nothing
+    left to do.
+    """
 
     def make(**sections: dict[str, Any]) -> Settings:
         base: dict[str, dict[str, Any]] = {
@@ -96,7 +104,7 @@ def make_settings(
                 "max_queued_per_user": 3,
             },
             "storage": {"images_dir": str(tmp_path / "images")},
-            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'imagine.db'}"},
+            "database": {"url": db_url},
             "quotas": {"default_limit": 100, "default_period": "day"},
         }
         for section, values in sections.items():
@@ -112,28 +120,41 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(bot: ImagineBot, fake: FakeDiscord) -> AsyncIterator[ImagineBot]:
-    """Start `bot` against `fake` (from its settings), wait until ready, close it afterwards."""
-    assert bot.settings.discord.token is not None
-    task = asyncio.create_task(bot.start(bot.settings.discord.token.get_secret_value()))
-    try:
-        ready = asyncio.create_task(bot.wait_until_ready())
-        done, _ = await asyncio.wait({task, ready}, timeout=TIMEOUT,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # re-raise the start-up failure
-        assert ready in done, "the bot did not become ready"
-        yield bot
-    finally:
-        await bot.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def running(
+    settings: Settings,
+    fake: FakeDiscord,
+    *,
+    cogs: Sequence[CogFactory] | None = None,
+    service_clock: Clock | None = None,
+    generation_factory: GenerationFactory | None = None,
+) -> AsyncIterator[ImagineBot]:
+    """Build the resources and the bot as `serve` does, start it against `fake`, wait until
+    ready; afterwards close the bot, then the resources (in reverse order)."""
+    assert settings.discord.token is not None
+    async with contextlib.AsyncExitStack() as stack:
+        resources = await open_resources(
+            settings, stack, service_clock=service_clock, generation_factory=generation_factory
+        )
+        bot = ImagineBot(resources, cogs=cogs)
+        task = asyncio.create_task(bot.start(settings.discord.token.get_secret_value()))
+        try:
+            ready = asyncio.create_task(bot.wait_until_ready())
+            done, _ = await asyncio.wait({task, ready}, timeout=TIMEOUT,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                ready.cancel()
+                task.result()  # re-raise the start-up failure
+            assert ready in done, "the bot did not become ready"
+            yield bot
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @pytest.fixture
 async def bot(fake: FakeDiscord, world: World, settings: Settings) -> AsyncIterator[ImagineBot]:
-    async with running(ImagineBot(settings), fake) as bot:
+    async with running(settings, fake) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         yield bot
 
@@ -170,7 +191,7 @@ async def slow_bot(
     fake: FakeDiscord, world: World, settings: Settings
 ) -> AsyncIterator[ImagineBot]:
     """Like `bot`, with jobs slowed to at least 0.1 s per step (queueing and timing tests)."""
-    async with running(ImagineBot(settings, generation_factory=slow_generation), fake) as bot:
+    async with running(settings, fake, generation_factory=slow_generation) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         yield bot
 
@@ -191,3 +212,26 @@ def has_image(message: Message) -> bool:
 
 def button_ids(message: Message) -> list[str]:
     return [button.custom_id for button in message.buttons()]
+
+
+def config_toml(settings: Settings) -> str:
+    """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers,
+    booleans and lists of numbers); the token is left out, to come from DISCORD_TOKEN as an
+    operator would do."""
+    lines = []
+    for section, values in settings.model_dump(mode="json", exclude_none=True).items():
+        assert isinstance(values, dict)
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if key == "token":
+                continue
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, int | float | list):
+                lines.append(f"{key} = {value}")
+            elif isinstance(value, dict):  # server shares: an inline table of numbers
+                items = ", ".join(f'"{name}" = {number}' for name, number in value.items())
+                lines.append(f"{key} = {{{items}}}")
+            else:
+                lines.append(f"{key} = {str(value)!r}".replace("'", '"'))
+    return "\n".join(lines) + "\n"

@@ -109,11 +109,12 @@ async def test_buttons_work_after_restart(
     fake: FakeDiscord, world: World, settings: Settings
 ) -> None:
     """A new bot process (same database and image folder) answers an old message's buttons."""
-    async with running(ImagineBot(settings), fake):
+    async with running(settings, fake):
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         grid = await make_grid(fake, world)
     job_id = job_of(grid)
-    async with running(ImagineBot(settings), fake):
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
+    async with running(settings, fake):
         upscale = await fake.click(grid, f"imagine:u:{job_id}:1", world.alice)
         single = await upscale.wait_original(has_image, timeout=TIMEOUT)
         assert png_size(single) == (SIZE, SIZE)

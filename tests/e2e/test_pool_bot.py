@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import ImagineBot
 from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, button_ids, has_image, running
 from tests.fakediscord import FakeDiscord
 from tests.pool.conftest import HEARTBEAT, STALLED_AFTER, Workers
@@ -40,7 +39,7 @@ async def test_imagine_waits_for_a_gpu_worker_then_delivers_the_grid(
     workers = Workers(settings.pool.resolved_dsn(pg_url), tiny_cache, tmp_path,
                       IMAGINE_MODEL__SAFETY_CHECKER="false")
     try:
-        async with running(ImagineBot(settings), fake) as bot:
+        async with running(settings, fake) as bot:
             await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
             ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a lantern")
             await ix.wait_response(timeout=5)

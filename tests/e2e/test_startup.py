@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import ImagineBot, run, serve
-from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, has_image, running
+from bot.app import run, serve
+from tests.e2e.conftest import (
+    TIMEOUT,
+    SettingsFactory,
+    World,
+    config_toml,
+    has_image,
+    running,
+)
 from tests.fakediscord import FakeDiscord
+from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,11 +30,12 @@ async def test_global_sync_without_dev_guild(
 ) -> None:
     """Without `discord.dev_guild_id` the commands are synced globally."""
     settings = make_settings(discord={"dev_guild_id": None})
-    async with running(ImagineBot(settings), fake):
+    async with running(settings, fake):
         await fake.wait_for_commands(["imagine", "info"], timeout=TIMEOUT)
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # Discord's answer, not the database's
 async def test_bad_token_is_one_clear_line_and_exit_code_1(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory,
     capsys: pytest.CaptureFixture[str],
@@ -40,6 +49,7 @@ async def test_bad_token_is_one_clear_line_and_exit_code_1(
     assert "Traceback" not in err
 
 
+@pytest.mark.sqlite_only  # the model loader's answer, not the database's
 async def test_missing_model_is_a_clear_start_up_failure(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory,
     capsys: pytest.CaptureFixture[str],
@@ -52,6 +62,7 @@ async def test_missing_model_is_a_clear_start_up_failure(
     assert err.count("builtin:no-such-model") == 1, err  # one message, no repeated prefixes
 
 
+@pytest.mark.sqlite_only
 async def test_unusable_database_is_a_clear_start_up_failure(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory,
     capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -66,6 +77,24 @@ async def test_unusable_database_is_a_clear_start_up_failure(
     assert "cannot open the database at" in err and "Traceback" not in err
 
 
+@pytest.mark.postgres_only
+async def test_postgresql_database_that_cannot_fold_case_is_a_clear_start_up_failure(
+    fake: FakeDiscord, world: World, make_settings: SettingsFactory,
+    capsys: pytest.CaptureFixture[str], postgres_server: PostgresServer,
+) -> None:
+    """A PostgreSQL database with LC_CTYPE 'C' stops start-up with exit code 1 and the fix."""
+    name = postgres_server.create_database(options="LC_CTYPE 'C' LC_COLLATE 'C'")
+    try:
+        settings = make_settings(database={"url": postgres_server.url(name)})
+        assert await asyncio.to_thread(run, settings) == 1
+    finally:
+        postgres_server.drop_database(name)
+    err = capsys.readouterr().err
+    assert "cannot open the database at" in err and "Traceback" not in err
+    assert "LC_CTYPE 'C'" in err and "LC_CTYPE 'C.UTF-8'" in err
+
+
+@pytest.mark.sqlite_only  # the configuration's answer, not the database's
 def test_missing_token_exits_with_code_2(
     make_settings: SettingsFactory, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -101,7 +130,7 @@ async def test_imagine_run_serves_and_stops_cleanly_on_sigterm(
     """`imagine run --config` in a real process serves /imagine and exits 0 on SIGTERM."""
     settings = make_settings()
     config = tmp_path / "config.toml"
-    config.write_text(_toml(settings.model_dump(mode="json", exclude_none=True)))
+    config.write_text(config_toml(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGINE_")}
     env["DISCORD_TOKEN"] = fake.token
     process = await asyncio.create_subprocess_exec(
@@ -136,21 +165,3 @@ async def test_imagine_run_serves_and_stops_cleanly_on_sigterm(
         assert noise not in log
     assert log.count("its images are noise") == 1  # the test model, said once
     assert fake.violations == []
-
-
-def _toml(data: dict[str, object]) -> str:
-    """Just enough TOML for a settings dump: tables of strings, numbers and booleans."""
-    lines = []
-    for section, values in data.items():
-        assert isinstance(values, dict)
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if key == "token":
-                continue  # from DISCORD_TOKEN, as an operator would
-            if isinstance(value, bool):
-                lines.append(f"{key} = {'true' if value else 'false'}")
-            elif isinstance(value, int | float):
-                lines.append(f"{key} = {value}")
-            else:
-                lines.append(f"{key} = {str(value)!r}".replace("'", '"'))
-    return "\n".join(lines) + "\n"

@@ -161,9 +161,13 @@ class World:
         attachment_size_limit: int | None = None,
         owner: FakeUser | None = None,
         features: Sequence[str] = (),
+        shard: tuple[int, int] | None = None,
     ) -> FakeGuild:
+        guild_id = (
+            self.ids.next_in_shard(self.now(), *shard) if shard is not None else self.new_id()
+        )
         guild = FakeGuild(
-            id=self.new_id(),
+            id=guild_id,
             name=name,
             premium_tier=premium_tier,
             attachment_size_limit_override=attachment_size_limit,
@@ -270,6 +274,16 @@ class World:
         member = FakeMember(user=user, guild=guild, roles=roles, nick=nick, joined_at=self.now())
         guild.members[user.id] = member
         return member
+
+    def remove_member(self, member: FakeMember) -> None:
+        """The member leaves (or is kicked from) the guild; the user still exists (DMs work)."""
+        guild = member.guild
+        if guild.members.get(member.user.id) is not member:
+            raise E.FakeDiscordError(f"{member.user.name} is not a member of {guild.name}")
+        del guild.members[member.user.id]
+        payload = {"guild_id": str(guild.id), "user": member.user.payload()}
+        self.emit("GUILD_MEMBER_REMOVE", payload, INTENT_GUILD_MEMBERS)
+        self.changed()
 
     def set_member_roles(self, member: FakeMember, roles: list[FakeRole]) -> None:
         member.roles = roles

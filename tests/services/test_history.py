@@ -15,6 +15,9 @@ from bot.services.history import Cursor, HistoryService, JobFilter, JobRecord, r
 from generation.params import PARAM_FIELDS, GenerationParams
 from tests.db.fixtures import FakeClock
 
+# Every storage path on SQLite, PostgreSQL/asyncpg and PostgreSQL/psycopg (rowcounts differ).
+pytestmark = pytest.mark.every_driver
+
 GUILD = 2**63 - 1
 OTHER_GUILD = 7
 CHANNEL = 2**62 + 3
@@ -271,22 +274,28 @@ async def test_csv_export_neutralises_hostile_prompts(services: Services, clock:
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r"))
 
 
-async def test_fail_unfinished_marks_queued_and_running_jobs(services: Services) -> None:
-    """At start-up, jobs left queued or running are failed and returned for refunds."""
+async def test_unfinished_and_undelivered_jobs_for_a_restart(
+    services: Services, clock: FakeClock
+) -> None:
+    """At start-up: unfinished jobs come running first, then oldest first; ended jobs whose
+    final message was never posted are found until they are marked delivered."""
     history = services.history
     queued = await history.create_job(_record())
+    clock.advance(seconds=1)
     running = await history.create_job(_record())
     await history.mark_running(running)
+    clock.advance(seconds=1)
+    later = await history.create_job(_record())
     done = await history.create_job(_record())
     await history.mark_succeeded(done, [1], [False], 1.0)
 
-    failed = await history.fail_unfinished()
-
-    assert sorted(job.id for job in failed) == sorted([queued, running])
-    assert all(job.status is JobStatus.FAILED for job in failed)
-    assert (await history.require(queued)).status is JobStatus.FAILED
-    assert (await history.require(done)).status is JobStatus.SUCCEEDED
-    assert await history.fail_unfinished() == []
+    assert [job.id for job in await history.unfinished()] == [running, queued, later]
+    assert [job.id for job in await history.undelivered()] == [done]
+    assert await history.mark_queued_again(running)
+    assert (await history.require(running)).started_at is None
+    await history.mark_delivered(done, 7, 8)
+    assert await history.undelivered() == []
+    assert (await history.require(done)).result_message_id == 8
 
 
 async def test_stats_count_succeeded_images(services: Services) -> None:

@@ -14,7 +14,9 @@
 | /audit [member action]                    | admins         | audit.py      |
 
 "admins": Manage Server (or Administrator), or the role set with `/settings admin_role`;
-checked by the bot on every use (`access.admin_only`). Everything is scoped to the server
+checked by the bot on every use: by `Cog.interaction_check` for the cogs that are for admins
+throughout (`access.AdminOnlyCog`: moderation, settings, audit), by `access.admin_only` on
+the admin subcommands of mixed cogs (quota, history). Everything is scoped to the server
 the command is used in. Replies are ephemeral (except `/show`) and ping nobody.
 """
 

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.core.paging import CHUNK, PageSlice, newer_page
-from bot.presentation.access import ADMIN_HINT, admin_only, guild_id_of, reply, require_admin
+from bot.presentation.access import ADMIN_HINT, AdminOnlyCog, guild_id_of, reply, require_admin
 from bot.presentation.audit_format import (
     ACTIONS,
     PAGE_SIZE,
@@ -46,7 +45,7 @@ class AuditPageButton(PageButton, template=PAGE_TEMPLATE):
     custom_id_of = staticmethod(audit_custom_id)
 
 
-class AuditCog(commands.Cog, name="Audit"):
+class AuditCog(AdminOnlyCog, name="Audit"):
     """`/audit [member] [action]` and its paging buttons, over `AuditService`."""
 
     def __init__(self, bot: ImagineBot) -> None:
@@ -65,7 +64,6 @@ class AuditCog(commands.Cog, name="Audit"):
     @app_commands.choices(
         action=[app_commands.Choice(name=label, value=name) for name, label in ACTIONS.items()]
     )
-    @admin_only()
     async def audit(
         self,
         interaction: discord.Interaction,

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.errors import MemberError
-from bot.presentation.access import ADMIN_HINT, admin_only, guild_id_of, reply
+from bot.presentation.access import ADMIN_HINT, AdminOnlyCog, guild_id_of, reply
 from bot.presentation.audit_format import inline_code
 from bot.services.moderation import MAX_WORD_CHARS
 
@@ -33,7 +32,7 @@ REASON_MAX = 300
 LIST_CHARS = 3800  # an embed description holds 4096; longer lists come as a file
 
 
-class ModerationCog(commands.Cog, name="Moderation"):
+class ModerationCog(AdminOnlyCog, name="Moderation"):
     """`/blocklist`, `/ban`, `/unban`, `/bans`, `/channels`, over `ModerationService`."""
 
     blocklist = app_commands.Group(
@@ -56,7 +55,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
     @blocklist.command(name="add", description="Refuse prompts containing a word or phrase")
     @app_commands.describe(word="A word or phrase; matched whole, ignoring case and accents")
-    @admin_only()
     async def block(
         self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD_CHARS]
     ) -> None:
@@ -72,7 +70,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
     @blocklist.command(name="remove", description="Allow a blocked word again")
     @app_commands.describe(word="The blocked word or phrase")
-    @admin_only()
     async def unblock(
         self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD_CHARS]
     ) -> None:
@@ -85,7 +82,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
         await reply(interaction, f"Unblocked {inline_code(word)}.")
 
     @blocklist.command(name="list", description="The blocked words")
-    @admin_only()
     async def list_words(self, interaction: discord.Interaction) -> None:
         words = await self.bot.services.moderation.blocked_words(guild_id_of(interaction))
         if not words:
@@ -109,7 +105,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
     @app_commands.guild_only()
     @app_commands.default_permissions(ADMIN_HINT)
     @app_commands.describe(member="Who to ban", reason="Why (the member sees it when refused)")
-    @admin_only()
     async def ban(
         self,
         interaction: discord.Interaction,
@@ -129,7 +124,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
     @app_commands.guild_only()
     @app_commands.default_permissions(ADMIN_HINT)
     @app_commands.describe(member="Who to unban")
-    @admin_only()
     async def unban(self, interaction: discord.Interaction, member: discord.User) -> None:
         guild_id = guild_id_of(interaction)
         lifted = await self.bot.services.moderation.unban(
@@ -142,7 +136,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
     @app_commands.command(name="bans", description="Members banned from the bot here")
     @app_commands.guild_only()
     @app_commands.default_permissions(ADMIN_HINT)
-    @admin_only()
     async def bans(self, interaction: discord.Interaction) -> None:
         bans = await self.bot.services.moderation.list_bans(guild_id_of(interaction))
         if not bans:
@@ -163,7 +156,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
     @channels.command(name="allow", description="Let /imagine be used in a channel")
     @app_commands.describe(channel="The channel to add to the allow-list")
-    @admin_only()
     async def allow(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         guild_id = guild_id_of(interaction)
         added = await self.bot.services.moderation.set_channel_allowed(
@@ -178,7 +170,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
 
     @channels.command(name="disallow", description="Remove a channel from the allow-list")
     @app_commands.describe(channel="The channel to remove from the allow-list")
-    @admin_only()
     async def disallow(
         self, interaction: discord.Interaction, channel: discord.TextChannel
     ) -> None:
@@ -192,7 +183,6 @@ class ModerationCog(commands.Cog, name="Moderation"):
         await reply(interaction, f"Removed {channel.mention}.\n{_channels(allowed)}")
 
     @channels.command(name="list", description="The channels /imagine may be used in")
-    @admin_only()
     async def list_channels(self, interaction: discord.Interaction) -> None:
         allowed = await self.bot.services.moderation.allowed_channels(guild_id_of(interaction))
         await reply(interaction, _channels(allowed))

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.db.models import NsfwPolicy
 from bot.errors import MemberError
-from bot.presentation.access import ADMIN_HINT, admin_only, guild_id_of, reply
+from bot.presentation.access import ADMIN_HINT, AdminOnlyCog, guild_id_of, reply
 from bot.services.moderation import GuildSettings
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ POLICY_TEXT: dict[NsfwPolicy, str] = {
 }
 
 
-class SettingsCog(commands.Cog, name="Settings"):
+class SettingsCog(AdminOnlyCog, name="Settings"):
     """`/settings show|nsfw|admin_role|generation`, over `ModerationService`."""
 
     settings = app_commands.Group(
@@ -49,7 +48,6 @@ class SettingsCog(commands.Cog, name="Settings"):
         self.bot = bot
 
     @settings.command(name="show", description="The bot's settings on this server")
-    @admin_only()
     async def show(self, interaction: discord.Interaction) -> None:
         guild_id = guild_id_of(interaction)
         moderation = self.bot.services.moderation
@@ -75,7 +73,6 @@ class SettingsCog(commands.Cog, name="Settings"):
     @app_commands.choices(
         policy=[app_commands.Choice(name=text, value=p.value) for p, text in POLICY_TEXT.items()]
     )
-    @admin_only()
     async def nsfw(
         self, interaction: discord.Interaction, policy: app_commands.Choice[str]
     ) -> None:
@@ -86,7 +83,6 @@ class SettingsCog(commands.Cog, name="Settings"):
 
     @settings.command(name="admin_role", description="A role whose members may use admin commands")
     @app_commands.describe(role="The role (leave empty to clear the setting)")
-    @admin_only()
     async def admin_role(
         self, interaction: discord.Interaction, role: discord.Role | None = None
     ) -> None:
@@ -106,7 +102,6 @@ class SettingsCog(commands.Cog, name="Settings"):
 
     @settings.command(name="generation", description="Switch /imagine on or off on this server")
     @app_commands.describe(enabled="True: members may generate images; False: nobody may")
-    @admin_only()
     async def generation(self, interaction: discord.Interaction, enabled: bool) -> None:
         await self.bot.services.moderation.update_settings(
             guild_id_of(interaction), interaction.user.id, enabled=enabled

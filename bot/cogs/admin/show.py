@@ -4,7 +4,9 @@ For the job's owner or a server admin, and only for jobs of the server it is use
 of another server reads as "no such job"). The grid is rebuilt from the image store; the
 server's NSFW policy is applied again for the channel it is shown in (an image the policy
 withheld when the job ran was never stored and stays a grey tile). An unflagged image whose
-file is gone is re-made from its seed, like the U button does.
+file is gone is re-made from its seed, like the U button does: through the job gate, as the
+member who asked (a banned member, a blocked word or a disabled bot refuses it before
+anything is queued), free of charge but recorded.
 
 The answer is public (it is a re-post); refusals are private.
 """
@@ -21,12 +23,12 @@ from discord.utils import escape_markdown
 from PIL import Image
 
 from bot.core.image_store import withheld_tile
-from bot.core.jobs import ImageFate, decide_fates
+from bot.core.jobs import ImageFate, Requester, decide_fates
 from bot.db.models import JobStatus
 from bot.errors import MemberError
-from bot.presentation.access import NO_MENTIONS, guild_id_of
+from bot.presentation.access import NO_MENTIONS, guild_id_of, requester_of
 from bot.presentation.delivery import upload_limit
-from bot.presentation.messages import Caption, finished_text
+from bot.presentation.messages import caption_of, finished_text
 from bot.presentation.permissions import is_admin
 from bot.presentation.views import grid_view
 from bot.services.history import JobView
@@ -54,12 +56,18 @@ class ShowCog(commands.Cog, name="Show"):
     ) -> None:
         record = await self._job_for(interaction, job.strip().lower())
         fates = await self._fates(interaction, record)
+        requester = await requester_of(interaction)
+        if await self._missing(record, fates):
+            # Images will be re-made: the gate refuses (privately) before the public defer.
+            orchestrator = self.bot.orchestrator
+            params = record.params
+            await orchestrator.admit(requester, params.prompt, params.negative_prompt)
         # Checks are done; building the grid may take a while (files, maybe a re-made image).
         await interaction.response.defer(thinking=True)
         tiles: list[Image.Image] = []
         withheld: list[int] = []
         for index, fate in enumerate(fates, 1):
-            image = await self._image(record, index, fate)
+            image = await self._image(record, index, fate, requester)
             if image is None:
                 withheld.append(index)
                 image = withheld_tile((record.params.width, record.params.height))
@@ -67,7 +75,7 @@ class ShowCog(commands.Cog, name="Show"):
         data, ext = await self.bot.threads.run(
             encode_grid, tiles, limit_bytes=upload_limit(interaction)
         )
-        caption = Caption(record.params, record.user_id, label=f"job `{record.id[:8]}`")
+        caption = caption_of(record, f"job `{record.id[:8]}`")
         file = discord.File(
             io.BytesIO(data),
             filename=f"imagine_{record.id[:8]}.{ext}",
@@ -111,14 +119,27 @@ class ShowCog(commands.Cog, name="Show"):
         channel_nsfw = bool(channel is not None and getattr(channel, "is_nsfw", bool)())
         return decide_fates(flags[:count], settings.nsfw_policy, channel_nsfw)
 
-    async def _image(self, record: JobView, index: int, fate: ImageFate) -> Image.Image | None:
+    async def _missing(self, record: JobView, fates: tuple[ImageFate, ...]) -> bool:
+        """True if an image to show has no file (it would be re-made)."""
+        for index, fate in enumerate(fates, 1):
+            if fate is not ImageFate.WITHHOLD and not _flagged(record, index):
+                if not await self.bot.images.exists(record.id, index):
+                    return True
+        return False
+
+    async def _image(
+        self, record: JobView, index: int, fate: ImageFate, requester: Requester
+    ) -> Image.Image | None:
         """Image `index` as stored (or re-made), or None when it is not to be shown."""
         if fate is ImageFate.WITHHOLD:
             return None
         image = await self.bot.images.load(record.id, index)
         if image is not None:
             return image
-        flagged = bool(record.nsfw and index <= len(record.nsfw) and record.nsfw[index - 1])
-        if flagged:
+        if _flagged(record, index):
             return None  # withheld when the job ran, so never stored: never re-made either
-        return await self.bot.orchestrator.regenerate(record, index)
+        return await self.bot.orchestrator.regenerate(record, index, requester)
+
+
+def _flagged(record: JobView, index: int) -> bool:
+    return bool(record.nsfw and index <= len(record.nsfw) and record.nsfw[index - 1])

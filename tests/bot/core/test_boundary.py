@@ -52,9 +52,11 @@ GENERATION_SEAM = {
 }
 BUILDERS = {
     # The pool's plain settings (`PoolConfig`) are mapped from `[pool]` here.
-    "app.py": {"generation.factory", "generation.pool.settings"},
+    "lifecycle.py": {"generation.factory", "generation.pool.settings"},
     # `imagine worker` hands the plain model values to the worker process's runner.
-    "cli.py": {"generation.cli", "generation.preflight", "generation.pool.runner"},
+    "cli.py": {
+        "generation.cli", "generation.preflight", "generation.bench", "generation.pool.runner",
+    },
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.core.image_store import ImageStore
@@ -14,15 +16,15 @@ from bot.core.jobs import (
     decide_fates,
 )
 from bot.db.models import JobKind, JobStatus, NsfwPolicy
-from bot.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded
+from bot.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded, Restarting
 from bot.services import Services
-from bot.services.history import JobRecord
 from generation.errors import RequestError
-from generation.params import GenerationParams
 from generation.service import GenerationService
-from tests.bot.conftest import FailingEngine, FlaggingEngine, small
+from tests.bot.conftest import FailingEngine, FlaggingEngine, small, tiny_service
+from tests.db.fixtures import FakeClock
 
 ALICE = Requester(guild_id=1, channel_id=10, user_id=100, role_ids=(5,))
+BOB = Requester(guild_id=1, channel_id=10, user_id=200)
 
 
 async def used(services: Services, who: Requester = ALICE) -> int:
@@ -238,7 +240,7 @@ async def test_variation_records_its_parent(
     """A variation runs img2img from a stored image and records parent and index."""
     first = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
     await orchestrator.run(first)
-    source = await orchestrator.source_image(first.job_id, 2)
+    source = await orchestrator.source_image(first.job_id, 2, ALICE)
     plan = JobPlan(
         small(count=2, init_image=source, strength=0.6),
         kind=JobKind.VARIATION,
@@ -266,25 +268,117 @@ async def test_missing_image_is_regenerated_from_its_seed(
     await orchestrator.run(sub)
     original = await image_store.load(sub.job_id, 2)
     await image_store.delete(sub.job_id)
-    remade = await orchestrator.source_image(sub.job_id, 2)
+    remade = await orchestrator.source_image(sub.job_id, 2, ALICE)
     assert original is not None and remade.size == original.size
     assert await image_store.load(sub.job_id, 2) is not None
     assert await used(services) == 2
 
 
-async def test_recover_fails_and_refunds_unfinished_jobs(
-    orchestrator: JobOrchestrator, services: Services
+async def _previous_run(
+    services: Services, image_store: ImageStore, tiny_cache: Path
+) -> JobOrchestrator:
+    """An orchestrator whose generator never starts: what it submits stays queued, as when
+    the bot stopped (or crashed) with jobs waiting."""
+    return JobOrchestrator(services, tiny_service(tiny_cache), image_store)
+
+
+async def test_recover_queues_jobs_again_in_order_and_charges_once(
+    services: Services,
+    generation: GenerationService,
+    image_store: ImageStore,
+    tiny_cache: Path,
+    clock: FakeClock,
 ) -> None:
-    """Jobs left queued by a previous run are marked failed and refunded at start-up."""
-    job_id = "a" * 32
-    await services.quota.reserve(1, ALICE.user_id, (), 2, job_id)
-    await services.history.create_job(
-        JobRecord(guild_id=1, channel_id=10, user_id=ALICE.user_id,
-                  params=GenerationParams("x", count=2), model_id="m", id=job_id)
-    )
-    assert await orchestrator.recover() == 1
-    assert await used(services) == 0
-    assert (await services.history.require(job_id)).status is JobStatus.FAILED
+    """Queued jobs of a previous run are queued again, oldest first, keep their reservation
+    (nothing reserved twice) and run from their stored seeds."""
+    previous = await _previous_run(services, image_store, tiny_cache)
+    first = await previous.submit(ALICE, JobPlan(small(count=2, seed=5)))
+    clock.advance(seconds=1)
+    second = await previous.submit(BOB, JobPlan(small(count=1, seed=9)))
+    assert await used(services) == 2
+
+    orchestrator = JobOrchestrator(services, generation, image_store)
+    recovery = await orchestrator.recover(rerun_max_age=3600, now=clock())
+    assert [sub.job_id for sub, _ in recovery.resumed] == [first.job_id, second.job_id]
+    assert recovery.ended == ()
+    outcomes = [await orchestrator.run(sub) for sub, _ in recovery.resumed]
+    assert [o.status for o in outcomes] == [OutcomeStatus.SUCCEEDED] * 2
+    assert outcomes[0].seeds == (5, 6) and outcomes[1].seeds == (9,)
+    assert await used(services) == 2 and await used(services, BOB) == 1
+    for sub in (first, second):
+        assert (await services.history.require(sub.job_id)).status is JobStatus.SUCCEEDED
+        assert not await services.quota.charge(sub.job_id)  # charged exactly once already
+
+
+async def test_recover_reruns_recent_running_jobs_and_fails_old_ones(
+    services: Services,
+    generation: GenerationService,
+    image_store: ImageStore,
+    tiny_cache: Path,
+    clock: FakeClock,
+) -> None:
+    """A job that was running runs again from its seeds if it started recently; an older
+    one is failed and refunded, so nothing stays running forever."""
+    previous = await _previous_run(services, image_store, tiny_cache)
+    old = await previous.submit(ALICE, JobPlan(small(count=2, seed=1)))
+    await services.history.mark_running(old.job_id)
+    clock.advance(hours=2)
+    recent = await previous.submit(BOB, JobPlan(small(count=1, seed=2)))
+    await services.history.mark_running(recent.job_id)
+    clock.advance(minutes=5)
+
+    orchestrator = JobOrchestrator(services, generation, image_store)
+    recovery = await orchestrator.recover(rerun_max_age=3600, now=clock())
+    [(resumed, _)] = recovery.resumed
+    assert resumed.job_id == recent.job_id
+    assert (await services.history.require(recent.job_id)).status is JobStatus.QUEUED
+    [ended] = recovery.ended
+    assert ended.id == old.job_id and ended.status is JobStatus.FAILED
+    assert "restart" in (ended.error or "")
+    assert await used(services) == 0  # the old job was refunded
+    assert (await orchestrator.run(resumed)).status is OutcomeStatus.SUCCEEDED
+    assert await used(services, BOB) == 1
+
+
+async def test_stop_refuses_new_work_and_keeps_waiting_jobs_queued(
+    services: Services, image_store: ImageStore, tiny_cache: Path
+) -> None:
+    """On shutdown new work is refused before anything is reserved, and a waiting job ends
+    SUSPENDED: still queued in the database, still reserved, for the next start."""
+    service = tiny_service(tiny_cache)  # not started: the job waits
+    orchestrator = JobOrchestrator(services, service, image_store)
+    waiting = await orchestrator.submit(ALICE, JobPlan(small(count=2)))
+    await orchestrator.stop(grace=5)
+    with pytest.raises(Restarting, match="restarting"):
+        await orchestrator.submit(ALICE, JobPlan(small(count=1)))
+    outcome = await orchestrator.run(waiting)
+    assert outcome.status is OutcomeStatus.SUSPENDED
+    assert (await services.history.require(waiting.job_id)).status is JobStatus.QUEUED
+    assert await used(services) == 2
+    await service.close()
+
+
+async def test_remade_image_goes_through_the_gate(
+    orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
+) -> None:
+    """Re-making a lost image is refused for a banned member, with nothing queued or
+    recorded; for others it is free but recorded as a `remake` job (GPU work)."""
+    sub = await orchestrator.submit(ALICE, JobPlan(small(count=2, seed=3)))
+    await orchestrator.run(sub)
+    await image_store.delete(sub.job_id)
+    await services.moderation.ban(1, BOB.user_id, actor_id=1)
+    job = await services.history.require(sub.job_id)
+    with pytest.raises(Banned):
+        await orchestrator.regenerate(job, 2, BOB)
+    assert len((await services.history.list(1)).items) == 1
+    assert await image_store.load(sub.job_id, 2) is None
+
+    await orchestrator.regenerate(job, 2, ALICE)
+    jobs = (await services.history.list(1)).items
+    remake = next(j for j in jobs if j.kind is JobKind.REMAKE)
+    assert (remake.parent_job_id, remake.image_index, remake.params.count) == (sub.job_id, 1, 1)
+    assert remake.status is JobStatus.SUCCEEDED and remake.gpu_seconds is not None
+    assert await used(services) == 2  # free: only the grid was charged
 
 
 async def test_remade_image_is_queued_for_the_member_who_pressed(
@@ -306,7 +400,7 @@ async def test_remade_image_is_queued_for_the_member_who_pressed(
         return submit(request, owner, job_id)
 
     monkeypatch.setattr(generation, "submit", spy)
-    await orchestrator.source_image(sub.job_id, 2, owner=bob.owner)
+    await orchestrator.source_image(sub.job_id, 2, bob)
     assert owners == [bob.owner]
 
 

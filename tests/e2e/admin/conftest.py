@@ -41,7 +41,7 @@ def clock() -> FakeClock:
 async def bot(
     fake: FakeDiscord, world: World, settings: Settings, clock: FakeClock
 ) -> AsyncIterator[ImagineBot]:
-    async with running(ImagineBot(settings, service_clock=clock), fake) as bot:
+    async with running(settings, fake, service_clock=clock) as bot:
         await fake.wait_for_commands(
             ["imagine", *ADMIN_COMMANDS], guild=world.guild, timeout=TIMEOUT
         )

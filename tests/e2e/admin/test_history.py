@@ -164,11 +164,12 @@ async def test_paging_buttons_work_after_a_restart(
     fake: FakeDiscord, world: World, settings: Settings, clock: FakeClock
 ) -> None:
     """A new bot process answers the Next button of a page shown by the previous one."""
-    async with running(ImagineBot(settings, service_clock=clock), fake) as bot:
+    async with running(settings, fake, service_clock=clock) as bot:
         await fake.wait_for_commands(list(ADMIN_COMMANDS), guild=world.guild, timeout=TIMEOUT)
         ids = await make_jobs(bot, world, clock, 10, world.alice.id, "castle")
         first = await call(fake, world.channel, world.alice, "history list", text="castle")
-    async with running(ImagineBot(settings, service_clock=clock), fake):
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
+    async with running(settings, fake, service_clock=clock):
         second = await press(fake, first, "Next", world.alice)
     assert job_ids(second) == ids[::-1][8:]
     assert fake.violations == []

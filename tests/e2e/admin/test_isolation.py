@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 
-from bot.app import ImagineBot
 from tests.db.fixtures import FakeClock
 from tests.e2e.admin.conftest import ADMIN_COMMANDS, add_job, call, refused
 from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, running
@@ -21,7 +20,7 @@ async def test_admin_of_one_server_sees_nothing_of_another(
     carol = fake.add_member(world.guild, "carol")
     fake.add_member(other, carol.user)  # the same person in both servers
     settings = make_settings(discord={"dev_guild_id": None})  # global commands: both servers
-    async with running(ImagineBot(settings, service_clock=clock), fake) as bot:
+    async with running(settings, fake, service_clock=clock) as bot:
         await fake.wait_for_commands(["imagine", *ADMIN_COMMANDS], timeout=TIMEOUT)
         services = bot.services
         secret = await add_job(bot, other.id, other.channels[0].id, carol.id,

@@ -7,6 +7,7 @@ import io
 from PIL import Image
 
 from bot.app import ImagineBot
+from bot.db.models import JobKind
 from tests.e2e.admin.conftest import COLOURS, add_job, call, image_size, refused
 from tests.e2e.conftest import TIMEOUT, World, button_ids, has_image
 from tests.fakediscord import FakeDiscord
@@ -83,4 +84,39 @@ async def test_show_applies_the_current_nsfw_policy(
     await call(fake, world.channel, world.admin, "settings nsfw", policy="block")
     blocked = await call(fake, adults, world.alice, "show", job=job)
     assert f"imagine:u:{job}:1" not in button_ids(blocked)
+    assert fake.violations == []
+
+
+async def test_banned_members_show_of_a_job_whose_files_are_gone_queues_nothing(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """Re-making lost images goes through the job gate: a banned member's /show is refused
+    privately before anything is queued, recorded or posted. Unbanned, the images are re-made
+    free of charge, each recorded as a `remake` job."""
+    job = await add_job(bot, world.guild.id, world.channel.id, world.alice.id, "a red fox")
+    await call(fake, world.channel, world.admin, "ban", member=world.alice, reason="spam")
+    submitted: list[object] = []
+    real_submit = bot.generation.submit
+
+    def spy(*args: object, **kwargs: object) -> object:
+        submitted.append(args)
+        return real_submit(*args, **kwargs)  # type: ignore[arg-type]
+
+    bot.generation.submit = spy  # type: ignore[method-assign]
+    answer = await call(fake, world.channel, world.alice, "show", job=job)
+    assert refused(answer, "You are banned") and not answer.attachments
+    assert submitted == []
+    assert len((await bot.services.history.list(world.guild.id)).items) == 1
+    assert not any(m.attachments for m in fake.messages(world.channel))
+
+    await call(fake, world.channel, world.admin, "unban", member=world.alice)
+    shown = await call(fake, world.channel, world.alice, "show", job=job)
+    assert not shown.ephemeral and shown.attachments
+    assert len(submitted) == 4
+    jobs = (await bot.services.history.list(world.guild.id)).items
+    remakes = [j for j in jobs if j.kind is JobKind.REMAKE]
+    assert sorted(j.image_index for j in remakes) == [0, 1, 2, 3]
+    assert all(j.parent_job_id == job and j.user_id == world.alice.id for j in remakes)
+    status = await bot.services.quota.status(world.guild.id, world.alice.id, [])
+    assert status.used == 0
     assert fake.violations == []

@@ -235,6 +235,27 @@ async def test_close_cancels_waiting_jobs_and_refuses_new_ones(
         backend.submit(small_request(count=1))
 
 
+async def test_stop_finishes_the_running_job_and_keeps_the_backend_until_close(
+    start: Start, gates: Gates
+) -> None:
+    """`stop` (the bot's shutdown, before it posts the last results): the running job
+    finishes, waiting ones are cancelled, new work is refused; `close` afterwards is clean."""
+    backend = await start(wrap=gates.wrap)
+    running = backend.submit(small_request(count=1), owner="guild:1")
+    waiting = backend.submit(small_request(count=1), owner="guild:2")
+    await asyncio.wait_for(_started(running), 30)
+    stopping = asyncio.create_task(backend.stop(grace=60))
+    await asyncio.sleep(0)
+    assert waiting.state is JobState.CANCELLED
+    with pytest.raises(QueueFullError):
+        backend.submit(small_request(count=1))
+    gates.open()
+    await asyncio.wait_for(stopping, 60)
+    assert running.state is JobState.FINISHED
+    await asyncio.wait_for(backend.stop(), 10)  # twice is harmless
+    await asyncio.wait_for(backend.close(), 60)
+
+
 async def test_the_backend_describes_itself(start: Start) -> None:
     """Model id and note, limits and queue figures, as the bot shows them in /info."""
     backend = await start()
