@@ -180,7 +180,11 @@ def shows_progress(message: Message) -> bool:
 
 @pytest.fixture
 def restart_settings(make_settings: SettingsFactory) -> Settings:
-    return make_settings(jobs={"shutdown_grace": TIMEOUT * 2})
+    # The running job makes 2 images; a batch of at most 2 keeps a later job waiting instead of
+    # joining the step batch between two steps, so "queued at shutdown" is a real state here.
+    return make_settings(
+        jobs={"shutdown_grace": TIMEOUT * 2}, generation={"max_batch_images": 2}
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
