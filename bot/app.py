@@ -36,6 +36,7 @@ from bot.core.jobs import JobOrchestrator
 from bot.core.threads import Threads
 from bot.lifecycle import Resources, StartupError, build_generation, open_resources
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
+from bot.presentation.deadline import DeadlineTree
 from bot.presentation.delivery import Deliverer
 from bot.presentation.permissions import invite_url
 from bot.services import Services
@@ -122,6 +123,8 @@ class ImagineBot(commands.Bot):
             # A safety net: messages that should ping pass their own allowed mentions.
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=settings.discord.guild_ready_timeout,
+            # Answers or defers every slash command within Discord's 3 seconds.
+            tree_cls=DeadlineTree,
         )
         self.settings = settings
         self.resources = resources

@@ -7,6 +7,14 @@ is one pipeline call, for one request or for several compatible requests from di
 (and for the ancestral scheduler's noise), so an image does not depend on what it was batched
 with beyond floating-point noise from the different batch shape (see tests).
 
+The pipeline returns latents and the engine decodes them itself, to check each image for a
+silent numerical failure (fp16 overflow in the UNet or VAE gives NaN or infinite values, shown
+as black images): latents that are not finite fail their image; a decode that overflows while
+the latents were fine is retried once with the VAE in float32 (diffusers' own remedy, the
+`force_upcast` path of its SDXL pipelines); an image still not finite, or uniformly black,
+fails. Failed images are reported in `GenerationResult.failures` and logged with their
+parameters, never returned as results.
+
 Not thread-safe: the service calls it from its single worker thread only.
 """
 
@@ -23,15 +31,31 @@ import torch
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.interfaces import ProgressCallback, StopCheck
-from generation.loading import LoadedModel, ModelSpec, build_scheduler, load_model
+from generation.loading import (
+    LoadedModel,
+    ModelSpec,
+    build_scheduler,
+    load_model,
+    vae_decoder_modules,
+)
 from generation.params import GenerationParams
 from generation.png_info import attach_parameters
 from generation.request import GenerationRequest
+from generation.text import cut_text, graphemes
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 log = logging.getLogger(__name__)
+
+#: An image whose every channel value is at most this (of 255) is "uniformly black": what a
+#: NaN decode turns into, never a real picture (even a night scene has noise above this).
+BLACK_LEVEL = 2
+NAN_REASON = (
+    "the model computed invalid numbers (NaN/overflow, common with float16 and some "
+    "fine-tuned models), so there is no image"
+)
+BLACK_REASON = "the model produced a uniformly black image"
 
 _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
     {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError}
@@ -86,9 +110,10 @@ class DiffusersEngine:
         warnings = [self._prompt_warnings(r) for r in requests]
         started = time.perf_counter()
         try:
-            images, interrupted = self._run_pipeline(model, requests, on_step, should_stop)
+            latents, interrupted = self._run_pipeline(model, requests, on_step, should_stop)
             if interrupted:
                 raise JobCancelledError("The job was cancelled while it ran.")
+            images, failures = self._decode(model, latents)
             flags = model.nsfw_flags(images)
         except _OOM_ERRORS as exc:
             raise self._out_of_memory(requests, exc) from exc
@@ -97,7 +122,9 @@ class DiffusersEngine:
                 raise
             raise self._out_of_memory(requests, exc) from exc
         seconds = time.perf_counter() - started
-        return self._split(requests, images, flags, warnings, seconds)
+        if failures:
+            self._log_failures(requests, failures)
+        return self._split(requests, images, flags, warnings, seconds, failures)
 
     # -- steps of generate -----------------------------------------------------------------
 
@@ -107,7 +134,9 @@ class DiffusersEngine:
         requests: Sequence[GenerationRequest],
         on_step: ProgressCallback | None,
         should_stop: StopCheck | None,
-    ) -> tuple[list[Image], bool]:
+    ) -> tuple[torch.Tensor, bool]:
+        """Run the denoising loop; returns the final latents (not decoded) and whether it
+        was interrupted."""
         first = requests[0]
         pipe = model.img2img if first.is_variation else model.txt2img
         # A fresh scheduler per call: schedulers hold per-run state.
@@ -143,7 +172,7 @@ class DiffusersEngine:
             "guidance_scale": first.params.guidance,
             "generator": generators,
             "num_images_per_prompt": 1,
-            "output_type": "pil",
+            "output_type": "latent",
             "callback_on_step_end": step_end,
         }
         if first.is_variation:
@@ -151,7 +180,65 @@ class DiffusersEngine:
         else:
             kwargs.update(width=first.params.width, height=first.params.height)
         output = pipe(**kwargs)
-        return list(output.images), interrupted
+        return output.images, interrupted
+
+    def _decode(
+        self, model: LoadedModel, latents: torch.Tensor
+    ) -> tuple[list[Image], dict[int, str]]:
+        """Latents to images, with the index of each unusable image and why (0-based)."""
+        vae = model.txt2img.vae
+        failures: dict[int, str] = {}
+        latents_ok = _finite_per_image(latents)
+        pixels = _vae_decode(vae, latents)
+        pixels_ok = _finite_per_image(pixels)
+        overflowed = [i for i in range(len(pixels)) if latents_ok[i] and not pixels_ok[i]]
+        if overflowed and _decoder_dtype(vae) != torch.float32:
+            log.warning(
+                "the VAE decode overflowed in %s for %d image(s); retrying in float32 "
+                "(set model.vae_float32 = true to always decode in float32)",
+                str(_decoder_dtype(vae)).removeprefix("torch."),
+                len(overflowed),
+            )
+            retried = _vae_decode_float32(vae, latents[overflowed])
+            pixels = pixels.clone()
+            pixels[overflowed] = retried.to(pixels.dtype)
+            pixels_ok = _finite_per_image(pixels)
+        for i, ok in enumerate(pixels_ok):
+            if not ok:
+                failures[i] = NAN_REASON
+        pixels = torch.nan_to_num(pixels.float(), nan=-1.0, posinf=-1.0, neginf=-1.0)
+        processor = model.txt2img.image_processor
+        images = processor.postprocess(pixels, output_type="pil", do_denormalize=None)
+        for i, image in enumerate(images):
+            if i not in failures and max(high for _, high in image.getextrema()) <= BLACK_LEVEL:
+                failures[i] = BLACK_REASON
+        return list(images), failures
+
+    def _log_failures(
+        self, requests: Sequence[GenerationRequest], failures: dict[int, str]
+    ) -> None:
+        """One warning per unusable image, with what an operator needs to reproduce it."""
+        seeds = [(r, seed) for r in requests for seed in r.seeds]
+        model = self.model
+        for index, reason in sorted(failures.items()):
+            request, seed = seeds[index]
+            log.warning(
+                "unusable image: %s; model=%s dtype=%s vae_float32=%s seed=%d steps=%d "
+                "guidance=%g size=%dx%d scheduler=%s variation=%s prompt=%r negative=%r",
+                reason,
+                self.model_id,
+                str(model.dtype).removeprefix("torch."),
+                self.spec.vae_float32,
+                seed,
+                request.params.steps,
+                request.params.guidance,
+                request.params.width,
+                request.params.height,
+                request.params.scheduler,
+                request.is_variation,
+                request.params.prompt,
+                request.params.negative_prompt,
+            )
 
     def _prompt_warnings(self, request: GenerationRequest) -> list[str]:
         """A warning per prompt that the text encoder will truncate (CLIP reads 77 tokens)."""
@@ -163,12 +250,9 @@ class DiffusersEngine:
         for label, text in texts:
             if not text:
                 continue
-            ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
             room = limit - 2  # start and end tokens
-            if len(ids) > room:
-                dropped = tokenizer.decode(ids[room:]).strip()
-                if len(dropped) > 80:
-                    dropped = dropped[:77] + "..."
+            if _token_count(tokenizer, text) > room:
+                dropped = cut_text(_beyond(tokenizer, text, room).strip(), 80)
                 warnings.append(
                     f"The {label} is longer than the model's {limit} tokens and was cut; "
                     f"ignored: “{dropped}”"
@@ -182,6 +266,7 @@ class DiffusersEngine:
         flags: list[bool] | None,
         warnings: list[list[str]],
         seconds: float,
+        failures: dict[int, str],
     ) -> list[GenerationResult]:
         total = sum(r.params.count for r in requests)
         results = []
@@ -199,6 +284,7 @@ class DiffusersEngine:
                     model_id=self.model_id,
                     gpu_seconds=seconds * count / total,
                     safety_checked=flags is not None,
+                    failures={i - start: why for i, why in failures.items() if start <= i < end},
                 )
             )
             attach_parameters(results[-1])
@@ -220,6 +306,60 @@ class DiffusersEngine:
             f"The GPU ran out of memory making {images} image(s) at {first.width}x{first.height}; "
             "try fewer images or a smaller size."
         )
+
+
+def _finite_per_image(tensor: torch.Tensor) -> list[bool]:
+    """For each image of a batch (first dimension): are all its values finite?"""
+    return [bool(ok) for ok in torch.isfinite(tensor).flatten(1).all(dim=1).cpu()]
+
+
+def _decoder_dtype(vae: Any) -> torch.dtype:
+    return next(vae.decoder.parameters()).dtype
+
+
+def _vae_decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Decode as the SD pipeline does (``latents / scaling_factor``), in the decoder's dtype;
+    returns pixels in [-1, 1] (or NaN/inf when it overflowed)."""
+    with torch.inference_mode():
+        scaled = latents.to(_decoder_dtype(vae)) / vae.config.scaling_factor
+        return vae.decode(scaled, return_dict=False)[0]
+
+
+def _vae_decode_float32(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Decode once with the decoding modules in float32, then put them back (the SDXL
+    pipelines' `upcast_vae` step, limited to the images that overflowed)."""
+    modules = vae_decoder_modules(vae)
+    dtype = _decoder_dtype(vae)
+    try:
+        for module in modules:
+            module.to(torch.float32)
+        return _vae_decode(vae, latents.float())
+    finally:
+        for module in modules:
+            module.to(dtype)
+
+
+def _token_count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
+
+
+def _beyond(tokenizer: Any, text: str, room: int) -> str:
+    """The member's own text past the first `room` tokens, cut between whole characters.
+
+    Decoding the dropped token ids would show "�" where a token boundary falls inside a
+    multi-byte character (byte-level BPE), and CLIP's lower-cased spelling; instead find the
+    longest prefix of whole graphemes that fits in `room` tokens (binary search: the count
+    grows with the prefix) and return the rest of the original text.
+    """
+    clusters = graphemes(text)
+    low, high = 0, len(clusters)  # invariant: clusters[:low] fits, clusters[:high+1] does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _token_count(tokenizer, "".join(clusters[:middle])) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return "".join(clusters[low:])
 
 
 def _fit(image: Image, params: GenerationParams) -> Image:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from generation.errors import (
     GenerationError,
     JobCancelledError,
+    NumericalError,
     OutOfMemoryError,
     QueueFullError,
     RequestError,
@@ -319,6 +320,11 @@ class GenerationService:
         else:
             self._record_speed(results)
             for job, result in zip(live, results, strict=True):
+                if result.all_failed and not job.cancel_requested:
+                    # Nothing usable: a failed job (refunded by the caller), not a result.
+                    reason = next(iter(result.failures.values()))
+                    self._fail([job], NumericalError(f"No usable image: {reason}."))
+                    continue
                 self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
 
     def _publish_step(self, jobs: list[QueuedJob], step: int, total: int) -> None:

@@ -44,6 +44,7 @@ from bot.core.jobs import (
 from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
 from bot.presentation.access import requester_of
+from bot.presentation.buttons import PressRegistry
 from bot.presentation.delivery import (
     Attachment,
     DeliveryMethod,
@@ -73,9 +74,9 @@ from bot.presentation.messages import (
 from bot.presentation.permissions import can_manage_messages
 from bot.presentation.views import grid_view, queued_view, single_view
 from bot.services.history import JobView, ShownAt
-from generation.events import JobEvent, JobQueued, JobStarted, JobStep
+from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
-from generation.request import GenerationRequest, parse_aspect
+from generation.request import GenerationRequest, parse_aspect, variation_steps
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -92,6 +93,7 @@ PROGRESS_INTERVAL = 2.0
 #: (Discord allows 3). One budget for the database look-ups before the gate and the gate itself.
 ACK_WITHIN = 2.0
 WITHHELD = "That image was withheld by this server's safety settings."
+ALREADY_CANCELLED = "Already cancelled. Nothing was counted against your quota."
 #: Seconds a member's next interaction is given to be answered before pending results follow.
 PENDING_WAIT = 5.0
 PENDING_NOTE = "I could not deliver this result when it was ready; here it is:"
@@ -114,6 +116,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self._followers: set[asyncio.Task[None]] = set()
         # Members (user ids) with results that reached nobody.
         self._undelivered: set[int] = set()
+        self.presses = PressRegistry()  # one effect per button press (see PressRegistry)
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self._command)
@@ -251,7 +254,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 callback = await interaction.response.send_message(
                     message.content, view=message.view, allowed_mentions=message.allowed_mentions
                 )
-                original_id = callback.message_id
+                # A callback response, or the follow-up message when the deadline guard
+                # deferred while this was being sent.
+                original_id = getattr(callback, "message_id", None) or getattr(callback, "id", None)
         except BaseException as exc:
             if isinstance(exc, Exception) and interaction_expired(exc):
                 self._drop_expired(interaction, submission, caption)
@@ -457,7 +462,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         withheld = outcome.withheld
         note = self.bot.generation.model_note or ""
         text = finished_text(
-            caption, outcome.seeds, withheld=len(withheld), warnings=outcome.warnings, note=note
+            caption,
+            outcome.seeds,
+            withheld=len(outcome.flagged),
+            failed=len(outcome.failed),
+            warnings=outcome.warnings,
+            note=note,
         )
         view = grid_view(job_id, len(outcome.images), withheld)
         files: list[Attachment] = []
@@ -590,23 +600,36 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """Delete the message the button is on (`check_delete` passed)."""
         # A deferred update makes the clicked message the interaction's "original" message.
-        await interaction.response.defer()
-        await interaction.delete_original_response()
+        try:
+            await interaction.response.defer()
+            await interaction.delete_original_response()
+        except discord.NotFound:
+            # Deleted meanwhile (another member's press, a moderator): the effect is there.
+            await respond(interaction, "Already deleted.", ephemeral=True)
 
     async def check_cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """The Cancel button is for the job's requester, while the job is live."""
         submission = self.bot.orchestrator.live(job_id)
         if submission is None:
+            job = await self.bot.services.history.get(job_id)
+            if job is not None and job.status is JobStatus.CANCELLED:
+                return  # `cancel` says it is already cancelled
             raise MemberError("This job is no longer in the queue, so it cannot be cancelled.")
         if submission.requester.user_id != interaction.user.id:
             raise MemberError("Only the member who asked for this job can cancel it.")
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Cancel a job that has not finished (`check_cancel` passed)."""
+        """Cancel a job that has not finished (`check_cancel` passed); a second press, or a
+        press on a job just cancelled, is told so quietly."""
+        submission = self.bot.orchestrator.live(job_id)
+        queued = submission.queued if submission is not None else None
+        if queued is None or queued.cancel_requested or queued.state is JobState.CANCELLED:
+            await respond(interaction, ALREADY_CANCELLED, ephemeral=True)
+            return
         if not self.bot.orchestrator.cancel(job_id):
             raise MemberError("This job has just finished, so it cannot be cancelled.")
-        await interaction.response.send_message(
-            "Cancelled. Nothing was counted against your quota.", ephemeral=True
+        await respond(
+            interaction, "Cancelled. Nothing was counted against your quota.", ephemeral=True
         )
 
     # -- helpers --------------------------------------------------------------------------
@@ -646,6 +669,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
         gen = self.bot.settings.generation
         return request_from_job(
             job,
+            # A few-step job's variation would denoise nothing at this strength.
+            steps=variation_steps(
+                job.params.steps, gen.variation_strength, self.bot.generation.limits
+            ),
             width=source.width,
             height=source.height,
             count=gen.count,

@@ -4,7 +4,9 @@ Each button is a `DynamicItem` whose template carries the job id (uuid hex) and,
 image index. discord.py matches a pressed button's custom_id against these templates, so no
 view has to be alive in memory; the job's parameters come from the database.
 
-The buttons only parse and dispatch: the work is done by the `ImagineActions` the bot exposes
+Each press is armed against Discord's 3-second deadline first (`bot.presentation.deadline`), with
+the way its answer is shown (`defer_style`). The buttons only parse and dispatch: the work is
+done by the `ImagineActions` the bot exposes
 (`bot.imagine_actions`, set by the imagine cog), and any exception goes to the bot's single
 interaction error handler, because discord.py only logs errors raised in dynamic items.
 
@@ -15,17 +17,22 @@ fails it without an answer, so the refusal is answered there, through the same h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import discord
+
+from bot.presentation.deadline import DeferStyle, arm
 
 __all__ = [
     "ALL_BUTTONS",
     "CancelButton",
     "DeleteButton",
     "ImagineActions",
+    "PressRegistry",
     "RerollButton",
     "UpscaleButton",
     "VariationButton",
@@ -40,9 +47,42 @@ _NEVER = r"(?!)"  # matches no custom_id
 _Dynamic = discord.ui.DynamicItem[discord.ui.Button]
 
 
+class PressRegistry:
+    """The button presses being handled, so that one member pressing the same button twice
+    before the first press is done (a double click, an impatient second try) gets one effect.
+
+    Keyed by button, message and (for `per_member` buttons) member: two members pressing V
+    each get their variations, while two members pressing delete delete the message once.
+    Owned by whoever handles the presses (the imagine cog), not global.
+    """
+
+    def __init__(self) -> None:
+        self._busy: set[tuple[str, int, int]] = set()
+
+    @contextlib.contextmanager
+    def claim(
+        self, interaction: discord.Interaction, *, per_member: bool = True
+    ) -> Iterator[bool]:
+        """True while this press is the only one of its kind in progress, else False."""
+        data: Any = interaction.data or {}
+        message_id = interaction.message.id if interaction.message is not None else 0
+        member = interaction.user.id if per_member else 0
+        key = (str(data.get("custom_id", "")), member, message_id)
+        if key in self._busy:
+            yield False
+            return
+        self._busy.add(key)
+        try:
+            yield True
+        finally:
+            self._busy.discard(key)
+
+
 @runtime_checkable
 class ImagineActions(Protocol):
     """What the buttons ask the bot to do; implemented by the imagine cog."""
+
+    presses: PressRegistry
 
     async def upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
 
@@ -67,14 +107,30 @@ class ErrorReporter(Protocol):
     ) -> None: ...
 
 
-async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -> bool:
-    """Call `ImagineActions.<action>`; False (the error answered) when it raised."""
+async def _dispatch(
+    interaction: discord.Interaction,
+    action: str,
+    *args: Any,
+    busy: str = "",
+    per_member: bool | None = True,
+) -> bool:
+    """Call `ImagineActions.<action>`; False (the error answered) when it raised, or when an
+    earlier press of the same button is still being handled (`per_member`: whose presses
+    count as the same; None for a check, which is never deduplicated)."""
     client: Any = interaction.client
     actions = getattr(client, "imagine_actions", None)
     try:
         if not isinstance(actions, ImagineActions):
             raise RuntimeError("the imagine cog is not loaded")
-        await getattr(actions, action)(interaction, *args)
+        if per_member is None:
+            await getattr(actions, action)(interaction, *args)
+            return True
+        with actions.presses.claim(interaction, per_member=per_member) as first:
+            if not first:
+                # The same member's earlier press of this button is still being handled.
+                await _quietly(interaction, busy or ALREADY_HANDLING)
+                return False
+            await getattr(actions, action)(interaction, *args)
     except Exception as exc:
         reporter = getattr(client, "report_interaction_error", None)
         if reporter is None:
@@ -83,6 +139,18 @@ async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -
             await reporter(interaction, exc)
         return False
     return True
+
+
+ALREADY_HANDLING = "Already on it: your first press of this button is still being handled."
+
+
+async def _quietly(interaction: discord.Interaction, text: str) -> None:
+    """A private answer that is not an error (a repeated press)."""
+    mentions = discord.AllowedMentions.none()
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=mentions)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=mentions)
 
 
 class _JobButton(_Dynamic, template=_NEVER):
@@ -95,6 +163,13 @@ class _JobButton(_Dynamic, template=_NEVER):
     action: ClassVar[str]  # the `ImagineActions` method a press calls
     #: The `ImagineActions` check a press must pass first (None: anyone in the server).
     check: ClassVar[str | None] = None
+    #: How the deadline guard acknowledges a press whose handler is slow: U, V and reroll
+    #: post a new public message; delete and cancel override this.
+    defer_style: ClassVar[DeferStyle] = DeferStyle.PUBLIC
+    #: The answer to a second press while the first is still being handled.
+    busy: ClassVar[str] = ALREADY_HANDLING
+    #: False when the effect is the same whoever presses (delete, cancel): one at a time.
+    per_member: ClassVar[bool] = True
 
     def __init__(self, job_id: str, *, custom_id: str, row: int | None, **look: Any) -> None:
         super().__init__(discord.ui.Button(custom_id=custom_id, row=row, **look))
@@ -110,12 +185,15 @@ class _JobButton(_Dynamic, template=_NEVER):
         return (self.job_id,)
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        arm(interaction, self.defer_style)
         if self.check is None:
             return True
-        return await _dispatch(interaction, self.check, self.job_id)
+        return await _dispatch(interaction, self.check, self.job_id, per_member=None)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, self.action, *self._args())
+        await _dispatch(
+            interaction, self.action, *self._args(), busy=self.busy, per_member=self.per_member
+        )
 
 
 class _ImageButton(_JobButton, template=_NEVER):
@@ -198,6 +276,9 @@ class DeleteButton(_JobButton, template=rf"imagine:d:{_JOB}"):
 
     action = "delete"
     check = "check_delete"
+    defer_style = DeferStyle.UPDATE  # the effect is on the pressed message itself
+    busy = "This message is already being deleted."
+    per_member = False
 
     def __init__(self, job_id: str, *, row: int | None = 2) -> None:
         super().__init__(
@@ -214,6 +295,9 @@ class CancelButton(_JobButton, template=rf"imagine:c:{_JOB}"):
 
     action = "cancel"
     check = "check_cancel"
+    defer_style = DeferStyle.PRIVATE
+    busy = "Already cancelling this job; nothing will be counted against your quota."
+    per_member = False
 
     def __init__(self, job_id: str, *, row: int | None = 0) -> None:
         super().__init__(
