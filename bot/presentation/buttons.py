@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import discord
 
 from bot.presentation.deadline import DeferStyle, arm
+from bot.presentation.delivery import respond
 
 __all__ = [
     "ALL_BUTTONS",
@@ -128,7 +129,12 @@ async def _dispatch(
         with actions.presses.claim(interaction, per_member=per_member) as first:
             if not first:
                 # The same member's earlier press of this button is still being handled.
-                await _quietly(interaction, busy or ALREADY_HANDLING)
+                await respond(
+                    interaction,
+                    busy or ALREADY_HANDLING,
+                    ephemeral=True,
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
                 return False
             await getattr(actions, action)(interaction, *args)
     except Exception as exc:
@@ -142,15 +148,6 @@ async def _dispatch(
 
 
 ALREADY_HANDLING = "Already on it: your first press of this button is still being handled."
-
-
-async def _quietly(interaction: discord.Interaction, text: str) -> None:
-    """A private answer that is not an error (a repeated press)."""
-    mentions = discord.AllowedMentions.none()
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=mentions)
-    else:
-        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=mentions)
 
 
 class _JobButton(_Dynamic, template=_NEVER):
