@@ -247,8 +247,7 @@ async def slowed(
         return engine, made[-1]
 
     monkeypatch.setattr(lifecycle_module, "open_database", open_slow)
-    bot = ImagineBot(settings, generation_factory=slow_generation)
-    async with running(bot, fake):
+    async with running(settings, fake, generation_factory=slow_generation) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         yield bot, made
 

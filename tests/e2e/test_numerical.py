@@ -10,7 +10,6 @@ import logging
 
 import pytest
 
-from bot.app import ImagineBot
 from bot.config import Settings
 from bot.db.models import JobStatus
 from generation.engine import DiffusersEngine
@@ -22,7 +21,7 @@ from tests.fakediscord import FakeDiscord
 from tests.generation.numerical import nan, poisoned
 
 
-def _bot(settings: Settings) -> tuple[ImagineBot, list[DiffusersEngine]]:
+def _factory() -> tuple[object, list[DiffusersEngine]]:
     engines: list[DiffusersEngine] = []
 
     def factory(settings: Settings) -> GenerationService:
@@ -32,14 +31,14 @@ def _bot(settings: Settings) -> tuple[ImagineBot, list[DiffusersEngine]]:
         engines.append(engine)
         return GenerationService(engine, FairQueuePolicy(), warmup=False)
 
-    return ImagineBot(settings, generation_factory=factory), engines
+    return factory, engines
 
 
 async def test_all_nan_job_fails_refunded_and_logged(
     fake: FakeDiscord, world: World, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bot, engines = _bot(settings)
-    async with running(bot, fake):
+    factory, engines = _factory()
+    async with running(settings, fake, generation_factory=factory) as bot:  # type: ignore[arg-type]
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         with caplog.at_level(logging.WARNING), poisoned(
             engines[0].model.txt2img.unet, None, nan
@@ -61,8 +60,8 @@ async def test_all_nan_job_fails_refunded_and_logged(
 async def test_one_nan_image_of_four_is_left_out_and_refunded(
     fake: FakeDiscord, world: World, settings: Settings
 ) -> None:
-    bot, engines = _bot(settings)
-    async with running(bot, fake):
+    factory, engines = _factory()
+    async with running(settings, fake, generation_factory=factory) as bot:  # type: ignore[arg-type]
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         with poisoned(engines[0].model.txt2img.unet, {2}, nan, count=4):
             ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a fox",
