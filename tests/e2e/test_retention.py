@@ -8,7 +8,6 @@ import io
 
 from PIL import Image
 
-from bot.app import ImagineBot
 from tests.e2e.conftest import (
     SIZE,
     TIMEOUT,
@@ -30,7 +29,7 @@ async def test_purged_job_buttons_remake_and_admins_see_storage(
     settings = make_settings(
         storage={"max_size_mb": 0.000001, "cleanup_interval_minutes": 0.005}
     )
-    async with running(ImagineBot(settings), fake) as bot:
+    async with running(settings, fake) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a kite", count=2)
         grid = await ix.wait_original(has_image, timeout=TIMEOUT)
