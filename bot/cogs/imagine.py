@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
-from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -85,13 +84,8 @@ __all__ = ["PROGRESS_INTERVAL", "ImagineCog"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 #: Seconds between two edits of a job's message (Discord rate-limits message edits).
 PROGRESS_INTERVAL = 2.0
-#: Seconds after the interaction reached its handler by which it is answered or deferred
-#: (Discord allows 3). One budget for the database look-ups before the gate and the gate itself.
-ACK_WITHIN = 2.0
 WITHHELD = "That image was withheld by this server's safety settings."
 ALREADY_CANCELLED = "Already cancelled. Nothing was counted against your quota."
 #: Seconds a member's next interaction is given to be answered before pending results follow.
@@ -203,7 +197,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def _imagine(
         self, interaction: discord.Interaction, prompt: str, options: ImagineOptions
     ) -> None:
-        _received(interaction)
         parsed = parse_prompt(prompt)
         merged = merge_options(options, parsed.options)
         await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
@@ -228,8 +221,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         guild_id: int | None = None,
         channel_id: int | None = None,
     ) -> None:
-        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
-        submission = await self._submit_in_time(interaction, requester, plan)
+        requester = await requester_of(interaction, guild_id, channel_id)
+        submission = await self._submit(interaction, requester, plan)
         caption = Caption(submission.request.params, interaction.user.id, label)
         position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
@@ -270,11 +263,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if original_id is not None:
             await self.bot.orchestrator.shown(submission.job_id, original_id)
 
-    async def _submit_in_time(
+    async def _submit(
         self, interaction: discord.Interaction, requester: Requester, plan: JobPlan
     ) -> Submission:
-        """Submit, deferring (publicly, "thinking") if the gate is slow, so Discord gets an
-        answer within its 3 seconds even when the database is busy. The job is stored with
+        """Submit through the gate. A slow gate is covered by the deadline guard
+        (`bot.presentation.deadline`), which defers publicly in time. The job is stored with
         the interaction that will show it, so that a restart can still update its message."""
         shown_at = ShownAt(
             channel_id=interaction.channel_id or requester.channel_id,
@@ -282,8 +275,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             token=interaction.token,
             created_at=interaction.created_at,
         )
-        submit = self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
-        return await _in_time(interaction, submit)
+        return await self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -490,23 +482,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         Free: it makes no new image (a re-made one was paid for with the grid).
         """
-        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
-        who = requester_of(interaction, job.guild_id, job.channel_id)
-        requester = await _in_time(interaction, who)
-        banned = self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id)
-        if await _in_time(interaction, banned):
+        requester = await requester_of(interaction, job.guild_id, job.channel_id)
+        if await self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id):
             raise Banned()
-        data = await _in_time(interaction, self.bot.images.read_bytes(job_id, index))
+        data = await self.bot.images.read_bytes(job_id, index)
         image: Image.Image | None = None
         if data is None:
             if flagged:
                 raise MemberError(WITHHELD)
             # Re-making is generation: the whole gate, refusing privately before the defer.
             params = job.params
-            admit = self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
-            await _in_time(interaction, admit)
+            await self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
             await _defer(interaction)
             image = await self.bot.orchestrator.regenerate(job, index, requester)
         ext = "png"
@@ -533,7 +521,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
-        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
         source = await self._source(
@@ -560,7 +547,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """Reroll: the same parameters with new seeds (a variation rerolls from its source)."""
-        _received(interaction)
         job = await self._job(interaction, job_id)
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
@@ -636,8 +622,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def _job(self, interaction: discord.Interaction, job_id: str) -> JobView:
         """The job behind a button; in a server, only that server's jobs are found."""
-        lookup = self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
-        return await _in_time(interaction, lookup)
+        return await self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
 
     async def _source(
         self,
@@ -653,12 +638,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         A flagged image with no file was withheld by the NSFW policy: never re-made.
         """
-        image = await _in_time(interaction, self.bot.images.load(job_id, index))
+        image = await self.bot.images.load(job_id, index)
         if image is not None:
             return image
         if flagged:
             raise MemberError(WITHHELD)
-        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
+        requester = await requester_of(interaction, guild_id, channel_id)
         await self.bot.orchestrator.admit(requester, "")
         await _defer(interaction)
         return await self.bot.orchestrator.source_image(job_id, index, requester)
@@ -681,24 +666,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
         )
 
 
-_RECEIVED = "imagine_received"
-
-
-def _received(interaction: discord.Interaction) -> None:
-    """Note when the handler got the interaction (the start of its time to answer).
-
-    A local monotonic time rather than the snowflake's: the host's wall clock may be off
-    from Discord's."""
-    interaction.extras.setdefault(_RECEIVED, time.monotonic())
-
-
-def _ack_remaining(interaction: discord.Interaction) -> float:
-    """Seconds left before the interaction must be answered or deferred (0 when overdue)."""
-    _received(interaction)
-    age = time.monotonic() - interaction.extras[_RECEIVED]
-    return min(ACK_WITHIN, max(0.0, ACK_WITHIN - age))
-
-
 async def _defer(interaction: discord.Interaction) -> None:
     """Defer publicly ("thinking") unless the interaction was already answered."""
     if interaction.response.is_done():
@@ -711,20 +678,6 @@ async def _defer(interaction: discord.Interaction) -> None:
             log.debug("interaction %s expired before it could be deferred", interaction.id)
             return
         log.warning("could not defer interaction %s: %s", interaction.id, exc)
-
-
-async def _in_time(interaction: discord.Interaction, step: Awaitable[T]) -> T:
-    """Await `step`, deferring the interaction if it is still running when the time to answer
-    Discord runs out (the step goes on; its result or error is returned as usual)."""
-    task = asyncio.ensure_future(step)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=_ack_remaining(interaction))
-        if not done:
-            await _defer(interaction)
-    except BaseException:
-        task.cancel()  # the handler was cancelled: do not leave the step running unowned
-        raise
-    return await task
 
 
 def _label(job: JobView) -> str:

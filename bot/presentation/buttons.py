@@ -60,23 +60,36 @@ class PressRegistry:
     def __init__(self) -> None:
         self._busy: set[tuple[str, int, int]] = set()
 
-    @contextlib.contextmanager
-    def claim(
+    def try_claim(
         self, interaction: discord.Interaction, *, per_member: bool = True
-    ) -> Iterator[bool]:
-        """True while this press is the only one of its kind in progress, else False."""
+    ) -> tuple[str, int, int] | None:
+        """The press's key, now marked busy; None if a press of its kind is in progress.
+        The caller must `release` the key when the press is handled."""
         data: Any = interaction.data or {}
         message_id = interaction.message.id if interaction.message is not None else 0
         member = interaction.user.id if per_member else 0
         key = (str(data.get("custom_id", "")), member, message_id)
         if key in self._busy:
+            return None
+        self._busy.add(key)
+        return key
+
+    def release(self, key: tuple[str, int, int]) -> None:
+        self._busy.discard(key)
+
+    @contextlib.contextmanager
+    def claim(
+        self, interaction: discord.Interaction, *, per_member: bool = True
+    ) -> Iterator[bool]:
+        """True while this press is the only one of its kind in progress, else False."""
+        key = self.try_claim(interaction, per_member=per_member)
+        if key is None:
             yield False
             return
-        self._busy.add(key)
         try:
             yield True
         finally:
-            self._busy.discard(key)
+            self.release(key)
 
 
 @runtime_checkable
@@ -108,35 +121,14 @@ class ErrorReporter(Protocol):
     ) -> None: ...
 
 
-async def _dispatch(
-    interaction: discord.Interaction,
-    action: str,
-    *args: Any,
-    busy: str = "",
-    per_member: bool | None = True,
-) -> bool:
-    """Call `ImagineActions.<action>`; False (the error answered) when it raised, or when an
-    earlier press of the same button is still being handled (`per_member`: whose presses
-    count as the same; None for a check, which is never deduplicated)."""
+async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -> bool:
+    """Call `ImagineActions.<action>`; False (the error answered) when it raised."""
     client: Any = interaction.client
     actions = getattr(client, "imagine_actions", None)
     try:
         if not isinstance(actions, ImagineActions):
             raise RuntimeError("the imagine cog is not loaded")
-        if per_member is None:
-            await getattr(actions, action)(interaction, *args)
-            return True
-        with actions.presses.claim(interaction, per_member=per_member) as first:
-            if not first:
-                # The same member's earlier press of this button is still being handled.
-                await respond(
-                    interaction,
-                    busy or ALREADY_HANDLING,
-                    ephemeral=True,
-                    allowed_mentions=discord.AllowedMentions.none(),
-                )
-                return False
-            await getattr(actions, action)(interaction, *args)
+        await getattr(actions, action)(interaction, *args)
     except Exception as exc:
         reporter = getattr(client, "report_interaction_error", None)
         if reporter is None:
@@ -145,6 +137,32 @@ async def _dispatch(
             await reporter(interaction, exc)
         return False
     return True
+
+
+_PRESS_KEY = "imagine_press_key"
+
+
+async def _claim(interaction: discord.Interaction, *, per_member: bool, busy: str) -> bool:
+    """Mark this press busy until `_release` (in `interaction.extras`); False, and the member
+    told `busy` quietly, if an earlier press of the same button is still being handled."""
+    actions = getattr(interaction.client, "imagine_actions", None)
+    if not isinstance(actions, ImagineActions):
+        return True  # `_dispatch` reports the missing cog
+    key = actions.presses.try_claim(interaction, per_member=per_member)
+    if key is None:
+        await respond(
+            interaction, busy, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+        return False
+    interaction.extras[_PRESS_KEY] = key
+    return True
+
+
+def _release(interaction: discord.Interaction) -> None:
+    key = interaction.extras.pop(_PRESS_KEY, None)
+    actions = getattr(interaction.client, "imagine_actions", None)
+    if key is not None and isinstance(actions, ImagineActions):
+        actions.presses.release(key)
 
 
 ALREADY_HANDLING = "Already on it: your first press of this button is still being handled."
@@ -183,14 +201,24 @@ class _JobButton(_Dynamic, template=_NEVER):
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         arm(interaction, self.defer_style)
-        if self.check is None:
-            return True
-        return await _dispatch(interaction, self.check, self.job_id, per_member=None)
+        # The press is claimed before its check, so that a second press arriving while the
+        # first is still being checked is told so rather than acting twice; discord.py calls
+        # `callback` (which releases it) right after a passed check, with no await between.
+        if not await _claim(interaction, per_member=self.per_member, busy=self.busy):
+            return False
+        passed = False
+        try:
+            passed = self.check is None or await _dispatch(interaction, self.check, self.job_id)
+        finally:
+            if not passed:
+                _release(interaction)
+        return passed
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(
-            interaction, self.action, *self._args(), busy=self.busy, per_member=self.per_member
-        )
+        try:
+            await _dispatch(interaction, self.action, *self._args())
+        finally:
+            _release(interaction)
 
 
 class _ImageButton(_JobButton, template=_NEVER):

@@ -28,6 +28,8 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.presentation.delivery import interaction_expired, mark_dead
+
 __all__ = [
     "ACK_WITHIN",
     "DEFER_STYLE",
@@ -82,7 +84,10 @@ class GuardedResponse(discord.InteractionResponse):  # type: ignore[type-arg]
         async with self._lock:
             if self.deferred_by_guard:
                 return None  # already acknowledged in time on the handler's behalf
-            return await super().defer(**kwargs)
+            result = await super().defer(**kwargs)
+            if kwargs.get("thinking") and not kwargs.get("ephemeral"):
+                self.public_placeholder = True  # a handler's own public "thinking…"
+            return result
 
     async def send_message(self, content: Any = None, **kwargs: Any) -> Any:
         async with self._lock:
@@ -109,6 +114,12 @@ class GuardedResponse(discord.InteractionResponse):  # type: ignore[type-arg]
                 else:
                     await super().defer(ephemeral=style is DeferStyle.PRIVATE, thinking=True)
             except discord.HTTPException as exc:
+                if interaction_expired(exc):
+                    # Too late already: the handler's answer is dropped, not sent (10062 again).
+                    mark_dead(self._parent)
+                    log.info("interaction %s expired before it could be deferred",
+                             self._parent.id)
+                    return
                 log.warning("could not defer interaction %s in time: %s", self._parent.id, exc)
                 return
             self.deferred_by_guard = True
