@@ -38,96 +38,16 @@ from generation.engine import DiffusersEngine
 from generation.factory import build_service
 from generation.loading import ModelSpec
 from generation.params import GenerationParams
+from generation.random_models import save_sd15_random
 from generation.request import GenerationRequest
 
 PROMPT = "dog sitting in a field of autumn leaves"
 
 
 def build_sd15_random(folder: Path, tiny: bool, device: str) -> None:
-    """Save SD1.5-shaped (or tiny) random-weight components as an fp16-variant model folder."""
-    import transformers
-    from diffusers import (
-        AutoencoderKL,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
-
-    from generation.tiny import _build_tokenizer, sd_v1_scheduler
-
-    scale = 8 if tiny else 1
-    ch = tuple(c // scale for c in (320, 640, 1280, 1280))
-    vae_ch = tuple(c // scale for c in (128, 256, 512, 512))
-    hidden = 768 // scale
-    torch.manual_seed(0)
-    init_device = torch.device(device if torch.cuda.is_available() else "cpu")
-    with init_device:
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=ch,
-            layers_per_block=2,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            cross_attention_dim=hidden,
-            attention_head_dim=8,
-            norm_num_groups=32 // (scale if tiny else 1),
-        )
-        vae = AutoencoderKL(
-            block_out_channels=vae_ch,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-            norm_num_groups=32 // (scale if tiny else 1),
-        )
-        tokenizer = _build_tokenizer()
-        text = {
-            "vocab_size": 49408,
-            "hidden_size": hidden,
-            "intermediate_size": 3072 // scale,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "max_position_embeddings": 77,
-            "hidden_act": "quick_gelu",
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        }
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text))
-        vision = {
-            "hidden_size": 1024 // scale,
-            "intermediate_size": 4096 // scale,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "image_size": 224,
-            "patch_size": 14,
-        }
-        checker = StableDiffusionSafetyChecker(
-            CLIPConfig(text_config=text, vision_config=vision, projection_dim=hidden)
-        )
-    processor_cls = getattr(transformers, "CLIPImageProcessorPil", transformers.CLIPImageProcessor)
-    feature_extractor = processor_cls(
-        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
-    )
-    scheduler = sd_v1_scheduler()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=checker,
-        feature_extractor=feature_extractor,
-    )
-    # Random weights in fp32 can overflow fp16 in deep stacks; scale them down like trained
-    # weights (small norms) so the fp16 run is numerically like a real model.
-    with torch.no_grad():
-        for p in pipe.unet.parameters():
-            p.mul_(0.5)
-    pipe.to(dtype=torch.float16)
-    pipe.save_pretrained(folder, safe_serialization=True, variant="fp16")
+    """Save SD1.5-shaped (or 1/8-channel) random-weight components as an fp16-variant folder."""
+    init_device = device if torch.cuda.is_available() else "cpu"
+    save_sd15_random(folder, 8 if tiny else 1, init_device)
 
 
 def timed(fn: Callable[[], Any], repeats: int, sync: bool) -> tuple[float, Any]:

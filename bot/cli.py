@@ -1,4 +1,4 @@
-"""The `imagine` command line: `generate`, `db upgrade|downgrade`, `run`.
+"""The `imagine` command line: `generate`, `bench`, `db upgrade|downgrade`, `run`.
 
 Each subcommand imports what it needs only when it runs, so `imagine generate` and
 `imagine db` never import discord, `imagine --help` is instant, and `imagine run` reports a
@@ -68,6 +68,7 @@ def _command(sub: Any, name: str, **kwargs: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from generation.bench import add_bench_arguments
     from generation.cli import add_generate_arguments
 
     parser = argparse.ArgumentParser(
@@ -87,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(PNG files carry the parameters in the text chunk other Stable Diffusion tools read).",
     )
     add_generate_arguments(gen)
+
+    bench = _command(
+        sub,
+        "bench",
+        help="measure throughput, latency and fairness against the seed article's path",
+        description="Simulated members through the real backend, and the seed article's path "
+        "on the same model, in one run (see generation/bench.py).",
+    )
+    add_bench_arguments(bench)
 
     db = _command(sub, "db", help="create or migrate the database", description="Database schema.")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
@@ -165,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from generation.cli import run_generate
 
         return run_generate(args, settings.model, settings.generation)
+    if args.command == "bench":
+        from generation.bench import run_bench
+
+        return run_bench(args)
     if args.command == "db":
         return _run_db(args, settings)
     return _run_bot(settings, verbose=verbose, quiet=quiet)

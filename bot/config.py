@@ -108,6 +108,13 @@ class GenerationSettings(_Section):
     # Images the worker may put in one pipeline call when batching compatible jobs.
     max_batch_images: int = Field(8, ge=1)
     warmup: bool = True
+    # Step-level batching: jobs join the running batch between denoising steps.
+    continuous_batching: bool = True
+    # GPU fast path (channels_last, fused QKV, torch.compile per batch bucket): "auto" = on
+    # for CUDA only.
+    fast_path: Literal["auto", "on", "off"] = "auto"
+    # Jobs a server may start per turn of the fair queue (default 1), by server id.
+    server_shares: dict[str, int] = Field(default_factory=dict)
 
     @field_validator("scheduler")
     @classmethod

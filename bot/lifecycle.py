@@ -88,6 +88,9 @@ def build_generation(settings: Settings) -> GenerationBackend:
         max_batch_images=gen.max_batch_images,
         warmup=gen.warmup,
         warmup_size=(gen.width, gen.height),
+        continuous=gen.continuous_batching,
+        fast_path=gen.fast_path,
+        server_shares=gen.server_shares,
     )
 
 

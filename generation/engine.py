@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from generation.continuous import StepBatch, StepOutcome, supports
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
+from generation.fastpath import FastPath
 from generation.interfaces import ProgressCallback, StopCheck
 from generation.loading import (
     LoadedModel,
@@ -63,11 +65,18 @@ _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
 
 
 class DiffusersEngine:
-    """Holds one pipeline (txt2img and img2img sharing weights) and runs requests on it."""
+    """Holds one pipeline (txt2img and img2img sharing weights) and runs requests on it.
 
-    def __init__(self, spec: ModelSpec) -> None:
+    Two ways to run: `generate` (one pipeline call per batch of requests) and `advance` (the
+    step-level batch of `generation.continuous`, which the service prefers for txt2img).
+    `fast` picks the GPU speed-ups (default: `FastPath.for_device`, all on for CUDA only).
+    """
+
+    def __init__(self, spec: ModelSpec, fast: FastPath | None = None) -> None:
         self.spec = spec
+        self._fast = fast
         self._model: LoadedModel | None = None
+        self._batch: StepBatch | None = None
 
     @property
     def model_id(self) -> str:
@@ -79,13 +88,23 @@ class DiffusersEngine:
             raise RuntimeError("engine not loaded: call load() first")
         return self._model
 
+    @property
+    def fast(self) -> FastPath:
+        """The fast-path switches in use (known once loaded, when the device is)."""
+        if self._fast is None:
+            return FastPath.for_device(self.model.device)
+        return self._fast
+
     def load(self) -> None:
         if self._model is None:
-            self._model = load_model(self.spec)
+            model = load_model(self.spec)
+            self._model = model
+            self.fast.apply(model)
 
     def close(self) -> None:
         device = self._model.device if self._model is not None else None
         self._model = None
+        self._batch = None
         gc.collect()
         if device is not None and device.type == "cuda":
             torch.cuda.empty_cache()
@@ -93,6 +112,51 @@ class DiffusersEngine:
     def warmup(self, width: int = 512, height: int = 512) -> GenerationResult:
         params = GenerationParams("warm-up", seed=0, steps=2, count=1, width=width, height=height)
         return self.generate([GenerationRequest(params)])[0]
+
+    def warm_buckets(self, width: int, height: int) -> int:
+        """Run the UNet once at every batch bucket (compiles each; cached on disk by inductor).
+
+        Returns the number of buckets warmed (0 when compile is off). Progress is logged.
+        """
+        fast = self.fast
+        if not fast.compile or not fast.buckets:
+            return 0
+        model = self.model
+        unet = model.txt2img.unet
+        latent = (height // 8, width // 8)
+        text = model.txt2img.text_encoder.config.hidden_size
+        for index, rows in enumerate(fast.buckets, start=1):
+            started = time.perf_counter()
+            with torch.inference_mode():
+                sample = torch.zeros(
+                    rows, unet.config.in_channels, *latent, device=model.device, dtype=model.dtype
+                )
+                hidden = torch.zeros(rows, 77, text, device=model.device, dtype=model.dtype)
+                timesteps = torch.full((rows,), 999.0, device=model.device)
+                unet(sample, timesteps, encoder_hidden_states=hidden, return_dict=False)
+            log.info(
+                "compiled UNet bucket %d/%d (%d rows) in %.1f s",
+                index,
+                len(fast.buckets),
+                rows,
+                time.perf_counter() - started,
+            )
+        return len(fast.buckets)
+
+    def supports_steps(self, request: GenerationRequest) -> bool:
+        """Whether `request` can run in the step-level batch (False before `load`)."""
+        model = self._model
+        return model is not None and supports(model, request)
+
+    def advance(
+        self,
+        joins: Sequence[tuple[str, GenerationRequest]],
+        leaves: Sequence[str],
+    ) -> StepOutcome:
+        """One step of the step-level batch: see `generation.continuous.StepBatch.advance`."""
+        if self._batch is None:
+            self._batch = StepBatch(self.model, self._prompt_warnings, self.fast.bucket)
+        return self._batch.advance(joins, leaves)
 
     def generate(
         self,

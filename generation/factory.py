@@ -7,9 +7,11 @@ caller maps its configuration onto these names.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from generation.engine import DiffusersEngine
+from generation.fastpath import FastPath
 from generation.loading import ModelSpec
 from generation.params import Limits
 from generation.queue_policy import FairQueuePolicy
@@ -35,10 +37,18 @@ def build_service(
     batching: bool = True,
     warmup: bool = True,
     warmup_size: tuple[int, int] = (512, 512),
+    continuous: bool = True,
+    freeze_gc: bool = True,
+    fast_path: str = "auto",
+    server_shares: Mapping[str, int] | None = None,
 ) -> GenerationService:
     """A service (not started yet: `await service.start()` loads the model) for `model_id`.
 
     `max_batch_images=1` or `batching=False` runs every job in its own pipeline call.
+    `continuous` runs txt2img jobs in the step-level batch (`generation.continuous`);
+    `fast_path` is "auto" (the GPU fast path on for CUDA only), "on" or "off";
+    `server_shares` gives servers more than one job per turn of the fair queue; `freeze_gc`:
+    see `GenerationService`.
     """
     spec = ModelSpec(
         model_id=model_id,
@@ -60,11 +70,25 @@ def build_service(
         max_queued_per_user=max_queued_per_user,
         max_batch_images=max_batch_images,
         batching=batching,
+        server_shares=server_shares,
     )
     return GenerationService(
-        DiffusersEngine(spec),
+        DiffusersEngine(spec, _fast_path(fast_path)),
         policy,
         limits=limits,
         warmup=warmup,
         warmup_size=warmup_size,
+        continuous=continuous,
+        freeze_gc=freeze_gc,
     )
+
+
+def _fast_path(choice: str) -> FastPath | None:
+    """None lets the engine decide by device ("auto"); "on" forces every switch on."""
+    if choice == "on":
+        return FastPath.for_device("cuda")
+    if choice == "off":
+        return FastPath()
+    if choice != "auto":
+        raise ValueError(f"fast_path must be auto, on or off, got {choice!r}")
+    return None

@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from generation.continuous import StepOutcome
     from generation.events import GenerationResult, QueueStats
     from generation.job import QueuedJob
     from generation.params import Limits
@@ -57,6 +58,22 @@ class Engine(Protocol):
         ...
 
 
+@runtime_checkable
+class StepEngine(Protocol):
+    """An engine that can also run a step-level batch (`generation.continuous`)."""
+
+    def supports_steps(self, request: GenerationRequest) -> bool:
+        """Whether `request` may join the step batch; may be called from any thread."""
+        ...
+
+    def advance(
+        self, joins: Sequence[tuple[str, GenerationRequest]], leaves: Sequence[str]
+    ) -> StepOutcome:
+        """Drop `leaves`, add `joins` (same size as the batch), run one step, decode the
+        members that are done. Errors of single jobs come back in the outcome."""
+        ...
+
+
 class GenerationBackend(Protocol):
     """What the bot needs from an image generator, local or remote.
 
@@ -96,13 +113,18 @@ class GenerationBackend(Protocol):
         ...
 
     def submit(
-        self, request: GenerationRequest, owner: str = "", job_id: str | None = None
+        self,
+        request: GenerationRequest,
+        owner: str = "",
+        job_id: str | None = None,
+        tier: str = "fast",
     ) -> QueuedJob:
-        """Validate and queue (under `job_id` when given) for `owner` (fairness is per owner).
+        """Validate and queue (under `job_id` when given) for `owner` (fairness is per owner)
+        in `tier` (`fast`, or `relax`: started only when no fast job waits).
 
-        Raises `RequestError` (bad request, job id in use) or `QueueFullError` (the queue or the
-        owner's share of it is full, or the backend is shutting down). The handle's first event
-        is `JobQueued`; its `request` is the validated one (concrete seed).
+        Raises `RequestError` (bad request, unknown tier, job id in use) or `QueueFullError` (the
+        queue or the owner's share of it is full, or the backend is shutting down). The handle's
+        first event is `JobQueued`; its `request` is the validated one (concrete seed).
         """
         ...
 

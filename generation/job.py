@@ -43,10 +43,13 @@ class QueuedJob:
         owner: str,
         canceller: Callable[[QueuedJob], bool],
         job_id: str | None = None,
+        tier: str = "fast",
     ) -> None:
         self.id: str = job_id or uuid.uuid4().hex
         self.request = request
         self.owner = owner
+        #: Priority tier (`generation.queue_policy.TIERS`): fast jobs start before relax jobs.
+        self.tier = tier
         self._canceller = canceller
         self._state = JobState.QUEUED
         self._history: list[JobEvent] = []

@@ -34,6 +34,7 @@ import torch
 from generation.errors import GenerationError, ModelNotFoundError
 from generation.params import SCHEDULERS
 from generation.preflight import check_model_available, hub_offline, model_problem
+from generation.random_models import RANDOM_MODELS, ensure_random_model
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, ensure_tiny_model
 
 if TYPE_CHECKING:
@@ -253,14 +254,22 @@ def build_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:
     raise GenerationError(f"Unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}.")
 
 
+def model_source(spec: ModelSpec) -> str:
+    """The folder or Hub id to hand to `from_pretrained` (built-in models are built first)."""
+    return _resolve_source(spec)
+
+
 def _resolve_source(spec: ModelSpec) -> str:
     """The folder or Hub id to hand to `from_pretrained`; what is certain to fail (a bad
     folder, an offline Hub model missing from the cache) fails here, before diffusers waits."""
     if spec.is_test_model:
         return str(ensure_tiny_model(spec.cache_dir))
+    if spec.model_id in RANDOM_MODELS:
+        return str(ensure_random_model(spec.model_id, spec.cache_dir))
     if spec.model_id.startswith("builtin:"):
+        known = ", ".join([TINY_MODEL_ID, *RANDOM_MODELS])
         raise ModelNotFoundError(
-            f"Unknown built-in model {spec.model_id!r}; the only one is {TINY_MODEL_ID}."
+            f"Unknown built-in model {spec.model_id!r}; the built-in ones are {known}."
         )
     problem = check_model_available(spec.model_id, spec.variant, spec.cache_dir)
     if problem is not None:
@@ -272,7 +281,7 @@ def _resolve_source(spec: ModelSpec) -> str:
 def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> StableDiffusionPipeline:
     from diffusers import StableDiffusionPipeline
 
-    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
+    kwargs: dict[str, Any] = {dtype_keyword(): dtype}
     if spec.cache_dir is not None and not spec.is_test_model:
         kwargs["cache_dir"] = str(spec.cache_dir)
     if not spec.safety_checker:
@@ -293,7 +302,7 @@ def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> Stable
         raise ModelNotFoundError(model_problem(spec.model_id, reason, spec.variant)) from exc
 
 
-def _dtype_keyword() -> str:
+def dtype_keyword() -> str:
     """`dtype` from diffusers 0.40 on (it deprecates `torch_dtype` there, following
     transformers), `torch_dtype` before: decided by the installed version, a public fact."""
     import diffusers

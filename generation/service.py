@@ -4,26 +4,38 @@ The bot (and the CLI) submit requests and get `QueuedJob`s back; a dispatcher ta
 asks the queue policy for the next batch of jobs and hands it to the engine on the worker
 thread. This module is the one place where work crosses between the loop and that thread:
 
-- loop -> worker: `loop.run_in_executor(self._gpu, ...)` (load, warm-up, generate, close);
+- loop -> worker: `loop.run_in_executor(self._gpu, ...)` (load, warm-up, generate, advance,
+  close);
 - worker -> loop: `loop.call_soon_threadsafe(...)` for step progress; results come back
   through the executor future.
+
+Two ways to run jobs. The default, for engines that can (`StepEngine`, e.g. `DiffusersEngine`):
+step-level batching, where the dispatcher calls `engine.advance` once per denoising step,
+letting waiting jobs of the same size join the running batch between steps (in the policy's
+fair order, never skipping the job whose turn it is) and finished jobs leave at once. Otherwise
+(img2img variations, engines without steps): one pipeline call per batch from `next_batch`.
+
+After the model is loaded and warmed up, `gc.freeze()` moves the ~500k objects the model brings
+into the permanent generation, so full collections no longer walk them with the event loop's
+thread held (they stalled it 97-511 ms each before).
 
 The event loop never runs model code. Encoding the images is the caller's business (the bot
 does it in its own thread helper), so the GPU thread goes straight on to the next batch.
 
-A CUDA out-of-memory error fails only the job(s) concerned (a shared call is first retried one
-job at a time), and the worker goes on with the next jobs.
+A CUDA out-of-memory error fails only the job(s) concerned (a shared call or step is first
+split and retried), and the worker goes on with the next jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from generation.errors import (
     GenerationError,
@@ -43,12 +55,15 @@ from generation.events import (
     JobStep,
     QueueStats,
 )
-from generation.interfaces import Engine
+from generation.interfaces import Engine, StepEngine
 from generation.job import QueuedJob
-from generation.params import Limits
-from generation.queue_policy import FairQueuePolicy, QueuePolicy
+from generation.params import GenerationParams, Limits
+from generation.queue_policy import DEFAULT_TIER, TIERS, FairQueuePolicy, QueuePolicy
 from generation.request import GenerationRequest
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
+
+if TYPE_CHECKING:
+    from generation.continuous import StepOutcome
 
 __all__ = ["GenerationService", "QueuedJob", "ServiceClosedError"]
 
@@ -74,6 +89,10 @@ class GenerationService:
 
     `policy` picks the next job(s) (default: `FairQueuePolicy`); `limits` validate requests.
     Jobs may be submitted before `start()`; they wait until the model is loaded.
+    `continuous` (default on) uses step-level batching when the engine supports it, with at
+    most `max_batch_images` images in the running batch (default: the policy's
+    `max_batch_images`, 8; 1 job at a time when the policy's `batching` is off). `freeze_gc`
+    freezes the objects alive after warm-up out of the garbage collector's way.
     """
 
     def __init__(
@@ -84,10 +103,21 @@ class GenerationService:
         limits: Limits | None = None,
         warmup: bool = True,
         warmup_size: tuple[int, int] = (512, 512),
+        continuous: bool = True,
+        max_batch_images: int | None = None,
+        freeze_gc: bool = True,
     ) -> None:
         self._engine = engine
+        self._steps: StepEngine | None = (
+            engine if continuous and isinstance(engine, StepEngine) else None
+        )
+        self._freeze_gc = freeze_gc
         # Not `policy or ...`: an empty policy has len() 0 and is falsy.
         self._policy: QueuePolicy[QueuedJob] = policy if policy is not None else FairQueuePolicy()
+        if max_batch_images is None:
+            max_batch_images = getattr(self._policy, "max_batch_images", 8)
+        self._max_images = max_batch_images
+        self._one_job = not getattr(self._policy, "batching", True)
         self._limits = limits or Limits()
         self._warmup = warmup
         self._warmup_size = warmup_size
@@ -100,7 +130,7 @@ class GenerationService:
         self._closed = False
         self._live: dict[str, QueuedJob] = {}
         self._running: list[QueuedJob] = []
-        self._running_progress = 0.0
+        self._progress: dict[str, tuple[int, int]] = {}
         self._unit_seconds: float | None = None
 
     # -- information ----------------------------------------------------------------------
@@ -146,13 +176,10 @@ class GenerationService:
     def estimate_wait(self, position: int) -> float:
         """Seconds until the job at queue `position` (1 = next) starts, roughly.
 
-        From a moving average of measured seconds per image-step (scaled by pixel count), the
-        remaining work of the running batch, and the jobs ahead in the policy's order.
+        See `_waits`; a position past the queue's end gets the wait after every queued job.
         """
-        ahead = self._policy.order()[: max(0, position - 1)]
-        running = sum(self._job_seconds(job) for job in self._running)
-        running *= 1.0 - self._running_progress
-        return running + sum(self._job_seconds(job) for job in ahead)
+        waits = self._waits(extra=True)
+        return waits[min(max(position, 1), len(waits)) - 1][1]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -175,7 +202,39 @@ class GenerationService:
             result = await self._on_worker(self._engine.warmup, width, height)
             # Not fed to the speed estimate: first calls pay one-off set-up costs.
             log.info("warm-up done", extra={"seconds": round(result.gpu_seconds, 2)})
+            warm = getattr(self._engine, "warm_buckets", None)
+            if warm is not None:
+                await self._on_worker(warm, width, height)
+            if self._steps is not None:
+                await self._calibrate(self._steps, width, height)
+        if self._freeze_gc:
+            # Everything alive now (model, modules, tokenizer) lives until shutdown.
+            gc.collect()
+            gc.freeze()
+            log.info("gc: froze %d objects after loading", gc.get_freeze_count())
         self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatch")
+
+    async def _calibrate(self, engine: StepEngine, width: int, height: int) -> None:
+        """Time one small job through the (now warm) step batch, so the first ETAs shown come
+        from this machine's speed rather than a constant guess."""
+        try:
+            params = GenerationParams(
+                "calibration", seed=0, steps=3, count=1, width=width, height=height
+            )
+            request = GenerationRequest(params).validated(self._limits)
+        except RequestError:  # a warm-up size outside the limits: keep the default guess
+            return
+        seconds, units, joins = 0.0, 0.0, [("calibration", request)]
+        area = width * height / self._limits.native_pixels
+        while True:
+            outcome = await self._on_worker(engine.advance, joins, [])
+            joins = []
+            seconds += outcome.seconds
+            units += (outcome.images + _FIXED_STEPS * len(outcome.finished)) * area
+            if outcome.finished or outcome.failed or not outcome.progress:
+                break
+        self._update_speed(seconds, units)
+        log.info("speed: %.3f s per image-step at %dx%d", seconds / units * area, width, height)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs, cancel the waiting ones and let the running batch finish.
@@ -212,14 +271,22 @@ class GenerationService:
         await self.stop(grace)
         if self._loop is not None:
             await self._on_worker(self._engine.close)
+        if self._freeze_gc and self._dispatcher is not None:
+            gc.unfreeze()  # let the unloaded model be collected
         self._gpu.shutdown(wait=False)
 
     # -- jobs -----------------------------------------------------------------------------
 
     def submit(
-        self, request: GenerationRequest, owner: str = "", job_id: str | None = None
+        self,
+        request: GenerationRequest,
+        owner: str = "",
+        job_id: str | None = None,
+        tier: str = DEFAULT_TIER,
     ) -> QueuedJob:
         """Validate `request` and queue it for `owner`; raises `RequestError`/`QueueFullError`.
+
+        `tier` is `fast` (default) or `relax`: relax jobs start only when no fast job waits.
 
         The returned job's `request` is the validated one (with its concrete seed). Its first
         event is `JobQueued(position)`. `job_id` lets a caller that records the job before
@@ -231,7 +298,9 @@ class GenerationService:
             raise ServiceClosedError(
                 "The image generator is shutting down and takes no new requests."
             )
-        job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id)
+        if tier not in TIERS:
+            raise RequestError(f"Unknown tier {tier!r}; choose one of: {', '.join(TIERS)}.")
+        job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id, tier)
         self._policy.push(job)
         self._live[job.id] = job
         log.debug("job %s queued for %r: %d image(s)", job.id, owner, job.request.params.count)
@@ -252,6 +321,9 @@ class GenerationService:
     # -- the dispatcher (event loop side) -------------------------------------------------
 
     async def _dispatch(self) -> None:
+        if self._steps is not None:
+            await self._dispatch_steps(self._steps)
+            return
         while True:
             batch = self._policy.next_batch()
             if not batch:
@@ -260,17 +332,111 @@ class GenerationService:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._guarded(self._run_batch, batch)
+
+    async def _dispatch_steps(self, engine: StepEngine) -> None:
+        """Step-level batching: one `engine.advance` per denoising step (see module doc)."""
+        running: dict[str, QueuedJob] = {}
+        while True:
+            joins = self._admit(engine, running)
+            if not running:
+                head = next(iter(self._policy.order()), None)
+                if head is not None:  # a job the step batch cannot run (a variation)
+                    batch = self._policy.next_batch()
+                    await self._guarded(self._run_batch, batch)
+                    continue
+                if not self._accepting:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            leaves = [key for key, job in running.items() if job.cancel_requested]
+            for key in leaves:
+                self._end(running.pop(key), JobCancelled())
+            self._running = list(running.values())
+            requests = [(job.id, job.request) for job in joins if job.id in running]
             try:
-                await self._run_batch(batch)
-            except Exception:  # a bug here must not stop the queue
-                log.exception("dispatcher error")
-                for job in batch:
-                    job.fail(GenerationError("Internal error while generating; try again."))
-                    self._live.pop(job.id, None)
+                outcome = await self._on_worker(engine.advance, requests, leaves)
+            except Exception as exc:  # a bug or a device failure: fail this batch, go on
+                log.exception("step batch failed")
+                error = GenerationError(f"Generation failed: {type(exc).__name__}: {exc}")
+                self._fail(list(running.values()), error)
+                running.clear()
+                self._running = []
+                continue
+            self._settle(outcome, running)
+
+    def _admit(self, engine: StepEngine, running: dict[str, QueuedJob]) -> list[QueuedJob]:
+        """Move waiting jobs into the running step batch, in fair order, while they fit.
+
+        Stops at the first job that does not fit (another size, too many images, a variation)
+        so that the job whose turn it is never gets overtaken: the batch drains for it instead.
+        """
+        images = sum(job.request.params.count for job in running.values())
+        size = next((_size(j.request) for j in running.values()), None)
+        joins: list[QueuedJob] = []
+        while True:
+            head = next(iter(self._policy.order()), None)
+            if head is None or not engine.supports_steps(head.request):
+                break
+            request = head.request
+            if size is not None:
+                full = images + request.params.count > self._max_images
+                if self._one_job or full or size != (request.params.width, request.params.height):
+                    break
+            self._policy.take(head)
+            joins.append(head)
+            running[head.id] = head
+            images += request.params.count
+            size = (request.params.width, request.params.height)
+        if joins:
+            self._running = list(running.values())
+            for job in joins:
+                job.publish(JobStarted(batch_images=images))
+            self._publish_positions()
+            log.debug("%d job(s) joined the step batch (%d images)", len(joins), images)
+        return joins
+
+    def _settle(self, outcome: StepOutcome, running: dict[str, QueuedJob]) -> None:
+        """Publish one step's progress, results and failures; record the speed."""
+        for key, (step, total) in outcome.progress.items():
+            job = running.get(key)
+            if job is not None and not job.cancel_requested:
+                self._progress[key] = (step, total)
+                job.publish(JobStep(step, total))
+        finished_images = 0
+        for key, result in outcome.finished.items():
+            job = running.pop(key, None)
+            if job is not None:
+                finished_images += result.request.params.count
+                self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
+        for key, error in outcome.failed.items():
+            job = running.pop(key, None)
+            if job is not None:
+                self._fail([job], error)
+        self._running = list(running.values())
+        native = self._limits.native_pixels
+        sizes = [r.request for r in outcome.finished.values()]
+        sizes += [job.request for job in running.values()]
+        area = _weight(sizes[0], native) / sizes[0].params.count if sizes else 1.0
+        units = (outcome.images + _FIXED_STEPS * finished_images) * area
+        self._update_speed(outcome.seconds, units)
+        if outcome.finished or outcome.failed:
+            self._publish_positions()
+
+    async def _guarded(self, run: Callable[[list[QueuedJob]], Any], batch: list[QueuedJob]) -> None:
+        try:
+            await run(batch)
+        except Exception:  # a bug here must not stop the queue
+            log.exception("dispatcher error")
+            for job in batch:
+                job.fail(GenerationError("Internal error while generating; try again."))
+                self._live.pop(job.id, None)
 
     async def _run_batch(self, jobs: list[QueuedJob]) -> None:
         self._running = list(jobs)
-        self._running_progress = 0.0
+        for job in jobs:
+            self._progress.pop(job.id, None)
         images = sum(job.request.params.count for job in jobs)
         for job in jobs:
             job.publish(JobStarted(batch_images=images))
@@ -280,7 +446,6 @@ class GenerationService:
             await self._run_jobs(jobs)
         finally:
             self._running = []
-            self._running_progress = 0.0
 
     async def _run_jobs(self, jobs: list[QueuedJob]) -> None:
         live = []
@@ -328,28 +493,77 @@ class GenerationService:
                 self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
 
     def _publish_step(self, jobs: list[QueuedJob], step: int, total: int) -> None:
-        self._running_progress = step / total if total else 0.0
         for job in jobs:
             if not job.cancel_requested:
+                self._progress[job.id] = (step, total)
                 job.publish(JobStep(step, total))
 
     def _publish_positions(self) -> None:
         """Send `JobQueued` to every waiting job whose position changed."""
-        eta = sum(self._job_seconds(job) for job in self._running) * (1 - self._running_progress)
-        for position, job in enumerate(self._policy.order(), start=1):
+        for position, (job, eta) in enumerate(self._waits(), start=1):
             if job.position != position:
                 job.publish(JobQueued(position, eta))
-            eta += self._job_seconds(job)
+
+    def _waits(self, extra: bool = False) -> list[tuple[QueuedJob | None, float]]:
+        """Each waiting job (policy order) with the seconds until it starts, roughly.
+
+        Simulates the worker from now on with the measured seconds per image-step (a moving
+        average at the current batch mix, scaled by pixel count): with step-level batching a job
+        starts as soon as the running batch has room for it (same size, images within the
+        limit); otherwise after every earlier job. `extra` appends (None, wait after all).
+        """
+        unit = self._unit_seconds if self._unit_seconds is not None else _DEFAULT_UNIT_SECONDS
+        native = self._limits.native_pixels
+        # [steps left per image, weight = images x relative area, images, size]
+        batch: list[list[Any]] = []
+        for job in self._running:
+            request = job.request
+            step, total = self._progress.get(job.id, (0, 1))
+            steps = _work_units(request, native) / _weight(request, native)
+            left = steps * (1.0 - step / total if total else 1.0)
+            batch.append([left, _weight(request, native), request.params.count, _size(request)])
+        clock = 0.0
+
+        def run_until_one_ends() -> float:
+            least = min(member[0] for member in batch)
+            spent = least * unit * sum(member[1] for member in batch)
+            for member in batch:
+                member[0] -= least
+            batch[:] = [member for member in batch if member[0] > 1e-9]
+            return spent
+
+        stepwise = self._steps is not None
+        waits: list[tuple[QueuedJob | None, float]] = []
+        for job in [*self._policy.order(), None]:
+            request = job.request if job is not None else None
+            while batch:
+                if request is not None and stepwise and not self._one_job:
+                    images = sum(member[2] for member in batch)
+                    fits = images + request.params.count <= self._max_images
+                    if fits and batch[0][3] == _size(request):
+                        break
+                clock += run_until_one_ends()
+            if job is None:
+                if extra:
+                    waits.append((None, clock))
+                break
+            waits.append((job, clock))
+            weight = _weight(job.request, native)
+            steps = _work_units(job.request, native) / weight
+            batch.append([steps, weight, job.request.params.count, _size(job.request)])
+        return waits
 
     def _end(self, job: QueuedJob, event: JobFinished | JobCancelled) -> None:
         job.publish(event)
         self._live.pop(job.id, None)
+        self._progress.pop(job.id, None)
         log.debug("job %s %s", job.id, job.state.value)
 
     def _fail(self, jobs: Sequence[QueuedJob], error: GenerationError) -> None:
         for job in jobs:
             job.fail(error)
             self._live.pop(job.id, None)
+            self._progress.pop(job.id, None)
             log.info("job %s failed: %s", job.id, error)
 
     # -- speed estimate -------------------------------------------------------------------
@@ -358,6 +572,10 @@ class GenerationService:
         seconds = sum(result.gpu_seconds for result in results)
         native = self._limits.native_pixels
         units = sum(_work_units(result.request, native) for result in results)
+        self._update_speed(seconds, units)
+
+    def _update_speed(self, seconds: float, units: float) -> None:
+        """Feed `seconds` spent on `units` image-steps (at native size) into the average."""
         if units <= 0 or seconds <= 0:
             return
         measured = seconds / units
@@ -365,10 +583,6 @@ class GenerationService:
         self._unit_seconds = (
             measured if previous is None else previous + _EMA_ALPHA * (measured - previous)
         )
-
-    def _job_seconds(self, job: QueuedJob) -> float:
-        unit = self._unit_seconds if self._unit_seconds is not None else _DEFAULT_UNIT_SECONDS
-        return unit * _work_units(job.request, self._limits.native_pixels)
 
     # -- crossing into threads ------------------------------------------------------------
 
@@ -380,6 +594,15 @@ class GenerationService:
     async def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
         loop = self._require_loop()
         return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
+
+
+def _weight(request: GenerationRequest, native_pixels: int) -> float:
+    """Images x relative area: what one step of `request` costs in image-steps."""
+    return request.params.count * request.params.width * request.params.height / native_pixels
+
+
+def _size(request: GenerationRequest) -> tuple[int, int]:
+    return request.params.width, request.params.height
 
 
 def _work_units(request: GenerationRequest, native_pixels: int) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 TINY_MODEL_ID = "builtin:tiny-random"
@@ -43,22 +44,26 @@ def tiny_model_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def ensure_tiny_model(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Return the tiny model's folder, building and saving it first if it is not there yet.
+    """Return the tiny model's folder, building and saving it first if it is not there yet."""
+    return ensure_built(tiny_model_path(cache_dir), _save_tiny_pipeline)
+
+
+def ensure_built(target: Path, save: Callable[[Path], None]) -> Path:
+    """`target`, after `save(folder)` wrote a model there if it had none yet.
 
     The folder only ever appears complete: it is written under a temporary name in the same
-    parent and renamed into place; a process that loses the race throws its copy away.
+    parent and renamed into place; a process that loses the race throws its copy away (the
+    built-in models are seeded, so every copy is identical).
     """
-    target = tiny_model_path(cache_dir)
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        _save_tiny_pipeline(tmp)
+        save(tmp)
         try:
             tmp.rename(target)
         except OSError:
-            # Another process renamed its copy first; theirs is identical (same seed).
             if not (target / "model_index.json").is_file():
                 raise
     finally:

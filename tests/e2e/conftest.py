@@ -284,6 +284,9 @@ def config_toml(settings: Settings) -> str:
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, int | float):
                 lines.append(f"{key} = {value}")
+            elif isinstance(value, dict):  # server shares: an inline table of numbers
+                items = ", ".join(f'"{name}" = {number}' for name, number in value.items())
+                lines.append(f"{key} = {{{items}}}")
             else:
                 lines.append(f"{key} = {str(value)!r}".replace("'", '"'))
     return "\n".join(lines) + "\n"

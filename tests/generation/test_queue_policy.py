@@ -47,14 +47,49 @@ def test_owners_take_turns_and_each_owner_is_fifo() -> None:
     assert len(policy) == 0
 
 
-def test_newcomer_goes_before_recently_served_owner() -> None:
-    """Someone arriving after A was served starts before A's next job."""
+def test_returning_member_is_not_overtaken_by_newcomers() -> None:
+    """The old fault: a member served before, told "position 1", was overtaken by every
+    first-time member who came later. Now newcomers join at the back of the rotation."""
     policy = FairQueuePolicy(max_batch_images=1)
-    policy.push(Item("a1", "A"))
-    policy.push(Item("a2", "A"))
+    policy.push(Item("a1", "g:A"))
+    policy.push(Item("a2", "g:A"))
     assert names(policy.next_batch()) == ["a1"]
-    policy.push(Item("b1", "B"))
-    assert names(policy.order()) == ["b1", "a2"]
+    for i in range(20):
+        policy.push(Item(f"n{i}", f"g:N{i}"))
+    assert names(policy.order())[0] == "a2"
+    assert names(policy.next_batch()) == ["a2"]
+
+
+def test_servers_take_turns_then_members() -> None:
+    """A server with many active members gets one turn per round, like a server with one."""
+    policy = FairQueuePolicy(max_batch_images=1)
+    for member in "ABCD":
+        policy.push(Item(f"x{member}", f"big:{member}"))
+    policy.push(Item("s1", "small:Z"))
+    policy.push(Item("s2", "small:Z"))
+    assert names(policy.order()) == ["xA", "s1", "xB", "s2", "xC", "xD"]
+    assert drain(policy) == [["xA"], ["s1"], ["xB"], ["s2"], ["xC"], ["xD"]]
+
+
+def test_server_share_gives_consecutive_turns() -> None:
+    """An admin-set share of 2 lets a server start two jobs per round."""
+    policy = FairQueuePolicy(max_batch_images=1, server_shares={"big": 2})
+    for member in "ABCD":
+        policy.push(Item(f"x{member}", f"big:{member}"))
+    policy.push(Item("s1", "small:Z"))
+    policy.push(Item("s2", "small:Z"))
+    assert names(policy.order()) == ["xA", "xB", "s1", "xC", "xD", "s2"]
+    assert drain(policy) == [["xA"], ["xB"], ["s1"], ["xC"], ["xD"], ["s2"]]
+
+
+def test_take_refuses_a_job_out_of_its_owners_order() -> None:
+    """Taking a member's second job before the first would reorder their jobs."""
+    policy = FairQueuePolicy()
+    a1, a2 = Item("a1", "A"), Item("a2", "A")
+    policy.push(a1)
+    policy.push(a2)
+    with pytest.raises(ValueError):
+        policy.take(a2)
 
 
 def test_remove_takes_a_job_out() -> None:
@@ -109,3 +144,33 @@ def test_batching_off_runs_one_job_per_call() -> None:
     policy.push(Item("a1", "A"))
     policy.push(Item("b1", "B"))
     assert drain(policy) == [["a1"], ["b1"]]
+
+
+@dataclass(eq=False)
+class TieredItem(Item):
+    tier: str = "fast"
+
+
+def test_fast_jobs_go_before_relax_jobs() -> None:
+    """A relax job waits while any fast job waits, even one submitted later."""
+    policy = FairQueuePolicy(max_batch_images=1)
+    policy.push(TieredItem("r1", "g:A", tier="relax"))
+    policy.push(TieredItem("f1", "g:B"))
+    policy.push(TieredItem("r2", "g:C", tier="relax"))
+    policy.push(TieredItem("f2", "h:D"))
+    assert names(policy.order()) == ["f1", "f2", "r1", "r2"]
+    assert drain(policy) == [["f1"], ["f2"], ["r1"], ["r2"]]
+
+
+def test_the_per_member_limit_counts_both_tiers() -> None:
+    policy = FairQueuePolicy(max_queued_per_user=2)
+    policy.push(TieredItem("f1", "A"))
+    policy.push(TieredItem("r1", "A", tier="relax"))
+    with pytest.raises(QueueFullError, match="You already have 2 jobs waiting"):
+        policy.push(TieredItem("r2", "A", tier="relax"))
+    assert policy.pending_for("A") == 2
+
+
+def test_unknown_tier_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown tier"):
+        FairQueuePolicy().push(TieredItem("x", "A", tier="turbo"))

@@ -135,7 +135,9 @@ async def test_submit_validates(service: GenerationService) -> None:
 
 async def test_estimate_wait_grows_with_position(tiny_spec: ModelSpec) -> None:
     """Later positions wait longer; queued events carry the estimate."""
-    service = make_service(tiny_spec)  # not started: nothing runs
+    # Not started: nothing runs. Room for one 2-image job at a time, so each waits for the one
+    # before it (with more room they would all start together at the next step).
+    service = make_service(tiny_spec, max_batch_images=2)
     jobs = [service.submit(small_request(), owner=f"u{i}") for i in range(3)]
     assert service.estimate_wait(1) == 0
     assert 0 < service.estimate_wait(2) < service.estimate_wait(3)
@@ -290,3 +292,25 @@ async def test_submit_uses_a_given_job_id_once(service: GenerationService) -> No
     with pytest.raises(RequestError, match="already in use"):
         service.submit(request, owner="b", job_id="f" * 32)
     await job.result()
+
+
+async def test_a_job_joins_a_running_batch_between_steps(tiny_spec: ModelSpec) -> None:
+    """Step-level batching: a job submitted while a long one runs starts within a few steps
+    and finishes first; both report their own step counts."""
+    service = make_service(tiny_spec, max_batch_images=8)
+    await service.start()
+    try:
+        long = service.submit(small_request("long", steps=40, count=1), owner="A")
+        async for event in long.events():
+            if isinstance(event, JobStep):
+                break
+        short = service.submit(small_request("short", steps=2, count=1), owner="B")
+        await short.result()
+        steps_of_long = [e.step for e in long.history if isinstance(e, JobStep)]
+        assert long.state is JobState.RUNNING and max(steps_of_long) < 40
+        assert any(isinstance(e, JobStarted) and e.batch_images == 2 for e in short.history)
+        assert_well_ordered(list(short.history), steps=2)
+        await long.result()
+        assert_well_ordered(list(long.history), steps=40)
+    finally:
+        await service.close()

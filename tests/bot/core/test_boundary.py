@@ -54,7 +54,7 @@ GENERATION_SEAM = {
 }
 BUILDERS = {
     "lifecycle.py": {"generation.factory"},
-    "cli.py": {"generation.cli", "generation.preflight"},
+    "cli.py": {"generation.cli", "generation.preflight", "generation.bench"},
 }
 
 

@@ -1,0 +1,58 @@
+"""`imagine bench` end to end on the tiny random model (figures are not checked: only that the
+run goes through the real backend and the seed path and reports every figure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bot.cli import main
+
+
+def test_bench_runs_both_paths_and_writes_json(tiny_cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--model",
+            "builtin:tiny-random",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tiny_cache),
+            "-U",
+            "3",
+            "-S",
+            "2",
+            "-R",
+            "2",
+            "-N",
+            "1",
+            "--steps",
+            "2",
+            "--seed-steps",
+            "2",
+            "--seed-requests",
+            "1",
+            "--size",
+            "64",
+            "--max-batch-images",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    backend = report["backend"]
+    assert backend["images"] == 3 * 2 * 1
+    assert backend["images_per_s"] > 0 and backend["latency_p95_s"] >= backend["latency_p50_s"]
+    # With room for 2 images and 3 members, someone waited and was shown an ETA.
+    assert backend["eta_jobs_with_nonzero_eta"] >= 1
+    assert report["seed_path"]["images"] == 1 and report["ratio_images_per_s"] > 0
+    assert report["same_work"] is False
+
+
+def test_bench_refuses_bad_figures(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["bench", "--members", "0", "--no-seed-path"]) == 2
+    assert "--members must be at least 1" in capsys.readouterr().out
