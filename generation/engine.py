@@ -12,8 +12,8 @@ silent numerical failure (fp16 overflow in the UNet or VAE gives NaN or infinite
 as black images): latents that are not finite fail their image; a decode that overflows while
 the latents were fine is retried once with the VAE in float32 (diffusers' own remedy, the
 `force_upcast` path of its SDXL pipelines); an image still not finite, or uniformly black,
-fails. Failed images are reported in `GenerationResult.failures` and logged with their
-parameters, never returned as results.
+fails (`generation.decoding`, shared with the step-level batch). Failed images are reported
+in `GenerationResult.failures` and logged with their parameters, never returned as results.
 
 Not thread-safe: the service calls it from its single worker thread only.
 """
@@ -29,6 +29,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from generation.continuous import StepBatch, StepOutcome, supports
+from generation.decoding import (  # noqa: F401  (re-exported: the reasons are part of the API)
+    BLACK_REASON,
+    NAN_REASON,
+    decode_checked,
+    log_failures,
+)
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.fastpath import FastPath
@@ -38,7 +44,6 @@ from generation.loading import (
     ModelSpec,
     build_scheduler,
     load_model,
-    vae_decoder_modules,
 )
 from generation.params import GenerationParams
 from generation.png_info import attach_parameters
@@ -49,15 +54,6 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 log = logging.getLogger(__name__)
-
-#: An image whose every channel value is at most this (of 255) is "uniformly black": what a
-#: NaN decode turns into, never a real picture (even a night scene has noise above this).
-BLACK_LEVEL = 2
-NAN_REASON = (
-    "the model computed invalid numbers (NaN/overflow, common with float16 and some "
-    "fine-tuned models), so there is no image"
-)
-BLACK_REASON = "the model produced a uniformly black image"
 
 _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
     {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError}
@@ -250,59 +246,18 @@ class DiffusersEngine:
         self, model: LoadedModel, latents: torch.Tensor
     ) -> tuple[list[Image], dict[int, str]]:
         """Latents to images, with the index of each unusable image and why (0-based)."""
-        vae = model.txt2img.vae
-        failures: dict[int, str] = {}
-        latents_ok = _finite_per_image(latents)
-        pixels = _vae_decode(vae, latents)
-        pixels_ok = _finite_per_image(pixels)
-        overflowed = [i for i in range(len(pixels)) if latents_ok[i] and not pixels_ok[i]]
-        if overflowed and _decoder_dtype(vae) != torch.float32:
-            log.warning(
-                "the VAE decode overflowed in %s for %d image(s); retrying in float32 "
-                "(set model.vae_float32 = true to always decode in float32)",
-                str(_decoder_dtype(vae)).removeprefix("torch."),
-                len(overflowed),
-            )
-            retried = _vae_decode_float32(vae, latents[overflowed])
-            pixels = pixels.clone()
-            pixels[overflowed] = retried.to(pixels.dtype)
-            pixels_ok = _finite_per_image(pixels)
-        for i, ok in enumerate(pixels_ok):
-            if not ok:
-                failures[i] = NAN_REASON
-        pixels = torch.nan_to_num(pixels.float(), nan=-1.0, posinf=-1.0, neginf=-1.0)
-        processor = model.txt2img.image_processor
-        images = processor.postprocess(pixels, output_type="pil", do_denormalize=None)
-        for i, image in enumerate(images):
-            if i not in failures and max(high for _, high in image.getextrema()) <= BLACK_LEVEL:
-                failures[i] = BLACK_REASON
-        return list(images), failures
+        return decode_checked(model.txt2img.vae, model.txt2img.image_processor, latents)
 
     def _log_failures(
         self, requests: Sequence[GenerationRequest], failures: dict[int, str]
     ) -> None:
-        """One warning per unusable image, with what an operator needs to reproduce it."""
-        seeds = [(r, seed) for r in requests for seed in r.seeds]
-        model = self.model
-        for index, reason in sorted(failures.items()):
-            request, seed = seeds[index]
-            log.warning(
-                "unusable image: %s; model=%s dtype=%s vae_float32=%s seed=%d steps=%d "
-                "guidance=%g size=%dx%d scheduler=%s variation=%s prompt=%r negative=%r",
-                reason,
-                self.model_id,
-                str(model.dtype).removeprefix("torch."),
-                self.spec.vae_float32,
-                seed,
-                request.params.steps,
-                request.params.guidance,
-                request.params.width,
-                request.params.height,
-                request.params.scheduler,
-                request.is_variation,
-                request.params.prompt,
-                request.params.negative_prompt,
-            )
+        log_failures(
+            requests,
+            failures,
+            model_id=self.model_id,
+            dtype=self.model.dtype,
+            vae_float32=self.spec.vae_float32,
+        )
 
     def _prompt_warnings(self, request: GenerationRequest) -> list[str]:
         """A warning per prompt that the text encoder will truncate (CLIP reads 77 tokens)."""
@@ -370,37 +325,6 @@ class DiffusersEngine:
             f"The GPU ran out of memory making {images} image(s) at {first.width}x{first.height}; "
             "try fewer images or a smaller size."
         )
-
-
-def _finite_per_image(tensor: torch.Tensor) -> list[bool]:
-    """For each image of a batch (first dimension): are all its values finite?"""
-    return [bool(ok) for ok in torch.isfinite(tensor).flatten(1).all(dim=1).cpu()]
-
-
-def _decoder_dtype(vae: Any) -> torch.dtype:
-    return next(vae.decoder.parameters()).dtype
-
-
-def _vae_decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Decode as the SD pipeline does (``latents / scaling_factor``), in the decoder's dtype;
-    returns pixels in [-1, 1] (or NaN/inf when it overflowed)."""
-    with torch.inference_mode():
-        scaled = latents.to(_decoder_dtype(vae)) / vae.config.scaling_factor
-        return vae.decode(scaled, return_dict=False)[0]
-
-
-def _vae_decode_float32(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Decode once with the decoding modules in float32, then put them back (the SDXL
-    pipelines' `upcast_vae` step, limited to the images that overflowed)."""
-    modules = vae_decoder_modules(vae)
-    dtype = _decoder_dtype(vae)
-    try:
-        for module in modules:
-            module.to(torch.float32)
-        return _vae_decode(vae, latents.float())
-    finally:
-        for module in modules:
-            module.to(dtype)
 
 
 def _token_count(tokenizer: Any, text: str) -> int:
