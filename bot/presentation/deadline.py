@@ -28,7 +28,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bot.presentation.delivery import interaction_expired, mark_dead
+from bot.presentation.delivery import interaction_expired, is_dead, mark_dead
 
 __all__ = [
     "ACK_WITHIN",
@@ -84,7 +84,7 @@ class GuardedResponse(discord.InteractionResponse):  # type: ignore[type-arg]
         async with self._lock:
             if self.deferred_by_guard:
                 return None  # already acknowledged in time on the handler's behalf
-            result = await super().defer(**kwargs)
+            result = await self._first(super().defer(**kwargs))
             if kwargs.get("thinking") and not kwargs.get("ephemeral"):
                 self.public_placeholder = True  # a handler's own public "thinking…"
             return result
@@ -92,21 +92,31 @@ class GuardedResponse(discord.InteractionResponse):  # type: ignore[type-arg]
     async def send_message(self, content: Any = None, **kwargs: Any) -> Any:
         async with self._lock:
             if not self.deferred_by_guard:
-                return await super().send_message(content, **kwargs)
+                return await self._first(super().send_message(content, **kwargs))
         extra = {k: v for k, v in kwargs.items() if k in _SEND_KEYS and v is not None}
         return await self._parent.followup.send(content, wait=True, **extra)
 
     async def edit_message(self, **kwargs: Any) -> Any:
         async with self._lock:
             if not self.deferred_by_guard:
-                return await super().edit_message(**kwargs)
+                return await self._first(super().edit_message(**kwargs))
         extra = {k: v for k, v in kwargs.items() if k in _EDIT_KEYS}
         return await self._parent.edit_original_response(**extra)
 
+    async def _first(self, call: Any) -> Any:
+        """Await a first callback; one refused as too late (10062) marks the interaction
+        dead, so that the guard does not try another callback on it."""
+        try:
+            return await call
+        except discord.HTTPException as exc:
+            if interaction_expired(exc):
+                mark_dead(self._parent)
+            raise
+
     async def guard(self, style: DeferStyle) -> None:
-        """Defer now in `style`, unless the interaction was answered already."""
+        """Defer now in `style`, unless the interaction was answered already or is dead."""
         async with self._lock:
-            if self.is_done():
+            if self.is_done() or is_dead(self._parent):
                 return
             try:
                 if style is DeferStyle.UPDATE:
