@@ -1,4 +1,9 @@
-"""The bot: `ImagineBot` (a `commands.Bot`) and `run(settings)`, the `imagine run` entry point.
+"""The bot: `ImagineBot` (a `commands.AutoShardedBot`) and `run(settings)`, the `imagine run`
+entry point.
+
+One process runs the shards `[discord] shard_ids` of `shard_count` (all of them by default;
+Discord's recommended count when `shard_count` is unset). Processes of one deployment space
+their IDENTIFYs through the database they share (`bot.db.identify`).
 
 Start-up (`serve`): `bot.lifecycle.open_resources` builds the database, services, image store
 and generation backend under one `AsyncExitStack` and hands them to `ImagineBot`. Its
@@ -34,6 +39,7 @@ from discord.ext import commands
 from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
 from bot.core.threads import Threads
+from bot.db.identify import IDENTIFY_SPACING_S, IdentifyGate, identify_gate_for
 from bot.lifecycle import Resources, StartupError, build_generation, open_resources
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
 from bot.presentation.deadline import DeadlineTree
@@ -101,7 +107,7 @@ def default_cogs() -> tuple[CogFactory, ...]:
     return (ErrorHandler, ImagineCog, InfoCog, *admin_cogs())
 
 
-class ImagineBot(commands.Bot):
+class ImagineBot(commands.AutoShardedBot):
     """The Discord client, given its `Resources` (built by `bot.lifecycle.open_resources`).
 
     The resources belong to whoever built them (their exit stack releases them after the bot
@@ -125,9 +131,14 @@ class ImagineBot(commands.Bot):
             guild_ready_timeout=settings.discord.guild_ready_timeout,
             # Answers or defers every slash command within Discord's 3 seconds.
             tree_cls=DeadlineTree,
+            shard_count=settings.discord.shard_count,
+            shard_ids=settings.discord.shard_ids,
         )
         self.settings = settings
         self.resources = resources
+        self._identify_gate: IdentifyGate = identify_gate_for(settings.database.url)
+        self._max_concurrency: int | None = None
+        self._identified_shards: set[int] = set()
         self._cog_factories = tuple(cogs) if cogs is not None else default_cogs()
         self.deliverer = Deliverer(clock) if clock is not None else Deliverer()
         self.imagine_actions: ImagineActions | None = None
@@ -192,6 +203,29 @@ class ImagineBot(commands.Bot):
             synced = await self.tree.sync()
             log.info("commands synced", extra={"commands": len(synced), "guild": "global"})
 
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait for this shard's IDENTIFY turn across every process of the deployment
+        (replaces discord.py's 5 s sleep, which only spaces the shards of one process).
+
+        A shard identifying again (its session was invalidated, perhaps because a process
+        restarted within 5 s of its last IDENTIFY) first waits out a whole window, as
+        discord.py's default does, so a refused IDENTIFY is never repeated at once.
+        """
+        shard = shard_id or 0
+        if shard in self._identified_shards:
+            await asyncio.sleep(IDENTIFY_SPACING_S)
+        self._identified_shards.add(shard)
+        if self._max_concurrency is None:
+            try:
+                limits = await self.fetch_session_start_limits()
+                self._max_concurrency = max(1, limits.max_concurrency)
+            except (discord.HTTPException, discord.GatewayNotFound):
+                log.warning("no session start limits from Discord; one IDENTIFY per 5 s")
+                self._max_concurrency = 1
+        bucket = shard % self._max_concurrency
+        await self._identify_gate.acquire(bucket)
+        log.debug("shard %s may IDENTIFY (bucket %d)", shard_id, bucket)
+
     async def on_ready(self) -> None:
         log.info(
             "ready",
@@ -235,6 +269,7 @@ class ImagineBot(commands.Bot):
             log.exception("error while draining the jobs")
         finally:
             await super().close()
+            await self._identify_gate.close()
             if self._previous_endpoints is not None:
                 self._previous_endpoints.apply()
 

@@ -62,6 +62,54 @@ class DiscordSettings(_Section):
     dev_guild_id: int | None = None
     # Seconds discord.py waits for GUILD_CREATE events before on_ready.
     guild_ready_timeout: float = 2.0
+    # Gateway shards in the whole deployment; None: as many as Discord recommends (then
+    # discord.py asks GET /gateway/bot, and connects to the gateway URL named there).
+    shard_count: int | None = Field(None, ge=1)
+    # The shards this process runs (needs shard_count); None: all of them. A list, or a
+    # string such as "0-7" or "0,2,4" (handy in IMAGINE_DISCORD__SHARD_IDS).
+    shard_ids: list[int] | None = None
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _shard_ids_from_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        if not isinstance(value, str):
+            return value
+        ids: list[int] = []
+        for part in value.replace(" ", "").split(","):
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            try:
+                start, end = int(first), int(last) if dash else int(first)
+            except ValueError:
+                raise ValueError(
+                    f"shard_ids: {part!r} is not a shard id or a range like 0-7"
+                ) from None
+            if end < start:
+                raise ValueError(f"shard_ids: the range {part!r} runs backwards")
+            ids.extend(range(start, end + 1))
+        return ids
+
+    @model_validator(mode="after")
+    def _shards_consistent(self) -> DiscordSettings:
+        ids = self.shard_ids
+        if ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("shard_ids needs shard_count (the shards of the whole deployment)")
+        if not ids:
+            raise ValueError("shard_ids is empty: give at least one shard id")
+        outside = sorted({i for i in ids if not 0 <= i < self.shard_count})
+        if outside:
+            raise ValueError(
+                f"shard_ids {outside} are outside 0..{self.shard_count - 1} (shard_count "
+                f"{self.shard_count})"
+            )
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"shard_ids {ids} name a shard twice")
+        return self
 
 
 class ModelSettings(_Section):

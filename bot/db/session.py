@@ -5,6 +5,11 @@ Alembic runs on an async engine's connection through `run_sync`. Alembic is conf
 code (no alembic.ini at runtime, no `fileConfig` that would replace the app's logging);
 the migration scripts are the installed `migrations` package.
 
+PostgreSQL: `postgresql+asyncpg://` (the `postgres` extra) or `postgresql+psycopg://`; a
+bare `postgresql://` picks whichever of the two is installed. Before migrating, `upgrade`
+checks that the database folds case the way history search needs (UTF-8 encoding and a
+UTF-8 LC_CTYPE) and refuses with `UnsupportedDatabase` and the fix otherwise.
+
 SQLite transactions: the driver's default (legacy) mode opens a transaction at the first
 INSERT/UPDATE/DELETE, not at a SELECT. The services rely on that: their transactions start
 with a write, so a writer waits for the lock (busy_timeout) instead of failing with
@@ -13,6 +18,7 @@ SQLITE_BUSY on a stale read snapshot, and atomicity comes from conditional UPDAT
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -34,17 +40,60 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
+#: Async drivers per database, in order of preference for a URL that names none.
+ASYNC_DRIVERS = {"postgresql": ("asyncpg", "psycopg"), "sqlite": ("aiosqlite",)}
+#: Text whose lower() shows whether the database folds non-ASCII capitals.
+_FOLD_PROBE = ("ÀÉÎÕÜ ÇŒ Ω", "àéîõü çœ ω")
+
+
+class UnsupportedDatabase(Exception):
+    """The database URL or the database itself cannot work; the message says how to fix it."""
+
+
+def async_url(url: str | URL) -> URL:
+    """`url` with an installed async driver: `postgresql://` becomes `postgresql+asyncpg://`
+    (or `+psycopg` if only psycopg is installed), `sqlite://` becomes `sqlite+aiosqlite://`.
+
+    Raises UnsupportedDatabase, naming what to install, when the driver is missing.
+    """
+    url = make_url(url)
+    backend = url.get_backend_name()
+    if backend == "postgres":  # the old spelling (Heroku and others still hand it out)
+        url = url.set(drivername="postgresql" + url.drivername.removeprefix("postgres"))
+        backend = "postgresql"
+    choices = ASYNC_DRIVERS.get(backend)
+    if choices is None:
+        return url
+    driver = url.get_driver_name() if "+" in url.drivername else None
+    if driver is None:
+        installed = [name for name in choices if _installed(name)]
+        driver = installed[0] if installed else choices[0]
+        url = url.set(drivername=f"{backend}+{driver}")
+    if not _installed(driver):
+        hint = (
+            "pip install 'imagine-bot[postgres]'" if backend == "postgresql"
+            else f"pip install {driver}"
+        )
+        raise UnsupportedDatabase(
+            f"the {backend} driver {driver!r} is not installed: {hint}"
+        )
+    return url
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
 
 def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     """An async engine for `url`; SQLite connections get WAL, foreign keys and a busy timeout.
 
     For a SQLite file, the parent directory is created, so a fresh deployment's
-    `data/imagine.db` just works.
+    `data/imagine.db` just works. Raises UnsupportedDatabase if the driver is missing.
     """
-    url = make_url(url)
+    url = async_url(url)
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, **kwargs)
@@ -68,9 +117,45 @@ async def open_database(url: str | URL) -> tuple[AsyncEngine, async_sessionmaker
 
 
 async def upgrade(url: str | URL, revision: str = "head") -> None:
-    """Apply migrations up to `revision`; concurrent calls wait for each other (see
-    `bot.db.guard.migration_lock`)."""
+    """Check the database is usable (see `check_database`), then apply migrations up to
+    `revision`; concurrent calls wait for each other (see `bot.db.guard.migration_lock`).
+    Raises UnsupportedDatabase before touching an unsuitable database."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await check_database(conn)
+    finally:
+        await engine.dispose()
     await _run_alembic(url, lambda config: command.upgrade(config, revision))
+
+
+async def check_database(conn: AsyncConnection) -> None:
+    """Refuse a PostgreSQL database whose lower() does not fold non-ASCII capitals.
+
+    History search matches case-insensitively with lower(), which follows the database's
+    encoding and LC_CTYPE: under SQL_ASCII or LC_CTYPE 'C', 'ÉCLAIR' would not match
+    'éclair'. SQLite needs no check (the connect hook installs a Unicode lower()).
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    name, encoding, ctype = (
+        await conn.exec_driver_sql(
+            "SELECT current_database(), pg_encoding_to_char(encoding), datctype "
+            "FROM pg_database WHERE datname = current_database()"
+        )
+    ).one()
+    upper, lower = _FOLD_PROBE
+    if encoding == "UTF8":
+        folded = (await conn.exec_driver_sql(f"SELECT lower('{upper}')")).scalar()
+        if folded == lower:
+            return
+    raise UnsupportedDatabase(
+        f"the PostgreSQL database {name!r} has encoding {encoding} and LC_CTYPE {ctype!r}, "
+        f"so lower() does not fold accented capitals and history search would miss them. "
+        f"Create it with UTF-8 and a UTF-8 locale, e.g. "
+        f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' "
+        f"TEMPLATE template0 (or initdb --encoding UTF8 --locale C.UTF-8)"
+    )
 
 
 async def downgrade(url: str | URL, revision: str = "base") -> None:
@@ -119,7 +204,7 @@ def alembic_config(url: str | URL | None = None, connection: Connection | None =
 async def _run_alembic(url: str | URL, action: Callable[[Config], None]) -> None:
     from bot.db.guard import sqlite_file_lock
 
-    async with sqlite_file_lock(_sqlite_file(make_url(url))):
+    async with sqlite_file_lock(sqlite_file(make_url(url))):
         await _migrate(url, action)
 
 
@@ -149,7 +234,7 @@ async def _check_foreign_keys(conn: AsyncConnection) -> None:
         raise RuntimeError(f"foreign key violations after migration: {problems[:10]}")
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None

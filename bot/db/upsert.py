@@ -2,6 +2,11 @@
 
 SQLAlchemy has no generic upsert; SQLite and PostgreSQL share the same syntax through
 their dialect-specific `insert()` constructs, so this picks one by dialect name.
+
+The services read `rowcount` to learn whether a row went in (a reservation, a charge, a
+refund happens once). SQLAlchemy only guarantees rowcount for UPDATE and DELETE: for an
+INSERT, psycopg 3 reports -1 unless the statement asks to preserve it, so every statement
+built here does (`preserve_rowcount=True`; asyncpg and aiosqlite report it either way).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ def _insert(session: AsyncSession, model: type[DeclarativeBase]) -> Any:
     table = model.__table__
     name = session.get_bind().dialect.name
     if name == "sqlite":
-        return sqlite.insert(table)
+        return sqlite.insert(table).execution_options(preserve_rowcount=True)
     if name == "postgresql":
-        return postgresql.insert(table)
+        return postgresql.insert(table).execution_options(preserve_rowcount=True)
     raise NotImplementedError(f"unsupported database dialect {name!r} (sqlite, postgresql)")
 
 

@@ -225,3 +225,30 @@ def test_bad_toml_is_one_clear_error(tmp_path: Path) -> None:
     cfg.write_text("[generation\n")
     with pytest.raises(ConfigError, match=r"c.toml is not valid TOML: .*line 1"):
         load_settings(cfg)
+
+
+def test_shards_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shard_ids is a TOML list, or a range/list string in the environment."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[discord]\nshard_count = 8\nshard_ids = [4, 5]\n")
+    assert load_settings().discord.shard_count is None  # Discord's recommendation
+    settings = load_settings(cfg)
+    assert (settings.discord.shard_count, settings.discord.shard_ids) == (8, [4, 5])
+    monkeypatch.setenv("IMAGINE_DISCORD__SHARD_IDS", "0-2, 6")
+    assert load_settings(cfg).discord.shard_ids == [0, 1, 2, 6]
+
+
+@pytest.mark.parametrize(
+    ("discord", "message"),
+    [
+        ({"shard_ids": [0]}, "shard_ids needs shard_count"),
+        ({"shard_count": 4, "shard_ids": [3, 4]}, "outside 0..3"),
+        ({"shard_count": 4, "shard_ids": "1,1"}, "name a shard twice"),
+        ({"shard_count": 4, "shard_ids": "3-1"}, "runs backwards"),
+        ({"shard_count": 4, "shard_ids": "a-b"}, "not a shard id or a range"),
+        ({"shard_count": 0}, "shard_count"),
+    ],
+)
+def test_inconsistent_shards_are_refused(discord: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(discord=discord)

@@ -1,22 +1,27 @@
-"""Database fixtures shared by tests/db and tests/services.
+"""Database fixtures shared by tests/db, tests/services, tests/bot and the e2e tests.
 
-Every test gets its own SQLite file created through the real migrations: the migrations
-run once per session into a template file, which each test copies (a copy is ~1 ms, an
-upgrade ~100 ms).
+Every test that uses `db_url` runs twice, once per database (`database` is parametrised
+in tests/conftest.py; `@pytest.mark.sqlite_only` or `postgres_only` narrows it):
+- SQLite: its own file created through the real migrations: the migrations run once per
+  session into a template file, which each test copies (a copy is ~1 ms, an upgrade
+  ~100 ms);
+- PostgreSQL: its own database cloned from a migrated template (`pg_url`, tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db.session import create_engine, session_factory, upgrade
+from tests.postgres import PostgresServer
 
 
 def sqlite_url(path: Path) -> str:
@@ -49,10 +54,29 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def db_url(migrated_template: Path, tmp_path: Path) -> str:
+def db_url(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database migrated to head, of the kind `database` names, for this test alone."""
+    if database.startswith("postgresql"):
+        url = make_url(request.getfixturevalue("pg_url"))
+        if "+" in database:  # another driver than the default asyncpg
+            url = url.set(drivername=database)
+        return url.render_as_string(hide_password=False)
+    migrated_template: Path = request.getfixturevalue("migrated_template")
     path = tmp_path / "imagine.db"
     shutil.copyfile(migrated_template, path)
     return sqlite_url(path)
+
+
+@pytest.fixture
+def empty_db_url(database: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables yet (migrations not applied), for this test alone."""
+    if database.startswith("postgresql"):
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        name = server.create_database()
+        yield server.url(name, driver=database.partition("+")[2] or "asyncpg")
+        server.drop_database(name)
+    else:
+        yield sqlite_url(tmp_path / "new" / "imagine.db")
 
 
 @pytest.fixture

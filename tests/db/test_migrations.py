@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -10,24 +11,35 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.db.models import Base
-from bot.db.session import alembic_config, current_revision, downgrade, upgrade
+from bot.db.session import alembic_config, create_engine, current_revision, downgrade, upgrade
 from tests.db.fixtures import sqlite_url
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = {table.name for table in Base.metadata.sorted_tables}
 
 
-def _tables(path: Path) -> set[str]:
+def _sqlite_tables(path: Path) -> set[str]:
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     return {name for (name,) in rows}
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
 
 
 def _head() -> str:
@@ -36,21 +48,20 @@ def _head() -> str:
     return head
 
 
-async def test_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
+async def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
     """An empty database goes to head, back to base, and to head again."""
-    path = tmp_path / "fresh.db"
-    url = sqlite_url(path)
+    url = empty_db_url
 
     await upgrade(url)
-    assert TABLES <= _tables(path)
+    assert TABLES <= await _tables(url)
     assert await current_revision(url) == _head()
 
     await downgrade(url, "base")
-    assert not TABLES & _tables(path)
+    assert not TABLES & await _tables(url)
     assert await current_revision(url) is None
 
     await upgrade(url, "head")
-    assert TABLES <= _tables(path)
+    assert TABLES <= await _tables(url)
     assert await current_revision(url) == _head()
 
 
@@ -76,17 +87,17 @@ async def test_upgrade_keeps_application_logging(tmp_path: Path) -> None:
     assert not existing.disabled
 
 
+@pytest.mark.sqlite_only
 async def test_upgrade_creates_parent_directory(tmp_path: Path) -> None:
     """A database path in a directory that does not exist yet works."""
     path = tmp_path / "data" / "nested" / "imagine.db"
     await upgrade(sqlite_url(path))
-    assert TABLES <= _tables(path)
+    assert TABLES <= _sqlite_tables(path)
 
 
-def test_cli_db_upgrade_creates_tables(tmp_path: Path) -> None:
+def test_cli_db_upgrade_creates_tables(empty_db_url: str) -> None:
     """`python -m bot.cli db upgrade` migrates the database named by IMAGINE_DATABASE__URL."""
-    path = tmp_path / "cli" / "imagine.db"
-    env = {**os.environ, "IMAGINE_DATABASE__URL": sqlite_url(path)}
+    env = {**os.environ, "IMAGINE_DATABASE__URL": empty_db_url}
     result = subprocess.run(
         [sys.executable, "-m", "bot.cli", "db", "upgrade"],
         cwd=REPO,
@@ -96,7 +107,7 @@ def test_cli_db_upgrade_creates_tables(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert TABLES <= _tables(path)
+    assert TABLES <= asyncio.run(_tables(empty_db_url))
     assert "upgraded to head" in result.stdout
 
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.db.models import Guild, JobKind, JobStatus, StoredJob
 from bot.db.session import SQLITE_BUSY_TIMEOUT_MS, open_database
 from generation.params import PARAM_FIELDS, GenerationParams
-from tests.db.fixtures import sqlite_url
 
 BIG = 2**63 - 1
 
@@ -30,6 +28,7 @@ def _job(guild_id: int, created_at: datetime) -> StoredJob:
     )
 
 
+@pytest.mark.sqlite_only
 async def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(
     engine: AsyncEngine,
 ) -> None:
@@ -41,8 +40,9 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(
         assert timeout == SQLITE_BUSY_TIMEOUT_MS
 
 
-async def test_sqlite_lower_folds_unicode(engine: AsyncEngine) -> None:
-    """lower() on SQLite folds non-ASCII letters (used by case-insensitive search)."""
+async def test_lower_folds_unicode(engine: AsyncEngine) -> None:
+    """lower() folds non-ASCII letters (used by case-insensitive search): on SQLite through
+    the connect hook, on PostgreSQL through the database's UTF-8 locale."""
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT lower('ÉCLAIR Ü')"))).scalar() == "éclair ü"
 
@@ -51,7 +51,7 @@ async def test_foreign_keys_are_enforced(sessions: async_sessionmaker[AsyncSessi
     """A job for a guild that does not exist is refused (foreign_keys=ON)."""
     async with sessions() as session:
         session.add(_job(12345, datetime.now(UTC)))
-        with pytest.raises(Exception, match="FOREIGN KEY"):
+        with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
             await session.commit()
 
 
@@ -103,9 +103,9 @@ async def test_naive_datetimes_are_refused(sessions: async_sessionmaker[AsyncSes
             await session.commit()
 
 
-async def test_open_database_migrates_and_returns_sessions(tmp_path: Path) -> None:
-    """open_database upgrades a new file to head and hands back a working session factory."""
-    engine, sessions = await open_database(sqlite_url(tmp_path / "new" / "bot.db"))
+async def test_open_database_migrates_and_returns_sessions(empty_db_url: str) -> None:
+    """open_database upgrades a new database to head and hands back a working session factory."""
+    engine, sessions = await open_database(empty_db_url)
     try:
         async with sessions() as session:
             assert (await session.scalars(select(Guild))).all() == []

@@ -29,12 +29,13 @@ from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService
 from generation.tiny import ensure_tiny_model
+from tests.db.fixtures import db_url, migrated_template
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.fixtures import Server, add_server, discord_urls, fake
 from tests.fakediscord.models import Message
 from tests.generation.engines import PassThroughEngine
 
-__all__ = ["discord_urls", "fake"]
+__all__ = ["db_url", "discord_urls", "fake", "migrated_template"]
 
 #: Default image size and steps for e2e jobs: a 2x2 grid is 128x128.
 SIZE = 64
@@ -70,9 +71,14 @@ SettingsFactory = Callable[..., Settings]
 
 @pytest.fixture
 def make_settings(
-    fake: FakeDiscord, world: World, tiny_cache: Path, tmp_path: Path
+    fake: FakeDiscord, world: World, tiny_cache: Path, tmp_path: Path, db_url: str
 ) -> SettingsFactory:
-    """Settings as an operator would write them, pointing at the fake; sections overridable."""
+    """Settings as an operator would write them, pointing at the fake; sections overridable.
+
+    The database is SQLite or PostgreSQL (`db_url` runs each test on both, see
+    tests/conftest.py), migrated to head; the bot's own start-up migration then has nothing
+    left to do.
+    """
 
     def make(**sections: dict[str, Any]) -> Settings:
         base: dict[str, dict[str, Any]] = {
@@ -100,7 +106,7 @@ def make_settings(
                 "max_queued_per_user": 3,
             },
             "storage": {"images_dir": str(tmp_path / "images")},
-            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'imagine.db'}"},
+            "database": {"url": db_url},
             "quotas": {"default_limit": 100, "default_period": "day"},
         }
         for section, values in sections.items():
@@ -271,8 +277,9 @@ def button_ids(message: Message) -> list[str]:
 
 
 def config_toml(settings: Settings) -> str:
-    """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers and
-    booleans); the token is left out, to come from DISCORD_TOKEN as an operator would do."""
+    """`settings` as an operator's TOML file (just enough TOML: tables of strings, numbers,
+    booleans and lists of numbers); the token is left out, to come from DISCORD_TOKEN as an
+    operator would do."""
     lines = []
     for section, values in settings.model_dump(mode="json", exclude_none=True).items():
         assert isinstance(values, dict)
@@ -282,7 +289,7 @@ def config_toml(settings: Settings) -> str:
                 continue
             if isinstance(value, bool):
                 lines.append(f"{key} = {'true' if value else 'false'}")
-            elif isinstance(value, int | float):
+            elif isinstance(value, int | float | list):
                 lines.append(f"{key} = {value}")
             elif isinstance(value, dict):  # server shares: an inline table of numbers
                 items = ", ".join(f'"{name}" = {number}' for name, number in value.items())

@@ -113,6 +113,7 @@ async def test_buttons_work_after_restart(
         await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
         grid = await make_grid(fake, world)
     job_id = job_of(grid)
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
     async with running(settings, fake):
         upscale = await fake.click(grid, f"imagine:u:{job_id}:1", world.alice)
         single = await upscale.wait_original(has_image, timeout=TIMEOUT)

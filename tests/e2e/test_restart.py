@@ -32,6 +32,9 @@ from tests.fakediscord import FakeDiscord
 from tests.fakediscord.interactions import Interaction
 from tests.fakediscord.models import Message
 
+# These tests read the bot's SQLite file directly (sqlite3), from outside the bot process.
+pytestmark = pytest.mark.sqlite_only
+
 REPO = Path(__file__).resolve().parents[2]
 #: Steps of the job that is running when the signal comes (about 0.5 s each on a loaded CPU).
 LONG_STEPS = 30
@@ -177,7 +180,11 @@ def shows_progress(message: Message) -> bool:
 
 @pytest.fixture
 def restart_settings(make_settings: SettingsFactory) -> Settings:
-    return make_settings(jobs={"shutdown_grace": TIMEOUT * 2})
+    # The running job makes 2 images; a batch of at most 2 keeps a later job waiting instead of
+    # joining the step batch between two steps, so "queued at shutdown" is a real state here.
+    return make_settings(
+        jobs={"shutdown_grace": TIMEOUT * 2}, generation={"max_batch_images": 2}
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     running,
 )
 from tests.fakediscord import FakeDiscord
+from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,7 @@ async def test_global_sync_without_dev_guild(
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # Discord's answer, not the database's
 async def test_bad_token_is_one_clear_line_and_exit_code_1(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory,
     capsys: pytest.CaptureFixture[str],
@@ -47,6 +49,7 @@ async def test_bad_token_is_one_clear_line_and_exit_code_1(
     assert "Traceback" not in err
 
 
+@pytest.mark.sqlite_only  # the model loader's answer, not the database's
 async def test_missing_model_is_a_clear_start_up_failure(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory,
     capsys: pytest.CaptureFixture[str],
@@ -59,6 +62,7 @@ async def test_missing_model_is_a_clear_start_up_failure(
     assert err.count("builtin:no-such-model") == 1, err  # one message, no repeated prefixes
 
 
+@pytest.mark.sqlite_only
 async def test_unusable_database_is_a_clear_start_up_failure(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory,
     capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -73,6 +77,24 @@ async def test_unusable_database_is_a_clear_start_up_failure(
     assert "cannot open the database at" in err and "Traceback" not in err
 
 
+@pytest.mark.postgres_only
+async def test_postgresql_database_that_cannot_fold_case_is_a_clear_start_up_failure(
+    fake: FakeDiscord, world: World, make_settings: SettingsFactory,
+    capsys: pytest.CaptureFixture[str], postgres_server: PostgresServer,
+) -> None:
+    """A PostgreSQL database with LC_CTYPE 'C' stops start-up with exit code 1 and the fix."""
+    name = postgres_server.create_database(options="LC_CTYPE 'C' LC_COLLATE 'C'")
+    try:
+        settings = make_settings(database={"url": postgres_server.url(name)})
+        assert await asyncio.to_thread(run, settings) == 1
+    finally:
+        postgres_server.drop_database(name)
+    err = capsys.readouterr().err
+    assert "cannot open the database at" in err and "Traceback" not in err
+    assert "LC_CTYPE 'C'" in err and "LC_CTYPE 'C.UTF-8'" in err
+
+
+@pytest.mark.sqlite_only  # the configuration's answer, not the database's
 def test_missing_token_exits_with_code_2(
     make_settings: SettingsFactory, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

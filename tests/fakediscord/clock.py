@@ -59,3 +59,12 @@ class Snowflakes:
         value = max(self.at(ts), self._last + 1)
         self._last = value
         return value
+
+    def next_in_shard(self, ts: float, shard_id: int, shard_count: int) -> int:
+        """Like ``next``, but a guild id on shard ``shard_id`` of ``shard_count`` (the shard is
+        ``(id >> 22) % shard_count``, so a later millisecond is taken until it matches)."""
+        value = self.next(ts)
+        while (value >> 22) % shard_count != shard_id:
+            value += 1 << 22
+        self._last = value
+        return value

@@ -3,6 +3,12 @@
 Frames are text JSON only and never compressed: discord.py parses text frames as plain JSON, so
 the ``compress=zlib-stream`` query it sends is ignored (and permessage-deflate is refused).
 Dispatches go through a per-session log so a resumed session can be replayed what it missed.
+
+Sharding as Discord does it: IDENTIFY may carry ``shard: [shard_id, shard_count]``; a session
+receives only the guilds with ``(guild_id >> 22) % shard_count == shard_id`` (READY, GUILD_CREATE,
+every guild event and interaction), DMs go to shard 0. IDENTIFYs are rate limited per bucket
+(``shard_id % max_concurrency``): one per ``IDENTIFY_INTERVAL`` seconds; a faster one is a
+violation answered with INVALID_SESSION, as Discord answers it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ import contextlib
 import json
 import logging
 import secrets
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
+
+from . import errors as E
 
 if TYPE_CHECKING:
     from .state import World
@@ -34,6 +44,24 @@ OP_HEARTBEAT_ACK = 11
 
 # Closing with these (or a normal 1000/1001 by the client) ends the session for good.
 NON_RESUMABLE_CLIENT_CODES = {1000, 1001}
+#: Seconds between two IDENTIFYs in one rate-limit bucket (Discord: max_concurrency per 5 s).
+IDENTIFY_INTERVAL = 5.0
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard that receives a guild's events (Discord's formula)."""
+    return (guild_id >> 22) % shard_count
+
+
+@dataclass(frozen=True)
+class IdentifyRecord:
+    """One IDENTIFY the gateway received (real monotonic time: the client sleeps real time)."""
+
+    at: float
+    shard_id: int
+    shard_count: int
+    bucket: int
+    accepted: bool
 
 
 class Session:
@@ -43,6 +71,8 @@ class Session:
         self.session_id = session_id
         self.intents = intents
         self.shard = shard
+        # Without a `shard` field the session is the only shard: [0, 1].
+        self.shard_id, self.shard_count = (shard[0], shard[1]) if shard else (0, 1)
         self.seq = 0
         self.log: list[tuple[int, str]] = []
         self.sent_upto = 0
@@ -57,6 +87,12 @@ class Session:
     def connected(self) -> bool:
         return self.ws is not None and not self.ws.closed
 
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether events of `guild_id` (None: DMs and guild-less events) go to this shard."""
+        if guild_id is None:
+            return self.shard_id == 0
+        return shard_of(guild_id, self.shard_count) == self.shard_id
+
     def dispatch(self, event: str, data: dict[str, Any]) -> int:
         self.seq += 1
         frame = json.dumps({"op": OP_DISPATCH, "t": event, "s": self.seq, "d": data})
@@ -69,11 +105,27 @@ class Session:
 class Gateway:
     """Serves ``/gateway`` (and ``/gateway/resume``) for the one bot application."""
 
-    def __init__(self, world: World, *, heartbeat_interval: float) -> None:
+    def __init__(
+        self,
+        world: World,
+        *,
+        heartbeat_interval: float,
+        shard_count: int = 1,
+        max_concurrency: int = 1,
+        identify_interval: float = IDENTIFY_INTERVAL,
+    ) -> None:
         self.world = world
         self.heartbeat_interval = heartbeat_interval
+        self.identify_interval = identify_interval
+        # What GET /gateway/bot recommends and allows.
+        self.shard_count = shard_count
+        self.max_concurrency = max_concurrency
         self.sessions: dict[str, Session] = {}
+        # The most recently identified session, and the live one per shard id.
         self.current: Session | None = None
+        self.by_shard: dict[int, Session] = {}
+        self.identifies: list[IdentifyRecord] = []
+        self._last_identify: dict[int, float] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self.closed_codes: list[int | None] = []
         self.connections = 0
@@ -82,14 +134,22 @@ class Gateway:
     # -------------------------------------------------------------- public helpers
 
     def dispatch(self, event: str, data: dict[str, Any], intent: int | None) -> bool:
-        """Queue a dispatch for the current session if its intents ask for it."""
-        session = self.current
-        if session is None or not session.resumable:
+        """Queue a dispatch for the session of the shard that owns the event's guild, if its
+        intents ask for it."""
+        session = self.session_for(_guild_of(event, data))
+        if session is None:
             return False
         if intent is not None and not session.intents & intent:
             return False
         session.dispatch(event, data)
         return True
+
+    def session_for(self, guild_id: int | None) -> Session | None:
+        """The live session receiving `guild_id`'s events (None: DMs, shard 0)."""
+        for session in self.by_shard.values():
+            if session.resumable and session.receives(guild_id):
+                return session
+        return None
 
     async def disconnect(self, code: int = 4000) -> None:
         session = self.current
@@ -191,12 +251,26 @@ class Gateway:
         if "intents" not in data:
             await ws.close(code=4013, message=b"Invalid intent(s).")
             return None
-        session = Session(secrets.token_hex(16), int(data["intents"]), data.get("shard"))
-        old = self.current
+        shard = data.get("shard")
+        if shard is not None and not _valid_shard(shard):
+            await ws.close(code=4010, message=b"Invalid shard.")
+            return None
+        session = Session(secrets.token_hex(16), int(data["intents"]), shard)
+        if not self._identify_allowed(session):
+            # Discord answers a too-early IDENTIFY with INVALID_SESSION (not resumable).
+            await ws.send_str(json.dumps({"op": OP_INVALID_SESSION, "d": False}))
+            return None
+        old = self.by_shard.get(session.shard_id)
         if old is not None:
             old.resumable = False
+        if self.current is not None and self.current.shard_count != session.shard_count:
+            # A bot started with another shard count replaces every older session.
+            for other in self.by_shard.values():
+                other.resumable = False
+            self.by_shard.clear()
         self.sessions[session.session_id] = session
         self.current = session
+        self.by_shard[session.shard_id] = session
         session.ws = ws
         world = self.world
         host = ws_base(world.base_url)
@@ -206,7 +280,7 @@ class Gateway:
             "guilds": [
                 {"id": str(g.id), "unavailable": True}
                 for g in world.guilds.values()
-                if world.bot_user.id in g.members
+                if world.bot_user.id in g.members and session.receives(g.id)
             ],
             "session_id": session.session_id,
             "session_type": "normal",
@@ -224,17 +298,43 @@ class Gateway:
             ready["shard"] = session.shard
         session.dispatch("READY", ready)
         for guild in world.guilds.values():
-            if world.bot_user.id in guild.members:
+            if world.bot_user.id in guild.members and session.receives(guild.id):
                 session.dispatch("GUILD_CREATE", guild.payload(full=True))
         session.ready = True
         world.changed()
         return session
 
+    def _identify_allowed(self, session: Session) -> bool:
+        """One IDENTIFY per bucket per `identify_interval`; a faster one is recorded as broken."""
+        now = time.monotonic()
+        bucket = session.shard_id % self.max_concurrency
+        last = self._last_identify.get(bucket)
+        accepted = last is None or now - last >= self.identify_interval
+        self.identifies.append(
+            IdentifyRecord(now, session.shard_id, session.shard_count, bucket, accepted)
+        )
+        if not accepted:
+            assert last is not None
+            self.world.violate(
+                E.DiscordError(
+                    429, 0, "IDENTIFY rate limited",
+                    detail=f"shard {session.shard_id}/{session.shard_count} identified "
+                    f"{now - last:.2f}s after the previous IDENTIFY in bucket {bucket} "
+                    f"(max_concurrency {self.max_concurrency}: one per "
+                    f"{self.identify_interval:g}s)",
+                ),
+                "GATEWAY", "IDENTIFY",
+            )
+            return False
+        self._last_identify[bucket] = now
+        return True
+
     def _resume(self, ws: web.WebSocketResponse, data: Any) -> Session | None:
         if not isinstance(data, dict) or data.get("token") != self.world.token:
             return None
         session = self.sessions.get(str(data.get("session_id")))
-        if session is None or not session.resumable or session is not self.current:
+        if (session is None or not session.resumable
+                or self.by_shard.get(session.shard_id) is not session):
             return None
         seq = data.get("seq") or 0
         if seq > session.seq:
@@ -296,6 +396,24 @@ class Gateway:
             _log.debug("gateway writer stopped: %s", exc)
         finally:
             session.wakeups.discard(wakeup)
+
+
+def _valid_shard(shard: Any) -> bool:
+    return (
+        isinstance(shard, list) and len(shard) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+        and 0 <= shard[0] < shard[1]
+    )
+
+
+#: Guild events whose payload is the guild itself (its id is `id`, not `guild_id`).
+_GUILD_PAYLOAD_EVENTS = {"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"}
+
+
+def _guild_of(event: str, data: dict[str, Any]) -> int | None:
+    """The guild an event belongs to (None for DMs and guild-less events)."""
+    raw = data.get("id") if event in _GUILD_PAYLOAD_EVENTS else data.get("guild_id")
+    return int(raw) if raw is not None else None
 
 
 def ws_base(http_base: str) -> str:

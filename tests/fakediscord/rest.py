@@ -302,9 +302,10 @@ class RestApi:
         return json_response(
             {
                 "url": self._ws_url(),
-                "shards": 1,
+                "shards": self.gateway.shard_count,
                 "session_start_limit": {
-                    "total": 1000, "remaining": 999, "reset_after": 86400000, "max_concurrency": 1,
+                    "total": 1000, "remaining": 999, "reset_after": 86400000,
+                    "max_concurrency": self.gateway.max_concurrency,
                 },
             }
         )

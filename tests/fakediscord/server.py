@@ -16,7 +16,7 @@ from aiohttp import web
 from . import errors as E
 from .clock import Clock
 from .errors import FakeDiscordError, InvalidInvocation
-from .gateway import Gateway, Session
+from .gateway import IDENTIFY_INTERVAL, Gateway, IdentifyRecord, Session
 from .interactions import (
     APPLICATION_COMMAND,
     MESSAGE_COMPONENT,
@@ -63,6 +63,9 @@ class FakeDiscord:
         bot_permissions: object = DEFAULT_BOT_PERMISSIONS,
         host: str = "127.0.0.1",
         port: int = 0,
+        shards: int = 1,
+        max_concurrency: int = 1,
+        identify_interval: float = IDENTIFY_INTERVAL,
     ) -> None:
         self.first_response_timeout = first_response_timeout
         self.token_lifetime = token_lifetime
@@ -70,7 +73,10 @@ class FakeDiscord:
         self.world = World(
             bot_name=bot_name, bot_permissions=as_int(bot_permissions), clock=self.clock
         )
-        self.gateway = Gateway(self.world, heartbeat_interval=heartbeat_interval)
+        self.gateway = Gateway(
+            self.world, heartbeat_interval=heartbeat_interval, shard_count=shards,
+            max_concurrency=max_concurrency, identify_interval=identify_interval,
+        )
         self.world.emit = self.gateway.dispatch
         self.interactions: list[Interaction] = []
         self._by_id: dict[int, Interaction] = {}
@@ -162,6 +168,15 @@ class FakeDiscord:
     def session(self) -> Session | None:
         return self.gateway.current
 
+    @property
+    def identifies(self) -> list[IdentifyRecord]:
+        """Every IDENTIFY received, accepted or rate limited, in order."""
+        return self.gateway.identifies
+
+    def shard_session(self, shard_id: int) -> Session | None:
+        """The live session of shard `shard_id`."""
+        return self.gateway.by_shard.get(shard_id)
+
     def now(self) -> float:
         return self.clock.now()
 
@@ -180,10 +195,12 @@ class FakeDiscord:
         attachment_size_limit: int | None = None,
         owner: FakeUser | None = None,
         features: Sequence[str] = (),
+        shard: tuple[int, int] | None = None,
     ) -> FakeGuild:
+        """A guild; with ``shard=(shard_id, shard_count)`` its id puts it on that shard."""
         return self.world.add_guild(
             name, premium_tier=premium_tier, attachment_size_limit=attachment_size_limit,
-            owner=owner, features=features,
+            owner=owner, features=features, shard=shard,
         )
 
     def add_role(
@@ -289,18 +306,32 @@ class FakeDiscord:
         return await self.world.notifier.wait_until(condition, timeout, what)
 
     async def wait_until_ready(self, timeout: float = 10.0) -> Session:
-        """Wait until a bot is connected with an identified session (READY + GUILD_CREATEs sent).
+        """Wait until a bot is connected with an identified session (READY + GUILD_CREATEs sent);
+        a sharded bot (possibly several processes) with every shard of its shard count.
 
-        After a bot closed, this waits for the next bot to connect.
+        After a bot closed, this waits for the next bot to connect. Returns the latest session.
         """
 
         def ready() -> Session | None:
             session = self.gateway.current
-            if session is not None and session.ready and session.connected:
+            if session is None:
+                return None
+            shards = [self.gateway.by_shard.get(i) for i in range(session.shard_count)]
+            if all(s is not None and s.ready and s.connected and s.resumable for s in shards):
                 return session
             return None
 
         return await self.wait_until(ready, timeout=timeout, what="the bot to IDENTIFY")
+
+    async def wait_identify_window(self) -> None:
+        """Sleep until a new IDENTIFY would be accepted in every bucket: Discord allows one per
+        `identify_interval` (5 s) per bucket, so a bot restarted sooner is refused once."""
+        gateway = self.gateway
+        accepted = [r.at for r in gateway.identifies if r.accepted]
+        if accepted:
+            wait = max(accepted) + gateway.identify_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     async def wait_for_commands(
         self, names: Iterable[str], *, guild: FakeGuild | None = None, timeout: float = 10.0
@@ -554,9 +585,12 @@ class FakeDiscord:
         created_ago: float = 0.0,
         parent: Interaction | None = None,
     ) -> Interaction:
-        session = self.gateway.current
-        if session is None or not session.resumable:
-            raise FakeDiscordError("the bot has no gateway session; await fake.wait_until_ready()")
+        guild_id = channel.guild.id if isinstance(channel, FakeChannel) else None
+        session = self.gateway.session_for(guild_id)
+        if session is None:
+            raise FakeDiscordError(
+                "no gateway session receives this guild's events; await fake.wait_until_ready()"
+            )
         world = self.world
         real_created = time.time() - created_ago
         ix_id = world.ids.at(real_created)

@@ -161,9 +161,13 @@ class World:
         attachment_size_limit: int | None = None,
         owner: FakeUser | None = None,
         features: Sequence[str] = (),
+        shard: tuple[int, int] | None = None,
     ) -> FakeGuild:
+        guild_id = (
+            self.ids.next_in_shard(self.now(), *shard) if shard is not None else self.new_id()
+        )
         guild = FakeGuild(
-            id=self.new_id(),
+            id=guild_id,
             name=name,
             premium_tier=premium_tier,
             attachment_size_limit_override=attachment_size_limit,

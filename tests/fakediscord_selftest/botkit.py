@@ -127,7 +127,8 @@ class SelfTestBot(commands.Bot):
             await tree.sync(guild=guild)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        """discord.py waits 5 s before a non-initial IDENTIFY; the fake has no such limit."""
+        """discord.py waits 5 s before a non-initial IDENTIFY; the self-tests skip that wait
+        (a test that re-identifies lifts the fake's IDENTIFY spacing instead)."""
 
     async def _run(self, name: str, interaction: discord.Interaction, **kwargs: Any) -> None:
         handler = self.handlers.get(name)

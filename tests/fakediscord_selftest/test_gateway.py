@@ -65,6 +65,9 @@ async def test_invalid_session_makes_the_client_identify_again(
     fake: FakeDiscord, bot: SelfTestBot, server: Server
 ) -> None:
     """op 9 (not resumable) is followed by a fresh IDENTIFY and a new session."""
+    # The test bot skips discord.py's 5 s wait before re-identifying: lift the fake's
+    # IDENTIFY spacing (tested in test_sharding.py) for this test.
+    fake.gateway.identify_interval = 0.0
     old = fake.session
     await fake.invalidate_session()
     await fake.wait_until(lambda: fake.session is not old and fake.session.ready, timeout=10)
@@ -87,6 +90,7 @@ async def test_restarted_bot_answers_old_buttons(fake: FakeDiscord, server: Serv
         ix = await fake.invoke(server.channel, server.alice, "counter")
         msg = await ix.wait_original()
     first_session = fake.session
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
     async with running(SelfTestBot(), fake) as second:
         assert isinstance(second, SelfTestBot)
         assert fake.session is not first_session

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.services import Services
 from tests.db.fixtures import FakeClock
+
+# Every storage path on SQLite, PostgreSQL/asyncpg and PostgreSQL/psycopg (rowcounts differ).
+pytestmark = pytest.mark.every_driver
 
 GUILD = 2**63 - 1
 OTHER_GUILD = 7

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services import build_services
 from bot.services.history import JobRecord
 from generation.params import GenerationParams
 from tests.db.fixtures import FakeClock
+
+# Every storage path on SQLite, PostgreSQL/asyncpg and PostgreSQL/psycopg (rowcounts differ).
+pytestmark = pytest.mark.every_driver
 
 
 async def test_build_services_shares_the_clock(

@@ -15,6 +15,9 @@ from bot.services.history import Cursor, HistoryService, JobFilter, JobRecord, r
 from generation.params import PARAM_FIELDS, GenerationParams
 from tests.db.fixtures import FakeClock
 
+# Every storage path on SQLite, PostgreSQL/asyncpg and PostgreSQL/psycopg (rowcounts differ).
+pytestmark = pytest.mark.every_driver
+
 GUILD = 2**63 - 1
 OTHER_GUILD = 7
 CHANNEL = 2**62 + 3

@@ -18,6 +18,9 @@ from bot.errors import (
 from bot.services import Services
 from bot.services.moderation import find_blocked, normalize
 
+# Every storage path on SQLite, PostgreSQL/asyncpg and PostgreSQL/psycopg (rowcounts differ).
+pytestmark = pytest.mark.every_driver
+
 GUILD = 2**63 - 1
 OTHER_GUILD = 7
 ALICE = 2**63 - 10

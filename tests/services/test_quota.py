@@ -15,11 +15,15 @@ from bot.services import Services
 from bot.services.quota import QuotaService, QuotaSource, next_reset, period_start
 from tests.db.fixtures import FakeClock
 
+# Every storage path on SQLite, PostgreSQL/asyncpg and PostgreSQL/psycopg (rowcounts differ).
+pytestmark = pytest.mark.every_driver
+
 
 async def guild_used(services: Services) -> int:
     """The guild's images counted this period: its server-wide counter is kept as the usage
     of the pseudo-member `GUILD_TOTAL`."""
     return (await services.quota.status(GUILD, GUILD_TOTAL, [])).used
+
 
 GUILD = 2**63 - 1
 OTHER_GUILD = 2**62
