@@ -120,6 +120,8 @@ class ModelSettings(_Section):
     device: str = "auto"
     safety_checker: bool = True
     cache_dir: Path | None = None
+    # Decode in float32 (fixes black/NaN images from fp16 VAE overflow; ~160 MB more memory).
+    vae_float32: bool = False
 
     @field_validator("variant", mode="before")
     @classmethod
@@ -139,7 +141,7 @@ class GenerationSettings(_Section):
     backend: Literal["local", "pool"] = "local"
     scheduler: str = _LIBRARY.scheduler
     steps: int = Field(_LIBRARY.steps, ge=1, le=500)
-    guidance: float = Field(_LIBRARY.guidance, ge=0.0)
+    guidance: float = Field(_LIBRARY.guidance, ge=1.0)  # <= 1 turns guidance off
     # Pixels, multiples of 8 (the VAE works on 1/8 of the image).
     width: int = Field(_LIBRARY.width, ge=64, multiple_of=8)
     height: int = Field(_LIBRARY.height, ge=64, multiple_of=8)

@@ -87,6 +87,7 @@ def build_generation(settings: Settings) -> GenerationBackend:
         device=model.device,
         safety_checker=model.safety_checker,
         cache_dir=model.cache_dir,
+        vae_float32=model.vae_float32,
         min_steps=gen.min_steps,
         max_steps=gen.max_steps,
         max_guidance=gen.max_guidance,

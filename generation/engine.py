@@ -7,6 +7,14 @@ is one pipeline call, for one request or for several compatible requests from di
 (and for the ancestral scheduler's noise), so an image does not depend on what it was batched
 with beyond floating-point noise from the different batch shape (see tests).
 
+The pipeline returns latents and the engine decodes them itself, to check each image for a
+silent numerical failure (fp16 overflow in the UNet or VAE gives NaN or infinite values, shown
+as black images): latents that are not finite fail their image; a decode that overflows while
+the latents were fine is retried once with the VAE in float32 (diffusers' own remedy, the
+`force_upcast` path of its SDXL pipelines); an image still not finite, or uniformly black,
+fails (`generation.decoding`, shared with the step-level batch). Failed images are reported
+in `GenerationResult.failures` and logged with their parameters, never returned as results.
+
 Not thread-safe: the service calls it from its single worker thread only.
 """
 
@@ -21,14 +29,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from generation.continuous import StepBatch, StepOutcome, supports
+from generation.decoding import (  # noqa: F401  (re-exported: the reasons are part of the API)
+    BLACK_REASON,
+    NAN_REASON,
+    decode_checked,
+    log_failures,
+)
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.fastpath import FastPath
 from generation.interfaces import ProgressCallback, StopCheck
-from generation.loading import LoadedModel, ModelSpec, build_scheduler, load_model
+from generation.loading import (
+    LoadedModel,
+    ModelSpec,
+    build_scheduler,
+    load_model,
+)
 from generation.params import GenerationParams
 from generation.png_info import attach_parameters
 from generation.request import GenerationRequest
+from generation.text import cut_text, graphemes
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -150,9 +170,10 @@ class DiffusersEngine:
         warnings = [self._prompt_warnings(r) for r in requests]
         started = time.perf_counter()
         try:
-            images, interrupted = self._run_pipeline(model, requests, on_step, should_stop)
+            latents, interrupted = self._run_pipeline(model, requests, on_step, should_stop)
             if interrupted:
                 raise JobCancelledError("The job was cancelled while it ran.")
+            images, failures = self._decode(model, latents)
             flags = model.nsfw_flags(images)
         except _OOM_ERRORS as exc:
             raise self._out_of_memory(requests, exc) from exc
@@ -161,7 +182,9 @@ class DiffusersEngine:
                 raise
             raise self._out_of_memory(requests, exc) from exc
         seconds = time.perf_counter() - started
-        return self._split(requests, images, flags, warnings, seconds)
+        if failures:
+            self._log_failures(requests, failures)
+        return self._split(requests, images, flags, warnings, seconds, failures)
 
     # -- steps of generate -----------------------------------------------------------------
 
@@ -171,7 +194,9 @@ class DiffusersEngine:
         requests: Sequence[GenerationRequest],
         on_step: ProgressCallback | None,
         should_stop: StopCheck | None,
-    ) -> tuple[list[Image], bool]:
+    ) -> tuple[torch.Tensor, bool]:
+        """Run the denoising loop; returns the final latents (not decoded) and whether it
+        was interrupted."""
         first = requests[0]
         pipe = model.img2img if first.is_variation else model.txt2img
         # A fresh scheduler per call: schedulers hold per-run state.
@@ -207,7 +232,7 @@ class DiffusersEngine:
             "guidance_scale": first.params.guidance,
             "generator": generators,
             "num_images_per_prompt": 1,
-            "output_type": "pil",
+            "output_type": "latent",
             "callback_on_step_end": step_end,
         }
         if first.is_variation:
@@ -215,7 +240,24 @@ class DiffusersEngine:
         else:
             kwargs.update(width=first.params.width, height=first.params.height)
         output = pipe(**kwargs)
-        return list(output.images), interrupted
+        return output.images, interrupted
+
+    def _decode(
+        self, model: LoadedModel, latents: torch.Tensor
+    ) -> tuple[list[Image], dict[int, str]]:
+        """Latents to images, with the index of each unusable image and why (0-based)."""
+        return decode_checked(model.txt2img.vae, model.txt2img.image_processor, latents)
+
+    def _log_failures(
+        self, requests: Sequence[GenerationRequest], failures: dict[int, str]
+    ) -> None:
+        log_failures(
+            requests,
+            failures,
+            model_id=self.model_id,
+            dtype=self.model.dtype,
+            vae_float32=self.spec.vae_float32,
+        )
 
     def _prompt_warnings(self, request: GenerationRequest) -> list[str]:
         """A warning per prompt that the text encoder will truncate (CLIP reads 77 tokens)."""
@@ -227,12 +269,9 @@ class DiffusersEngine:
         for label, text in texts:
             if not text:
                 continue
-            ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
             room = limit - 2  # start and end tokens
-            if len(ids) > room:
-                dropped = tokenizer.decode(ids[room:]).strip()
-                if len(dropped) > 80:
-                    dropped = dropped[:77] + "..."
+            if _token_count(tokenizer, text) > room:
+                dropped = cut_text(_beyond(tokenizer, text, room).strip(), 80)
                 warnings.append(
                     f"The {label} is longer than the model's {limit} tokens and was cut; "
                     f"ignored: “{dropped}”"
@@ -246,6 +285,7 @@ class DiffusersEngine:
         flags: list[bool] | None,
         warnings: list[list[str]],
         seconds: float,
+        failures: dict[int, str],
     ) -> list[GenerationResult]:
         total = sum(r.params.count for r in requests)
         results = []
@@ -263,6 +303,7 @@ class DiffusersEngine:
                     model_id=self.model_id,
                     gpu_seconds=seconds * count / total,
                     safety_checked=flags is not None,
+                    failures={i - start: why for i, why in failures.items() if start <= i < end},
                 )
             )
             attach_parameters(results[-1])
@@ -284,6 +325,29 @@ class DiffusersEngine:
             f"The GPU ran out of memory making {images} image(s) at {first.width}x{first.height}; "
             "try fewer images or a smaller size."
         )
+
+
+def _token_count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
+
+
+def _beyond(tokenizer: Any, text: str, room: int) -> str:
+    """The member's own text past the first `room` tokens, cut between whole characters.
+
+    Decoding the dropped token ids would show "�" where a token boundary falls inside a
+    multi-byte character (byte-level BPE), and CLIP's lower-cased spelling; instead find the
+    longest prefix of whole graphemes that fits in `room` tokens (binary search: the count
+    grows with the prefix) and return the rest of the original text.
+    """
+    clusters = graphemes(text)
+    low, high = 0, len(clusters)  # invariant: clusters[:low] fits, clusters[:high+1] does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _token_count(tokenizer, "".join(clusters[:middle])) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return "".join(clusters[low:])
 
 
 def _fit(image: Image, params: GenerationParams) -> Image:

@@ -38,6 +38,7 @@ def build_service(
     safety_checker: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     *,
+    vae_float32: bool = False,
     min_steps: int = 1,
     max_steps: int = 100,
     max_guidance: float = 30.0,
@@ -68,6 +69,7 @@ def build_service(
         device=device,
         safety_checker=safety_checker,
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        vae_float32=vae_float32,
     )
     limits = Limits(
         min_steps=min_steps,

@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
-from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -44,6 +43,7 @@ from bot.core.jobs import (
 from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
 from bot.presentation.access import requester_of
+from bot.presentation.buttons import PressRegistry
 from bot.presentation.delivery import (
     Attachment,
     DeliveryMethod,
@@ -73,9 +73,9 @@ from bot.presentation.messages import (
 from bot.presentation.permissions import can_manage_messages
 from bot.presentation.views import grid_view, queued_view, single_view
 from bot.services.history import JobView, ShownAt
-from generation.events import JobEvent, JobQueued, JobStarted, JobStep
+from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
-from generation.request import GenerationRequest, parse_aspect
+from generation.request import GenerationRequest, parse_aspect, variation_steps
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -84,14 +84,10 @@ __all__ = ["PROGRESS_INTERVAL", "ImagineCog"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 #: Seconds between two edits of a job's message (Discord rate-limits message edits).
 PROGRESS_INTERVAL = 2.0
-#: Seconds after the interaction reached its handler by which it is answered or deferred
-#: (Discord allows 3). One budget for the database look-ups before the gate and the gate itself.
-ACK_WITHIN = 2.0
 WITHHELD = "That image was withheld by this server's safety settings."
+ALREADY_CANCELLED = "Already cancelled. Nothing was counted against your quota."
 #: Seconds a member's next interaction is given to be answered before pending results follow.
 PENDING_WAIT = 5.0
 PENDING_NOTE = "I could not deliver this result when it was ready; here it is:"
@@ -114,6 +110,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self._followers: set[asyncio.Task[None]] = set()
         # Members (user ids) with results that reached nobody.
         self._undelivered: set[int] = set()
+        self.presses = PressRegistry()  # one effect per button press (see PressRegistry)
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self._command)
@@ -200,7 +197,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def _imagine(
         self, interaction: discord.Interaction, prompt: str, options: ImagineOptions
     ) -> None:
-        _received(interaction)
         parsed = parse_prompt(prompt)
         merged = merge_options(options, parsed.options)
         await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
@@ -225,8 +221,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         guild_id: int | None = None,
         channel_id: int | None = None,
     ) -> None:
-        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
-        submission = await self._submit_in_time(interaction, requester, plan)
+        requester = await requester_of(interaction, guild_id, channel_id)
+        submission = await self._submit(interaction, requester, plan)
         caption = Caption(submission.request.params, interaction.user.id, label)
         position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
@@ -251,7 +247,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 callback = await interaction.response.send_message(
                     message.content, view=message.view, allowed_mentions=message.allowed_mentions
                 )
-                original_id = callback.message_id
+                # A callback response, or the follow-up message when the deadline guard
+                # deferred while this was being sent.
+                original_id = getattr(callback, "message_id", None) or getattr(callback, "id", None)
         except BaseException as exc:
             if isinstance(exc, Exception) and interaction_expired(exc):
                 self._drop_expired(interaction, submission, caption)
@@ -265,11 +263,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if original_id is not None:
             await self.bot.orchestrator.shown(submission.job_id, original_id)
 
-    async def _submit_in_time(
+    async def _submit(
         self, interaction: discord.Interaction, requester: Requester, plan: JobPlan
     ) -> Submission:
-        """Submit, deferring (publicly, "thinking") if the gate is slow, so Discord gets an
-        answer within its 3 seconds even when the database is busy. The job is stored with
+        """Submit through the gate. A slow gate is covered by the deadline guard
+        (`bot.presentation.deadline`), which defers publicly in time. The job is stored with
         the interaction that will show it, so that a restart can still update its message."""
         shown_at = ShownAt(
             channel_id=interaction.channel_id or requester.channel_id,
@@ -277,8 +275,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             token=interaction.token,
             created_at=interaction.created_at,
         )
-        submit = self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
-        return await _in_time(interaction, submit)
+        return await self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -457,7 +454,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         withheld = outcome.withheld
         note = self.bot.generation.model_note or ""
         text = finished_text(
-            caption, outcome.seeds, withheld=len(withheld), warnings=outcome.warnings, note=note
+            caption,
+            outcome.seeds,
+            withheld=len(outcome.flagged),
+            failed=len(outcome.failed),
+            warnings=outcome.warnings,
+            note=note,
         )
         view = grid_view(job_id, len(outcome.images), withheld)
         files: list[Attachment] = []
@@ -480,23 +482,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         Free: it makes no new image (a re-made one was paid for with the grid).
         """
-        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
-        who = requester_of(interaction, job.guild_id, job.channel_id)
-        requester = await _in_time(interaction, who)
-        banned = self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id)
-        if await _in_time(interaction, banned):
+        requester = await requester_of(interaction, job.guild_id, job.channel_id)
+        if await self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id):
             raise Banned()
-        data = await _in_time(interaction, self.bot.images.read_bytes(job_id, index))
+        data = await self.bot.images.read_bytes(job_id, index)
         image: Image.Image | None = None
         if data is None:
             if flagged:
                 raise MemberError(WITHHELD)
             # Re-making is generation: the whole gate, refusing privately before the defer.
             params = job.params
-            admit = self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
-            await _in_time(interaction, admit)
+            await self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
             await _defer(interaction)
             image = await self.bot.orchestrator.regenerate(job, index, requester)
         ext = "png"
@@ -523,7 +521,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
-        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
         source = await self._source(
@@ -550,7 +547,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """Reroll: the same parameters with new seeds (a variation rerolls from its source)."""
-        _received(interaction)
         job = await self._job(interaction, job_id)
         if job.kind is JobKind.VARIATION and job.parent_job_id and job.image_index is not None:
             index = job.image_index + 1
@@ -590,31 +586,43 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """Delete the message the button is on (`check_delete` passed)."""
         # A deferred update makes the clicked message the interaction's "original" message.
-        await interaction.response.defer()
-        await interaction.delete_original_response()
+        try:
+            await interaction.response.defer()
+            await interaction.delete_original_response()
+        except discord.NotFound:
+            # Deleted meanwhile (another member's press, a moderator): the effect is there.
+            await respond(interaction, "Already deleted.", ephemeral=True)
 
     async def check_cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """The Cancel button is for the job's requester, while the job is live."""
         submission = self.bot.orchestrator.live(job_id)
         if submission is None:
+            job = await self.bot.services.history.get(job_id)
+            if job is not None and job.status is JobStatus.CANCELLED:
+                return  # `cancel` says it is already cancelled
             raise MemberError("This job is no longer in the queue, so it cannot be cancelled.")
         if submission.requester.user_id != interaction.user.id:
             raise MemberError("Only the member who asked for this job can cancel it.")
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Cancel a job that has not finished (`check_cancel` passed)."""
+        """Cancel a job that has not finished (`check_cancel` passed); a second press, or a
+        press on a job just cancelled, is told so quietly."""
+        submission = self.bot.orchestrator.live(job_id)
+        queued = submission.queued if submission is not None else None
+        if queued is None or queued.cancel_requested or queued.state is JobState.CANCELLED:
+            await respond(interaction, ALREADY_CANCELLED, ephemeral=True)
+            return
         if not self.bot.orchestrator.cancel(job_id):
             raise MemberError("This job has just finished, so it cannot be cancelled.")
-        await interaction.response.send_message(
-            "Cancelled. Nothing was counted against your quota.", ephemeral=True
+        await respond(
+            interaction, "Cancelled. Nothing was counted against your quota.", ephemeral=True
         )
 
     # -- helpers --------------------------------------------------------------------------
 
     async def _job(self, interaction: discord.Interaction, job_id: str) -> JobView:
         """The job behind a button; in a server, only that server's jobs are found."""
-        lookup = self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
-        return await _in_time(interaction, lookup)
+        return await self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
 
     async def _source(
         self,
@@ -630,12 +638,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         A flagged image with no file was withheld by the NSFW policy: never re-made.
         """
-        image = await _in_time(interaction, self.bot.images.load(job_id, index))
+        image = await self.bot.images.load(job_id, index)
         if image is not None:
             return image
         if flagged:
             raise MemberError(WITHHELD)
-        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
+        requester = await requester_of(interaction, guild_id, channel_id)
         await self.bot.orchestrator.admit(requester, "")
         await _defer(interaction)
         return await self.bot.orchestrator.source_image(job_id, index, requester)
@@ -646,30 +654,16 @@ class ImagineCog(commands.Cog, name="Imagine"):
         gen = self.bot.settings.generation
         return request_from_job(
             job,
+            # A few-step job's variation would denoise nothing at this strength.
+            steps=variation_steps(
+                job.params.steps, gen.variation_strength, self.bot.generation.limits
+            ),
             width=source.width,
             height=source.height,
             count=gen.count,
             strength=gen.variation_strength,
             init_image=source,
         )
-
-
-_RECEIVED = "imagine_received"
-
-
-def _received(interaction: discord.Interaction) -> None:
-    """Note when the handler got the interaction (the start of its time to answer).
-
-    A local monotonic time rather than the snowflake's: the host's wall clock may be off
-    from Discord's."""
-    interaction.extras.setdefault(_RECEIVED, time.monotonic())
-
-
-def _ack_remaining(interaction: discord.Interaction) -> float:
-    """Seconds left before the interaction must be answered or deferred (0 when overdue)."""
-    _received(interaction)
-    age = time.monotonic() - interaction.extras[_RECEIVED]
-    return min(ACK_WITHIN, max(0.0, ACK_WITHIN - age))
 
 
 async def _defer(interaction: discord.Interaction) -> None:
@@ -684,20 +678,6 @@ async def _defer(interaction: discord.Interaction) -> None:
             log.debug("interaction %s expired before it could be deferred", interaction.id)
             return
         log.warning("could not defer interaction %s: %s", interaction.id, exc)
-
-
-async def _in_time(interaction: discord.Interaction, step: Awaitable[T]) -> T:
-    """Await `step`, deferring the interaction if it is still running when the time to answer
-    Discord runs out (the step goes on; its result or error is returned as usual)."""
-    task = asyncio.ensure_future(step)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=_ack_remaining(interaction))
-        if not done:
-            await _defer(interaction)
-    except BaseException:
-        task.cancel()  # the handler was cancelled: do not leave the step running unowned
-        raise
-    return await task
 
 
 def _label(job: JobView) -> str:

@@ -12,9 +12,10 @@ from discord.ext import commands
 
 from bot.core.retention import RetentionPolicy, format_bytes
 from bot.errors import MemberError
-from bot.presentation.messages import relative_time
+from bot.presentation.messages import neutralise, relative_time
 from bot.presentation.permissions import is_admin
 from bot.services.quota import QuotaStatus
+from generation.text import cut_text
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -79,8 +80,11 @@ class InfoCog(commands.Cog, name="Info"):
         for sub in self.bot.orchestrator.live_for(guild_id, user_id)[:10]:
             position = sub.queued.position
             state = f"queued, position {position}" if position is not None else "running"
-            prompt = discord.utils.escape_markdown(sub.request.params.prompt[:60])
+            prompt = neutralise(cut_text(sub.request.params.prompt, 60))
             lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
+        # An embed field holds 1,024 characters: whole lines only.
+        while len("\n".join(lines)) > 1024:
+            lines.pop()
         return "\n".join(lines) or "None queued or running."
 
 

@@ -43,12 +43,14 @@ def test_no_cog_imports_another_cog() -> None:
 GENERATION_SEAM = {
     "generation.errors",
     "generation.events",
+    "generation.flags",  # the one inline-flag parser, shared with the command line
     "generation.grid",
     "generation.interfaces",
     "generation.job",
     "generation.params",
     "generation.png_info",
     "generation.request",
+    "generation.text",  # cutting text between whole characters
 }
 BUILDERS = {
     # The pool's plain settings (`PoolConfig`) are mapped from `[pool]` here.
