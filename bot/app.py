@@ -42,6 +42,7 @@ from bot.core.threads import Threads
 from bot.db.identify import IDENTIFY_SPACING_S, IdentifyGate, identify_gate_for
 from bot.lifecycle import Resources, StartupError, build_generation, open_resources
 from bot.presentation.buttons import ALL_BUTTONS, ImagineActions
+from bot.presentation.deadline import DeadlineTree
 from bot.presentation.delivery import Deliverer
 from bot.presentation.permissions import invite_url
 from bot.services import Services
@@ -128,6 +129,8 @@ class ImagineBot(commands.AutoShardedBot):
             # A safety net: messages that should ping pass their own allowed mentions.
             allowed_mentions=discord.AllowedMentions.none(),
             guild_ready_timeout=settings.discord.guild_ready_timeout,
+            # Answers or defers every slash command within Discord's 3 seconds.
+            tree_cls=DeadlineTree,
             shard_count=settings.discord.shard_count,
             shard_ids=settings.discord.shard_ids,
         )

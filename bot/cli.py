@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Discord bot",
         description="Connect to Discord and serve /imagine and the admin commands.",
     )
+
+    worker = _command(
+        sub,
+        "worker",
+        help="run one GPU worker of the pool (generation.backend = \"pool\")",
+        description=textwrap.fill(
+            "Serve the GPU worker pool: load the model once on DEVICE, then take fair batches "
+            "of /imagine jobs from the PostgreSQL queue ([pool] / database.url), run them and "
+            "hand the images back. Start one per GPU, on any machine that reaches the "
+            "database; stop with Ctrl-C or SIGTERM (the running batch finishes first). A "
+            "worker killed mid-job is noticed after pool.stalled_after_seconds and its jobs "
+            "run again on another worker from the same seeds.",
+            width=78,
+        ),
+        epilog=(
+            "examples:\n"
+            "  imagine worker --config config.toml --device cuda:0\n"
+            "  CUDA_VISIBLE_DEVICES=1 imagine worker -c config.toml --device cuda\n"
+            "  imagine worker -c config.toml --model builtin:tiny-random --device cpu  # test"
+        ),
+    )
+    worker.formatter_class = argparse.RawDescriptionHelpFormatter
+    worker.add_argument(
+        "--device",
+        default=None,
+        help="accelerator to run on: cuda:N, cuda, mps, cpu or auto (default: model.device)",
+    )
+    worker.add_argument(
+        "--model",
+        default=None,
+        help="model id or folder (default: model.id); must match the bot's model.id",
+    )
+    worker.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="skip the small warm-up generation at start (default: generation.warmup)",
+    )
     return parser
 
 
@@ -149,6 +187,28 @@ def _load(args: argparse.Namespace, announce: bool) -> Settings:
                 file=sys.stderr,
             )
     return settings
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.lifecycle import StartupError, pool_config
+    from generation.pool.runner import run_worker
+
+    model = settings.model
+    try:
+        config = pool_config(settings)
+    except StartupError as exc:
+        print(f"imagine: {exc}", file=sys.stderr)
+        return 2
+    return run_worker(
+        config,
+        settings.generation.limits(),
+        model_id=args.model or model.id,
+        variant=model.variant,
+        device=args.device or model.device,
+        safety_checker=model.safety_checker,
+        cache_dir=model.cache_dir,
+        warmup=settings.generation.warmup and not args.no_warmup,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(args)
     if args.command == "db":
         return _run_db(args, settings)
+    if args.command == "worker":
+        return _run_worker(args, settings)
     return _run_bot(settings, verbose=verbose, quiet=quiet)
 
 

@@ -125,6 +125,8 @@ class ModelSettings(_Section):
     inpaint_id: str | None = None
     # A latent x2 upscaler (stabilityai/sd-x2-latent-upscaler) for Upscale (Subtle).
     upscaler_id: str | None = None
+    # Decode in float32 (fixes black/NaN images from fp16 VAE overflow; ~160 MB more memory).
+    vae_float32: bool = False
 
     @field_validator("variant", "inpaint_id", "upscaler_id", mode="before")
     @classmethod
@@ -139,9 +141,12 @@ _LIBRARY = GenerationParams(prompt="")
 class GenerationSettings(_Section):
     """The bot's one source of generation defaults and limits (`params`, `limits`)."""
 
+    # "local": the in-process GPU service (one machine); "pool": GPU workers started with
+    # `imagine worker`, anywhere that reaches the PostgreSQL database ([pool]).
+    backend: Literal["local", "pool"] = "local"
     scheduler: str = _LIBRARY.scheduler
     steps: int = Field(_LIBRARY.steps, ge=1, le=500)
-    guidance: float = Field(_LIBRARY.guidance, ge=0.0)
+    guidance: float = Field(_LIBRARY.guidance, ge=1.0)  # <= 1 turns guidance off
     # Pixels, multiples of 8 (the VAE works on 1/8 of the image).
     width: int = Field(_LIBRARY.width, ge=64, multiple_of=8)
     height: int = Field(_LIBRARY.height, ge=64, multiple_of=8)
@@ -246,6 +251,46 @@ class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///imagine.db"
 
 
+class PoolSettings(_Section):
+    """The GPU worker pool (`[generation] backend = "pool"`); see the README's deployment."""
+
+    # libpq URL of the pool's PostgreSQL; default: `database.url` without its driver suffix
+    # (the pool lives in the bot's own database).
+    dsn: str | None = None
+    # procrastinate queue name: bots sharing a database use different queues.
+    queue: str = "imagine"
+    # Where workers leave images: "database" (a table, nothing to mount) or "folder"
+    # (`results_dir`, a folder every bot process and worker mounts).
+    results: Literal["database", "folder"] = "database"
+    results_dir: Path = Path("data/pool-results")
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    # A worker silent this long is dead: its jobs run again elsewhere, from the same seeds.
+    stalled_after_seconds: float = Field(15.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+    # A job whose worker was lost this many times fails (refunded).
+    max_attempts: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _stall_after_heartbeat(self) -> PoolSettings:
+        if self.stalled_after_seconds <= self.heartbeat_seconds:
+            raise ValueError("pool.stalled_after_seconds must be longer than heartbeat_seconds")
+        return self
+
+    def resolved_dsn(self, database_url: str) -> str:
+        """The libpq URL of the pool; raises ValueError when there is no PostgreSQL."""
+        if self.dsn:
+            return self.dsn
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        if url.get_backend_name() != "postgresql":
+            raise ValueError(
+                'generation.backend = "pool" needs PostgreSQL: set database.url to '
+                "postgresql+asyncpg://... or pool.dsn to postgresql://..."
+            )
+        return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class QuotaSettings(_Section):
     # Images a member may generate per period when no server rule applies; None: unlimited.
     default_limit: int | None = Field(100, ge=0)
@@ -283,6 +328,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     image_prompts: ImagePromptSettings = ImagePromptSettings()
     database: DatabaseSettings = DatabaseSettings()
+    pool: PoolSettings = PoolSettings()
     quotas: QuotaSettings = QuotaSettings()
     log: LogSettings = LogSettings()
     jobs: JobSettings = JobSettings()

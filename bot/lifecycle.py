@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,12 +39,17 @@ from generation.errors import GenerationError, ModelNotFoundError
 from generation.factory import build_service
 from generation.interfaces import GenerationBackend
 
+if TYPE_CHECKING:
+    from generation.pool.settings import PoolConfig
+
 __all__ = [
     "GenerationFactory",
     "Resources",
     "StartupError",
     "build_generation",
+    "build_pool_backend",
     "open_resources",
+    "pool_config",
     "resources",
 ]
 
@@ -70,8 +76,11 @@ class Resources:
 
 
 def build_generation(settings: Settings) -> GenerationBackend:
-    """The in-process generation service configured by `settings` (not started)."""
+    """The generation backend configured by `settings` (not started): the in-process service,
+    or with `[generation] backend = "pool"` the client of the GPU worker pool."""
     model, gen = settings.model, settings.generation
+    if gen.backend == "pool":
+        return build_pool_backend(settings)
     return build_service(
         model.id,
         variant=model.variant,
@@ -80,6 +89,7 @@ def build_generation(settings: Settings) -> GenerationBackend:
         cache_dir=model.cache_dir,
         inpaint_id=model.inpaint_id,
         upscaler_id=model.upscaler_id,
+        vae_float32=model.vae_float32,
         min_steps=gen.min_steps,
         max_steps=gen.max_steps,
         max_guidance=gen.max_guidance,
@@ -93,6 +103,38 @@ def build_generation(settings: Settings) -> GenerationBackend:
         fast_path=gen.fast_path,
         server_shares=gen.server_shares,
     )
+
+
+def pool_config(settings: Settings) -> PoolConfig:
+    """The `[pool]` section as the generation package's `PoolConfig`; raises StartupError
+    when no PostgreSQL is configured."""
+    from generation.pool.settings import PoolConfig, ResultsMode
+
+    pool, gen = settings.pool, settings.generation
+    try:
+        dsn = pool.resolved_dsn(settings.database.url)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    return PoolConfig(
+        dsn=dsn,
+        queue=pool.queue,
+        results=ResultsMode(pool.results),
+        results_dir=pool.results_dir,
+        heartbeat_seconds=pool.heartbeat_seconds,
+        stalled_after_seconds=pool.stalled_after_seconds,
+        poll_seconds=pool.poll_seconds,
+        max_attempts=pool.max_attempts,
+        max_batch_images=gen.max_batch_images,
+        max_queue=gen.max_queue,
+        max_queued_per_user=gen.max_queued_per_user,
+    )
+
+
+def build_pool_backend(settings: Settings) -> GenerationBackend:
+    """The client of the GPU worker pool configured by `[pool]` (not started)."""
+    from generation.factory import build_pool_backend as build
+
+    return build(pool_config(settings), settings.model.id, settings.generation.limits())
 
 
 async def open_resources(

@@ -21,6 +21,7 @@ from typing import Any
 from rich.markup import escape
 
 from generation.errors import GenerationError, RequestError
+from generation.flags import ImagineOptions, merge_options, parse_prompt
 from generation.grid import EXTENSIONS, FORMATS, encode, encode_grid, normalize_format
 from generation.params import SCHEDULERS, GenerationParams, Limits
 from generation.preflight import check_device, check_model_available, hub_offline
@@ -162,22 +163,30 @@ def run_generate(args: argparse.Namespace, model_settings: Any, generation_setti
 
 def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
     limits = Limits.with_defaults(gen)
-    width, height = args.width, args.height
-    if args.ar is not None:
-        if width is not None or height is not None:
-            raise RequestError("Give either --ar or --width/--height, not both.")
-        width, height = parse_aspect(args.ar, limits)
-    params = GenerationParams.with_defaults(
-        gen,
-        prompt=" ".join(args.prompt),
+    # Flags typed in the prompt ("dog --ar 16:9") are read by the bot's parser; an option
+    # given on the command line wins over the same flag typed in the prompt.
+    parsed = parse_prompt(" ".join(args.prompt))
+    explicit = ImagineOptions(
         negative_prompt=args.negative,
+        aspect=args.ar,
         seed=args.seed,
         steps=args.steps,
         guidance=args.guidance,
+        count=args.n,
+    )
+    options = merge_options(explicit, parsed.options)
+    width, height = args.width, args.height
+    if options.aspect is not None:
+        if width is not None or height is not None:
+            raise RequestError("Give either --ar or --width/--height, not both.")
+        width, height = parse_aspect(options.aspect, limits)
+    params = GenerationParams.with_defaults(
+        gen,
+        prompt=parsed.prompt,
         width=width,
         height=height,
-        count=args.n,
         scheduler=args.scheduler,
+        **options.given_params(),
     )
     request = GenerationRequest(params).validated(limits)
     overwrite = bool(getattr(args, "overwrite", False))
@@ -344,6 +353,12 @@ async def _write(plan: _Plan, result: Any, err: Any) -> int:
         path.write_bytes(data)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    for index, reason in sorted(result.failures.items()):
+        err.print(
+            f"[yellow]warning:[/] image {index + 1} (seed {result.seeds[index]}) failed: "
+            f"{escape(reason)}; it is black in the output",
+            highlight=False,
+        )
     if not result.safety_checked:
         err.print("note: the safety checker did not run (disabled or absent)")
     flagged = [i + 1 for i, flag in enumerate(result.nsfw) if flag]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from generation.decoding import decode_checked, decoder_dtype, log_failures
 from generation.errors import GenerationError, OutOfMemoryError
 from generation.events import GenerationResult
 from generation.loading import LoadedModel, build_scheduler
@@ -315,11 +316,19 @@ class StepBatch:
         share = (time.perf_counter() - started) / total
         for member in members:
             self._members.pop(member.key, None)
-            images = decoded.get(member.key)
-            if images is None:
+            if member.key not in decoded:
                 failed[member.key] = member.failed or GenerationError("decoding failed")
                 continue
+            images, failures = decoded[member.key]
             request = member.request
+            if failures:
+                log_failures(
+                    [request],
+                    failures,
+                    model_id=self._model.model_id,
+                    dtype=self._model.dtype,
+                    vae_float32=decoder_dtype(self._pipe.vae) == torch.float32,
+                )
             check_started = time.perf_counter()
             flags = self._model.nsfw_flags(images)
             checked = time.perf_counter() - check_started
@@ -333,32 +342,38 @@ class StepBatch:
                 model_id=self._model.model_id,
                 gpu_seconds=seconds,
                 safety_checked=flags is not None,
+                failures=failures,
             )
             attach_parameters(finished[member.key])
         return finished
 
     @torch.inference_mode()
-    def _decode(self, members: list[Member]) -> dict[str, list[Image]]:
-        """Each member's PIL images (members that do not fit even alone are left out)."""
+    def _decode(
+        self, members: list[Member]
+    ) -> dict[str, tuple[list[Image], dict[int, str]]]:
+        """Each member's PIL images and its unusable ones (0-based index -> why), checked as
+        the pipeline path checks them (`generation.decoding`); members that do not fit even
+        alone are left out."""
         pipe = self._pipe
         try:
             latents = torch.cat([m.latents for m in members])
-            pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            images, failures = decode_checked(
+                pipe.vae, pipe.image_processor, latents, do_denormalize=[True] * len(latents)
+            )
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            decoded: dict[str, list[Image]] = {}
+            decoded: dict[str, tuple[list[Image], dict[int, str]]] = {}
             for part in self._halves_after_oom(members, exc, "decode"):
                 decoded.update(self._decode(part))
             return decoded
-        images = pipe.image_processor.postprocess(
-            pixels, output_type="pil", do_denormalize=[True] * pixels.shape[0]
-        )
-        result: dict[str, list[Image]] = {}
+        result: dict[str, tuple[list[Image], dict[int, str]]] = {}
         start = 0
         for member in members:
-            result[member.key] = list(images[start : start + member.request.params.count])
-            start += member.request.params.count
+            end = start + member.request.params.count
+            mine = {i - start: why for i, why in failures.items() if start <= i < end}
+            result[member.key] = (list(images[start:end]), mine)
+            start = end
         return result
 
     def _halves_after_oom(

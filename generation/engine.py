@@ -7,6 +7,14 @@ is one pipeline call, for one request or for several compatible requests from di
 (and for the ancestral scheduler's noise), so an image does not depend on what it was batched
 with beyond floating-point noise from the different batch shape (see tests).
 
+The pipeline returns latents and the engine decodes them itself, to check each image for a
+silent numerical failure (fp16 overflow in the UNet or VAE gives NaN or infinite values, shown
+as black images): latents that are not finite fail their image; a decode that overflows while
+the latents were fine is retried once with the VAE in float32 (diffusers' own remedy, the
+`force_upcast` path of its SDXL pipelines); an image still not finite, or uniformly black,
+fails (`generation.decoding`, shared with the step-level batch). Failed images are reported
+in `GenerationResult.failures` and logged with their parameters, never returned as results.
+
 Not thread-safe: the service calls it from its single worker thread only.
 """
 
@@ -22,6 +30,12 @@ import torch
 from PIL import Image as PILImage
 
 from generation.continuous import StepBatch, StepOutcome, supports
+from generation.decoding import (  # noqa: F401  (re-exported: the reasons are part of the API)
+    BLACK_REASON,
+    NAN_REASON,
+    decode_checked,
+    log_failures,
+)
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.fastpath import FastPath
@@ -37,6 +51,7 @@ from generation.loading import (
 from generation.params import GenerationParams
 from generation.png_info import attach_parameters
 from generation.request import GenerationRequest, Operation
+from generation.text import cut_text, graphemes
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -174,7 +189,9 @@ class DiffusersEngine:
         warnings = [self._prompt_warnings(r) for r in requests]
         started = time.perf_counter()
         try:
-            images, interrupted = self._run_pipeline(model, requests, on_step, should_stop)
+            images, failures, interrupted = self._run_pipeline(
+                model, requests, on_step, should_stop
+            )
             if interrupted:
                 raise JobCancelledError("The job was cancelled while it ran.")
             flags = model.nsfw_flags(images)
@@ -185,7 +202,9 @@ class DiffusersEngine:
                 raise
             raise self._out_of_memory(requests, exc) from exc
         seconds = time.perf_counter() - started
-        return self._split(requests, images, flags, warnings, seconds)
+        if failures:
+            self._log_failures(requests, failures)
+        return self._split(requests, images, flags, warnings, seconds, failures)
 
     # -- steps of generate -----------------------------------------------------------------
 
@@ -195,7 +214,10 @@ class DiffusersEngine:
         requests: Sequence[GenerationRequest],
         on_step: ProgressCallback | None,
         should_stop: StopCheck | None,
-    ) -> tuple[list[Image], bool]:
+    ) -> tuple[list[Image], dict[int, str], bool]:
+        """Run the pipeline and decode; returns the images, the index of each unusable one
+        and why (0-based, see `generation.decoding`), and whether it was interrupted (then
+        nothing is decoded)."""
         first = requests[0]
         operation = first.operation
         prompts: list[str] = []
@@ -220,7 +242,7 @@ class DiffusersEngine:
                     masks.append(request.mask_image.convert("L"))
         if operation is Operation.UPSCALE:
             images = self._upscale(prompts, init_images, generators, first, on_step, should_stop)
-            return images, False
+            return images, {}, False
         if operation is Operation.OUTPAINT:
             pipe = self._inpaint_pipeline()
         else:
@@ -245,7 +267,7 @@ class DiffusersEngine:
             "guidance_scale": first.params.guidance,
             "generator": generators,
             "num_images_per_prompt": 1,
-            "output_type": "pil",
+            "output_type": "latent",
             "callback_on_step_end": step_end,
         }
         if operation is Operation.OUTPAINT:
@@ -261,14 +283,16 @@ class DiffusersEngine:
         else:
             kwargs.update(width=first.params.width, height=first.params.height)
         output = pipe(**kwargs)
-        images = list(output.images)
+        if interrupted:
+            return [], {}, True
+        images, failures = self._decode(pipe, output.images)
         if operation is Operation.OUTPAINT:
             # The kept area is the source itself, not its VAE round trip: paste it back.
             images = [
                 PILImage.composite(image, canvas, mask)
                 for image, canvas, mask in zip(images, init_images, masks, strict=True)
             ]
-        return images, interrupted
+        return images, failures, False
 
     def _inpaint_pipeline(self) -> Any:
         if self._inpainter is None:
@@ -320,6 +344,22 @@ class DiffusersEngine:
             raise JobCancelledError("The job was cancelled while it ran.") from None
         return [_exact(image, first) for image in output.images]
 
+    def _decode(self, pipe: Any, latents: torch.Tensor) -> tuple[list[Image], dict[int, str]]:
+        """Latents to images with `pipe`'s own VAE (the inpainting model has its own), with
+        the index of each unusable image and why (0-based)."""
+        return decode_checked(pipe.vae, pipe.image_processor, latents)
+
+    def _log_failures(
+        self, requests: Sequence[GenerationRequest], failures: dict[int, str]
+    ) -> None:
+        log_failures(
+            requests,
+            failures,
+            model_id=self.model_id,
+            dtype=self.model.dtype,
+            vae_float32=self.spec.vae_float32,
+        )
+
     def _prompt_warnings(self, request: GenerationRequest) -> list[str]:
         """A warning per prompt that the text encoder will truncate (CLIP reads 77 tokens)."""
         tokenizer = self.model.txt2img.tokenizer
@@ -330,12 +370,9 @@ class DiffusersEngine:
         for label, text in texts:
             if not text:
                 continue
-            ids = tokenizer(text, add_special_tokens=False, verbose=False).input_ids
             room = limit - 2  # start and end tokens
-            if len(ids) > room:
-                dropped = tokenizer.decode(ids[room:]).strip()
-                if len(dropped) > 80:
-                    dropped = dropped[:77] + "..."
+            if _token_count(tokenizer, text) > room:
+                dropped = cut_text(_beyond(tokenizer, text, room).strip(), 80)
                 warnings.append(
                     f"The {label} is longer than the model's {limit} tokens and was cut; "
                     f"ignored: “{dropped}”"
@@ -349,6 +386,7 @@ class DiffusersEngine:
         flags: list[bool] | None,
         warnings: list[list[str]],
         seconds: float,
+        failures: dict[int, str],
     ) -> list[GenerationResult]:
         total = sum(r.params.count for r in requests)
         results = []
@@ -366,6 +404,7 @@ class DiffusersEngine:
                     model_id=self.model_id,
                     gpu_seconds=seconds * count / total,
                     safety_checked=flags is not None,
+                    failures={i - start: why for i, why in failures.items() if start <= i < end},
                 )
             )
             attach_parameters(results[-1])
@@ -387,6 +426,29 @@ class DiffusersEngine:
             f"The GPU ran out of memory making {images} image(s) at {first.width}x{first.height}; "
             "try fewer images or a smaller size."
         )
+
+
+def _token_count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
+
+
+def _beyond(tokenizer: Any, text: str, room: int) -> str:
+    """The member's own text past the first `room` tokens, cut between whole characters.
+
+    Decoding the dropped token ids would show "�" where a token boundary falls inside a
+    multi-byte character (byte-level BPE), and CLIP's lower-cased spelling; instead find the
+    longest prefix of whole graphemes that fits in `room` tokens (binary search: the count
+    grows with the prefix) and return the rest of the original text.
+    """
+    clusters = graphemes(text)
+    low, high = 0, len(clusters)  # invariant: clusters[:low] fits, clusters[:high+1] does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _token_count(tokenizer, "".join(clusters[:middle])) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return "".join(clusters[low:])
 
 
 def _fit(image: Image, params: GenerationParams) -> Image:

@@ -8,6 +8,7 @@ Every message is written for the person who asked for the image (or the operator
      ├── QueueFullError             the queue (or the member's share of it) is full
      ├── JobCancelledError          the job was cancelled before it finished
      ├── OutOfMemoryError           the accelerator ran out of memory for this job
+     ├── NumericalError             the model computed no usable image (NaN, overflow, black)
      └── ModelNotFoundError         the model is neither local nor downloadable
 """
 
@@ -32,6 +33,11 @@ class JobCancelledError(GenerationError):
 
 class OutOfMemoryError(GenerationError):
     """The accelerator ran out of memory for this job; the worker stays usable for others."""
+
+
+class NumericalError(GenerationError):
+    """Every image of the job came out unusable: not-a-number or infinite values (fp16
+    overflow in the UNet or the VAE, a broken fine-tune) or a uniformly black picture."""
 
 
 class ModelNotFoundError(GenerationError):

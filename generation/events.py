@@ -43,7 +43,9 @@ class GenerationResult:
     safety checker's flag; flagged images are returned unmodified, the caller decides.
     `safety_checked` is False when the checker was off or the model has none (then every flag
     is False). `gpu_seconds` is this job's share of the worker time of the pipeline call it ran
-    in (shared calls are split by image count).
+    in (shared calls are split by image count). `failures` maps the 0-based index of each
+    image that came out unusable (NaN, infinite or uniformly black pixels) to the reason, in
+    words for the member; `images[i]` is then a black placeholder, not to be shown or charged.
     """
 
     images: list[Image] = field(repr=False)
@@ -54,6 +56,11 @@ class GenerationResult:
     model_id: str
     gpu_seconds: float
     safety_checked: bool = True
+    failures: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def all_failed(self) -> bool:
+        return bool(self.images) and len(self.failures) >= len(self.images)
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,30 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class WorkerInfo:
+    """One GPU worker of a pool, as `/info` shows it: where it runs, how many jobs it runs
+    now, and `silent_seconds` since its last heartbeat."""
+
+    worker_id: int
+    host: str
+    device: str
+    gpu: str
+    model_id: str
+    running: int
+    silent_seconds: float
+
+
+@dataclass(frozen=True)
 class JobQueued:
-    """Waiting; `position` 1 is next to start. `eta_seconds` is a rough estimate, or None."""
+    """Waiting; `position` 1 is next to start. `eta_seconds` is a rough estimate, or None.
+
+    `note` is a sentence for the member about the wait when there is something to say (a pool
+    with no GPU worker connected), else None.
+    """
 
     position: int
     eta_seconds: float | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)

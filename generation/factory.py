@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from generation.engine import DiffusersEngine
 from generation.fastpath import FastPath
@@ -16,6 +17,18 @@ from generation.loading import ModelSpec
 from generation.params import Limits
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService
+
+if TYPE_CHECKING:
+    from generation.pool.backend import PoolBackend
+    from generation.pool.settings import PoolConfig
+
+
+def build_pool_backend(config: PoolConfig, model_id: str, limits: Limits) -> PoolBackend:
+    """The client of the GPU worker pool `config` describes (not started; needs the `pool`
+    extra: procrastinate and psycopg are imported here, not before)."""
+    from generation.pool.backend import PoolBackend
+
+    return PoolBackend(config, model_id, limits=limits)
 
 
 def build_service(
@@ -27,6 +40,7 @@ def build_service(
     *,
     inpaint_id: str | None = None,
     upscaler_id: str | None = None,
+    vae_float32: bool = False,
     min_steps: int = 1,
     max_steps: int = 100,
     max_guidance: float = 30.0,
@@ -59,6 +73,7 @@ def build_service(
         cache_dir=Path(cache_dir) if cache_dir is not None else None,
         inpaint_id=inpaint_id,
         upscaler_id=upscaler_id,
+        vae_float32=vae_float32,
     )
     limits = Limits(
         min_steps=min_steps,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from generation.continuous import StepOutcome
-    from generation.events import GenerationResult, QueueStats
+    from generation.events import GenerationResult, QueueStats, WorkerInfo
     from generation.job import QueuedJob
     from generation.params import Limits
     from generation.request import GenerationRequest, Operation
@@ -142,6 +142,11 @@ class GenerationBackend(Protocol):
 
     def running(self) -> list[QueuedJob]:
         """The jobs being generated now."""
+        ...
+
+    def workers(self) -> Sequence[WorkerInfo] | None:
+        """The GPU workers serving the queue (a pool; () while none is up), or None when the
+        backend generates in this process."""
         ...
 
     def queue_stats(self) -> QueueStats:

@@ -77,11 +77,22 @@ class QueuedJob:
     @property
     def position(self) -> int | None:
         """Last published queue position (1 = next), or None once the job has started."""
+        queued = self._last_queued()
+        return queued.position if queued is not None else None
+
+    @property
+    def queue_note(self) -> str | None:
+        """The `note` of the last `JobQueued` while the job waits (see `JobQueued`)."""
+        queued = self._last_queued()
+        return queued.note if queued is not None else None
+
+    def _last_queued(self) -> JobQueued | None:
+        """The newest `JobQueued` while the job still waits, else None."""
         if self._state is not JobState.QUEUED:
             return None
         for event in reversed(self._history):
             if isinstance(event, JobQueued):
-                return event.position
+                return event
         return None
 
     def cancel(self) -> bool:

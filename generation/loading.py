@@ -69,6 +69,9 @@ class ModelSpec:
     cache_dir: Path | None = None
     inpaint_id: str | None = None
     upscaler_id: str | None = None
+    #: Decode with the VAE in float32 even where the pipeline runs in float16: the fix for
+    #: models whose fp16 VAE overflows into black or NaN images (about 160 MB more memory).
+    vae_float32: bool = False
 
     @property
     def is_test_model(self) -> bool:
@@ -146,6 +149,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def vae_decoder_modules(vae: Any) -> list[torch.nn.Module]:
+    """The VAE's modules that decode latents (`post_quant_conv`, when the VAE has one, and
+    the decoder): where fp16 overflows, so what `decode_in_float32` converts."""
+    return [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
+
+
+def decode_in_float32(vae: Any) -> None:
+    """Keep the VAE's decoding half in float32 (as diffusers' SDXL pipelines do for
+    `force_upcast` VAEs, but for good). The encoder, used for variations, keeps the
+    pipeline's dtype so the img2img pipeline's own casts still match it."""
+    for module in vae_decoder_modules(vae):
+        module.to(torch.float32)
+
+
 def dtype_for(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else torch.float16
 
@@ -172,6 +189,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     pipe.register_to_config(requires_safety_checker=False)
 
     pipe.to(device)
+    if spec.vae_float32:
+        decode_in_float32(pipe.vae)
     if checker is not None:
         checker.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)

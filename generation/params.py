@@ -30,6 +30,7 @@ __all__ = [
     "MAX_ASPECT",
     "MAX_SEED",
     "MIN_SIDE",
+    "NO_GUIDANCE",
     "PARAM_FIELDS",
     "PER_JOB_FIELDS",
     "SCHEDULERS",
@@ -50,6 +51,11 @@ MAX_ASPECT = 4.0
 MIN_SIDE = 64
 #: Latent space is 1/8 of the image: sizes must be multiples of this.
 SIZE_MULTIPLE = 8
+#: Guidance at or below this turns classifier-free guidance off in diffusers
+#: (`do_classifier_free_guidance` is ``guidance_scale > 1``): every value from 0 to 1 gives
+#: the same image and the negative prompt is ignored. So 1 is the lowest guidance accepted,
+#: meaning "no guidance".
+NO_GUIDANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,13 @@ class GenerationParams:
         negative = _clean_text(self.negative_prompt, "negative prompt")
         _check_int("count", self.count, 1, limits.max_count, "images")
         _check_int("steps", self.steps, limits.min_steps, limits.max_steps)
-        guidance = _check_float("guidance", self.guidance, 0.0, limits.max_guidance)
+        guidance = _check_guidance(self.guidance, limits)
+        if negative and guidance <= NO_GUIDANCE:
+            raise RequestError(
+                f"A negative prompt needs guidance above {NO_GUIDANCE:g}: at {guidance:g}, "
+                "classifier-free guidance is off and the negative prompt would have no "
+                "effect. Raise the guidance (e.g. 7) or leave the negative prompt out."
+            )
         _check_size(self.width, self.height, limits, upscale)
         if self.scheduler not in SCHEDULERS:
             raise RequestError(
@@ -205,6 +217,17 @@ def _check_float(name: str, value: object, low: float, high: float) -> float:
     if not low <= number <= high:
         raise RequestError(f"{name} must be between {low:g} and {high:g}, got {number:g}.")
     return number
+
+
+def _check_guidance(value: object, limits: Limits) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < NO_GUIDANCE:
+        raise RequestError(
+            f"guidance {value:g} has the same effect as {NO_GUIDANCE:g}: at {NO_GUIDANCE:g} or "
+            "below, classifier-free guidance is off, so every value from 0 to 1 gives the same "
+            f"image. Use {NO_GUIDANCE:g} for no guidance, or more to follow the prompt more "
+            f"closely (up to {limits.max_guidance:g})."
+        )
+    return _check_float("guidance", value, NO_GUIDANCE, limits.max_guidance)
 
 
 def _check_size(width: object, height: object, limits: Limits, upscale: bool = False) -> None:

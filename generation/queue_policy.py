@@ -71,6 +71,22 @@ class QueuePolicy(Protocol[J]):
     def __len__(self) -> int: ...
 
 
+def check_room(waiting: int, max_queue: int, owner_waiting: int, max_per_owner: int) -> None:
+    """Raise `QueueFullError` (with the member's message) when the queue (`waiting` of
+    `max_queue` jobs) or the owner's share (`owner_waiting` of `max_per_owner`) is full.
+    Shared by every backend, so members read the same refusal whatever runs their jobs."""
+    if waiting >= max_queue:
+        raise QueueFullError(
+            f"The queue is full ({max_queue} jobs waiting); try again in a few minutes."
+        )
+    if owner_waiting >= max_per_owner:
+        noun = "job" if max_per_owner == 1 else "jobs"
+        raise QueueFullError(
+            f"You already have {owner_waiting} {noun} waiting (the limit is "
+            f"{max_per_owner}); wait for one to start before adding more."
+        )
+
+
 def server_of(owner: str) -> str:
     """The server part of a ``"server:member"`` owner (the whole owner when it has no colon)."""
     return owner.split(":", 1)[0]
@@ -242,17 +258,8 @@ class FairQueuePolicy:
 
     def push(self, job: Queueable) -> None:
         rotation = self._tiers[tier_of(job)]
-        if self._size >= self.max_queue:
-            raise QueueFullError(
-                f"The queue is full ({self.max_queue} jobs waiting); try again in a few minutes."
-            )
-        waiting = self.pending_for(job.owner)
-        if waiting >= self.max_queued_per_user:
-            noun = "job" if self.max_queued_per_user == 1 else "jobs"
-            raise QueueFullError(
-                f"You already have {waiting} {noun} waiting (the limit is "
-                f"{self.max_queued_per_user}); wait for one to start before adding more."
-            )
+        check_room(self._size, self.max_queue, self.pending_for(job.owner),
+                   self.max_queued_per_user)
         rotation.push(_Entry(self._seq, job))
         self._seq += 1
         self._size += 1

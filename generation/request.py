@@ -20,7 +20,6 @@ from generation.params import MAX_ASPECT, MIN_SIDE, GenerationParams, Limits
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["GenerationRequest", "Operation", "parse_aspect"]
 
 
 class Operation(enum.StrEnum):
@@ -43,6 +42,20 @@ class Operation(enum.StrEnum):
     @property
     def upscales(self) -> bool:
         return self in (Operation.UPSCALE, Operation.UPSCALE_CREATIVE)
+
+
+__all__ = [
+    "MIN_VARIATION_DENOISE",
+    "GenerationRequest",
+    "Operation",
+    "parse_aspect",
+    "parse_ratio",
+    "variation_steps",
+]
+
+#: Denoising steps a variation runs at least (img2img runs ``int(steps * strength)`` of its
+#: steps): fewer gives a blurred copy of the source, and 0 runs nothing at all.
+MIN_VARIATION_DENOISE = 4
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,23 @@ class GenerationRequest:
                 raise RequestError("The outpaint canvas, its mask and the output size must agree.")
 
 
+def variation_steps(steps: int, strength: float, limits: Limits | None = None) -> int:
+    """The steps a variation of a `steps`-step image runs at `strength` (0-1].
+
+    img2img denoises only ``int(steps * strength)`` of its steps, so a variation of a
+    few-step image would denoise nothing (or one blurred step). The steps are raised until
+    at least `MIN_VARIATION_DENOISE` are denoised, within `limits.max_steps`; returns at
+    least `steps`.
+    """
+    limits = limits or Limits()
+    if not 0.0 < strength <= 1.0:
+        raise RequestError(f"strength must be above 0 and at most 1, got {strength:g}.")
+    needed = steps
+    while int(needed * strength) < MIN_VARIATION_DENOISE and needed < limits.max_steps:
+        needed += 1
+    return max(steps, needed)
+
+
 def parse_aspect(text: str, limits: Limits | None = None) -> tuple[int, int]:
     """Map an aspect ratio such as ``"16:9"`` to (width, height) for this model.
 
@@ -124,17 +154,8 @@ def parse_aspect(text: str, limits: Limits | None = None) -> tuple[int, int]:
     use ``:``, ``x`` or ``/`` and decimals ("1.91:1"); anything past 4:1 either way is refused.
     """
     limits = limits or Limits()
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[:x/×]\s*(\d+(?:\.\d+)?)\s*", text)
-    if match is None:
-        raise RequestError(f"Aspect ratio must look like W:H, for example 16:9; got {text!r}.")
-    w, h = float(match.group(1)), float(match.group(2))
-    if w <= 0 or h <= 0:
-        raise RequestError(f"Aspect ratio {text.strip()} has a zero side.")
+    w, h = parse_ratio(text)
     ratio = w / h
-    if not 1 / MAX_ASPECT <= ratio <= MAX_ASPECT:
-        raise RequestError(
-            f"Aspect ratio {text.strip()} is too extreme; use one between 1:4 and 4:1."
-        )
     best: tuple[float, int, int] | None = None
     max_side = math.isqrt(limits.max_pixels * int(MAX_ASPECT)) + MIN_SIDE
     for height in range(MIN_SIDE, max_side + 1, MIN_SIDE):
@@ -152,3 +173,27 @@ def parse_aspect(text: str, limits: Limits | None = None) -> tuple[int, int]:
     if best is None:
         raise RequestError(f"No size for aspect ratio {text.strip()} fits the pixel limit.")
     return best[1], best[2]
+
+
+#: The one grammar of an aspect ratio, for `parse_aspect` and the inline `--ar` flag alike:
+#: ASCII digits with an optional decimal part, separated by ``:``, ``x``, ``×`` or ``/``.
+_RATIO = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*[:xX/×]\s*([0-9]+(?:\.[0-9]+)?)\s*")
+
+
+def parse_ratio(text: str) -> tuple[float, float]:
+    """The sides (w, h) of an aspect ratio such as ``"16:9"``, ``"16x9"`` or ``"1.91:1"``.
+
+    Raises `RequestError` for text that is not a ratio, a zero side, or a ratio past 4:1
+    either way. `parse_aspect` turns the ratio into a size.
+    """
+    match = _RATIO.fullmatch(text)
+    if match is None:
+        raise RequestError(f"Aspect ratio must look like W:H, for example 16:9; got {text!r}.")
+    w, h = float(match.group(1)), float(match.group(2))
+    if w <= 0 or h <= 0:
+        raise RequestError(f"Aspect ratio {text.strip()} has a zero side.")
+    if not 1 / MAX_ASPECT <= w / h <= MAX_ASPECT:
+        raise RequestError(
+            f"Aspect ratio {text.strip()} is too extreme; use one between 1:4 and 4:1."
+        )
+    return w, h

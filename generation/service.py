@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from generation.errors import (
     GenerationError,
     JobCancelledError,
+    NumericalError,
     OutOfMemoryError,
     QueueFullError,
     RequestError,
@@ -162,6 +163,10 @@ class GenerationService:
     def running(self) -> list[QueuedJob]:
         """The jobs in the pipeline call now running (empty between calls)."""
         return list(self._running)
+
+    def workers(self) -> None:
+        """None: this backend has no separate workers (the GPU is this process's)."""
+        return None
 
     def queue_stats(self) -> QueueStats:
         """Jobs and images waiting and running, for status displays."""
@@ -412,7 +417,7 @@ class GenerationService:
             job = running.pop(key, None)
             if job is not None:
                 finished_images += result.request.params.count
-                self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
+                self._deliver(job, result)
         for key, error in outcome.failed.items():
             job = running.pop(key, None)
             if job is not None:
@@ -488,7 +493,18 @@ class GenerationService:
         else:
             self._record_speed(results)
             for job, result in zip(live, results, strict=True):
-                self._end(job, JobCancelled() if job.cancel_requested else JobFinished(result))
+                self._deliver(job, result)
+
+    def _deliver(self, job: QueuedJob, result: GenerationResult) -> None:
+        """End `job` with its result (either way of running), or as failed when no image of
+        it is usable (NaN/black: a failed job, refunded by the caller), or as cancelled."""
+        if job.cancel_requested:
+            self._end(job, JobCancelled())
+        elif result.all_failed:
+            reason = next(iter(result.failures.values()))
+            self._fail([job], NumericalError(f"No usable image: {reason}."))
+        else:
+            self._end(job, JobFinished(result))
 
     def _publish_step(self, jobs: list[QueuedJob], step: int, total: int) -> None:
         for job in jobs:

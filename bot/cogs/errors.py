@@ -19,7 +19,9 @@ from discord.ext import commands
 from bot.core.flags import FlagError
 from bot.errors import MemberError, ServiceError
 from bot.presentation.delivery import interaction_expired, is_dead, respond
+from bot.presentation.messages import MAX_CONTENT
 from generation.errors import GenerationError
+from generation.text import cut_text
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -107,6 +109,14 @@ class ErrorHandler(commands.Cog, name="Errors"):
     async def reply(interaction: discord.Interaction, message: str) -> None:
         """An ephemeral answer, as the initial response or as a follow-up if one was sent."""
         mentions = discord.AllowedMentions.none()
+        message = cut_text(message, MAX_CONTENT)  # member text quoted in it may be long
+        if getattr(interaction.response, "public_placeholder", False):
+            # The deadline guard deferred publicly ("thinking…" for everyone): remove that,
+            # so the error below is a new private message rather than filling the public one.
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException as exc:
+                log.warning("could not remove the public placeholder: %s", exc)
         try:
             await respond(interaction, message, ephemeral=True, allowed_mentions=mentions)
         except discord.HTTPException as exc:

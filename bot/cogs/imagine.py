@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
@@ -47,7 +45,7 @@ from bot.core.tools import TOOLS, tool_request
 from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
 from bot.presentation.access import requester_of
-from bot.presentation.buttons import TOOL_LOOKS
+from bot.presentation.buttons import TOOL_LOOKS, PressRegistry
 from bot.presentation.delivery import (
     Attachment,
     DeliveryMethod,
@@ -77,9 +75,9 @@ from bot.presentation.messages import (
 from bot.presentation.permissions import can_manage_messages
 from bot.presentation.views import grid_view, queued_view, single_view
 from bot.services.history import JobView, ShownAt
-from generation.events import JobEvent, JobQueued, JobStarted, JobStep
+from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
-from generation.request import GenerationRequest, parse_aspect
+from generation.request import GenerationRequest, parse_aspect, variation_steps
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -88,14 +86,10 @@ __all__ = ["PROGRESS_INTERVAL", "ImagineCog"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 #: Seconds between two edits of a job's message (Discord rate-limits message edits).
 PROGRESS_INTERVAL = 2.0
-#: Seconds after the interaction reached its handler by which it is answered or deferred
-#: (Discord allows 3). One budget for the database look-ups before the gate and the gate itself.
-ACK_WITHIN = 2.0
 WITHHELD = "That image was withheld by this server's safety settings."
+ALREADY_CANCELLED = "Already cancelled. Nothing was counted against your quota."
 #: Seconds a member's next interaction is given to be answered before pending results follow.
 PENDING_WAIT = 5.0
 PENDING_NOTE = "I could not deliver this result when it was ready; here it is:"
@@ -125,6 +119,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             max_bytes=prompts.max_bytes,
             max_pixels=prompts.max_pixels,
         )
+        self.presses = PressRegistry()  # one effect per button press (see PressRegistry)
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self._command)
@@ -211,7 +206,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def _imagine(
         self, interaction: discord.Interaction, prompt: str, options: ImagineOptions
     ) -> None:
-        _received(interaction)
         text, links = find_image_links(prompt)
         urls = [*([options.image_url] if options.image_url else []), *links]
         if len(urls) > 1:
@@ -225,7 +219,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return
         # Refused before anything is fetched, reserved or queued: nothing is charged.
         self._fetcher.check_url(urls[0])
-        source = await _in_time(interaction, self._fetcher.fetch(urls[0]))
+        source = await self._fetcher.fetch(urls[0])
         plan = JobPlan(
             self._request(parsed.prompt, merged, source),
             kind=JobKind.IMAGE_PROMPT,
@@ -251,9 +245,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if source is None:
             return GenerationRequest(gen.params(prompt, **given))
         strength = image_strength(options.image_weight)
-        # img2img runs steps x strength steps: at least one, however few were asked for.
+        # img2img runs steps x strength steps: enough to denoise a few, however few were asked.
         steps = given.get("steps") or gen.steps
-        given.update(strength=strength, steps=max(steps, math.ceil(1 / strength)))
+        given.update(strength=strength, steps=variation_steps(steps, strength, gen.limits()))
         return GenerationRequest(gen.params(prompt, **given), init_image=source)
 
     # -- the job flow shared by /imagine, V and reroll ------------------------------------
@@ -267,13 +261,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
         guild_id: int | None = None,
         channel_id: int | None = None,
     ) -> None:
-        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
-        submission = await self._submit_in_time(interaction, requester, plan)
+        requester = await requester_of(interaction, guild_id, channel_id)
+        submission = await self._submit(interaction, requester, plan)
         caption = Caption(submission.request.params, interaction.user.id, label)
         position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
         message = OutgoingMessage(
-            queued_text(caption, position, _in(eta)),
+            queued_text(caption, position, _in(eta), submission.queued.queue_note),
             mention=interaction.user.id,
             view=queued_view(submission.job_id),
         )
@@ -293,7 +287,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 callback = await interaction.response.send_message(
                     message.content, view=message.view, allowed_mentions=message.allowed_mentions
                 )
-                original_id = callback.message_id
+                # A callback response, or the follow-up message when the deadline guard
+                # deferred while this was being sent.
+                original_id = getattr(callback, "message_id", None) or getattr(callback, "id", None)
         except BaseException as exc:
             if isinstance(exc, Exception) and interaction_expired(exc):
                 self._drop_expired(interaction, submission, caption)
@@ -307,11 +303,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if original_id is not None:
             await self.bot.orchestrator.shown(submission.job_id, original_id)
 
-    async def _submit_in_time(
+    async def _submit(
         self, interaction: discord.Interaction, requester: Requester, plan: JobPlan
     ) -> Submission:
-        """Submit, deferring (publicly, "thinking") if the gate is slow, so Discord gets an
-        answer within its 3 seconds even when the database is busy. The job is stored with
+        """Submit through the gate. A slow gate is covered by the deadline guard
+        (`bot.presentation.deadline`), which defers publicly in time. The job is stored with
         the interaction that will show it, so that a restart can still update its message."""
         shown_at = ShownAt(
             channel_id=interaction.channel_id or requester.channel_id,
@@ -319,8 +315,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             token=interaction.token,
             created_at=interaction.created_at,
         )
-        submit = self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
-        return await _in_time(interaction, submit)
+        return await self.bot.orchestrator.submit(requester, plan, shown_at=shown_at)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -510,7 +505,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         withheld = outcome.withheld
         note = self.bot.generation.model_note or ""
         text = finished_text(
-            caption, outcome.seeds, withheld=len(withheld), warnings=outcome.warnings, note=note
+            caption,
+            outcome.seeds,
+            withheld=len(outcome.flagged),
+            failed=len(outcome.failed),
+            warnings=outcome.warnings,
+            note=note,
         )
         tool = TOOLS.get(kind)
         if tool is not None and tool.makes_single_image and not withheld:
@@ -537,23 +537,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         Free: it makes no new image (a re-made one was paid for with the grid).
         """
-        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
-        who = requester_of(interaction, job.guild_id, job.channel_id)
-        requester = await _in_time(interaction, who)
-        banned = self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id)
-        if await _in_time(interaction, banned):
+        requester = await requester_of(interaction, job.guild_id, job.channel_id)
+        if await self.bot.services.moderation.is_banned(job.guild_id, interaction.user.id):
             raise Banned()
-        data = await _in_time(interaction, self.bot.images.read_bytes(job_id, index))
+        data = await self.bot.images.read_bytes(job_id, index)
         image: Image.Image | None = None
         if data is None:
             if flagged:
                 raise MemberError(WITHHELD)
             # Re-making is generation: the whole gate, refusing privately before the defer.
             params = job.params
-            admit = self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
-            await _in_time(interaction, admit)
+            await self.bot.orchestrator.admit(requester, params.prompt, params.negative_prompt)
             await _defer(interaction)
             image = await self.bot.orchestrator.regenerate(job, index, requester)
         ext = "png"
@@ -598,7 +594,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
     ) -> None:
         """A creative tool on image `index` (upscale, vary, zoom, pan): a new job of `kind`
         from that image, charged to the presser per image it makes."""
-        _received(interaction)
         tool = TOOLS[kind]
         title = TOOL_LOOKS[kind].title
         if not self.bot.generation.supports(tool.operation):
@@ -626,7 +621,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
         label: str,
     ) -> None:
         """Start the job `make_plan` builds from image `index` of `job_id` (V and the tools)."""
-        _received(interaction)
         job = await self._job(interaction, job_id)
         flagged = _check_image(job, index)
         source = await self._source(
@@ -653,7 +647,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """Reroll: the same parameters with new seeds (a variation or a tool's result rerolls
         from its source image)."""
-        _received(interaction)
         job = await self._job(interaction, job_id)
         tool = TOOLS.get(job.kind)
         from_parent = tool is not None or job.kind is JobKind.VARIATION
@@ -680,9 +673,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
             )
         elif job.kind is JobKind.IMAGE_PROMPT:
-            source = await _in_time(
-                interaction, self.bot.orchestrator.image_prompt_source(job.id)
-            )
+            source = await self.bot.orchestrator.image_prompt_source(job.id)
             request = request_from_job(job, init_image=source)
             plan = JobPlan(
                 request, kind=JobKind.IMAGE_PROMPT, parent_job_id=job_id, source_image=source
@@ -709,31 +700,43 @@ class ImagineCog(commands.Cog, name="Imagine"):
     async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
         """Delete the message the button is on (`check_delete` passed)."""
         # A deferred update makes the clicked message the interaction's "original" message.
-        await interaction.response.defer()
-        await interaction.delete_original_response()
+        try:
+            await interaction.response.defer()
+            await interaction.delete_original_response()
+        except discord.NotFound:
+            # Deleted meanwhile (another member's press, a moderator): the effect is there.
+            await respond(interaction, "Already deleted.", ephemeral=True)
 
     async def check_cancel(self, interaction: discord.Interaction, job_id: str) -> None:
         """The Cancel button is for the job's requester, while the job is live."""
         submission = self.bot.orchestrator.live(job_id)
         if submission is None:
+            job = await self.bot.services.history.get(job_id)
+            if job is not None and job.status is JobStatus.CANCELLED:
+                return  # `cancel` says it is already cancelled
             raise MemberError("This job is no longer in the queue, so it cannot be cancelled.")
         if submission.requester.user_id != interaction.user.id:
             raise MemberError("Only the member who asked for this job can cancel it.")
 
     async def cancel(self, interaction: discord.Interaction, job_id: str) -> None:
-        """Cancel a job that has not finished (`check_cancel` passed)."""
+        """Cancel a job that has not finished (`check_cancel` passed); a second press, or a
+        press on a job just cancelled, is told so quietly."""
+        submission = self.bot.orchestrator.live(job_id)
+        queued = submission.queued if submission is not None else None
+        if queued is None or queued.cancel_requested or queued.state is JobState.CANCELLED:
+            await respond(interaction, ALREADY_CANCELLED, ephemeral=True)
+            return
         if not self.bot.orchestrator.cancel(job_id):
             raise MemberError("This job has just finished, so it cannot be cancelled.")
-        await interaction.response.send_message(
-            "Cancelled. Nothing was counted against your quota.", ephemeral=True
+        await respond(
+            interaction, "Cancelled. Nothing was counted against your quota.", ephemeral=True
         )
 
     # -- helpers --------------------------------------------------------------------------
 
     async def _job(self, interaction: discord.Interaction, job_id: str) -> JobView:
         """The job behind a button; in a server, only that server's jobs are found."""
-        lookup = self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
-        return await _in_time(interaction, lookup)
+        return await self.bot.services.history.require(job_id, guild_id=interaction.guild_id)
 
     async def _source(
         self,
@@ -749,12 +752,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
         A flagged image with no file was withheld by the NSFW policy: never re-made.
         """
-        image = await _in_time(interaction, self.bot.images.load(job_id, index))
+        image = await self.bot.images.load(job_id, index)
         if image is not None:
             return image
         if flagged:
             raise MemberError(WITHHELD)
-        requester = await _in_time(interaction, requester_of(interaction, guild_id, channel_id))
+        requester = await requester_of(interaction, guild_id, channel_id)
         await self.bot.orchestrator.admit(requester, "")
         await _defer(interaction)
         return await self.bot.orchestrator.source_image(job_id, index, requester)
@@ -765,30 +768,16 @@ class ImagineCog(commands.Cog, name="Imagine"):
         gen = self.bot.settings.generation
         return request_from_job(
             job,
+            # A few-step job's variation would denoise nothing at this strength.
+            steps=variation_steps(
+                job.params.steps, gen.variation_strength, self.bot.generation.limits
+            ),
             width=source.width,
             height=source.height,
             count=gen.count,
             strength=gen.variation_strength,
             init_image=source,
         )
-
-
-_RECEIVED = "imagine_received"
-
-
-def _received(interaction: discord.Interaction) -> None:
-    """Note when the handler got the interaction (the start of its time to answer).
-
-    A local monotonic time rather than the snowflake's: the host's wall clock may be off
-    from Discord's."""
-    interaction.extras.setdefault(_RECEIVED, time.monotonic())
-
-
-def _ack_remaining(interaction: discord.Interaction) -> float:
-    """Seconds left before the interaction must be answered or deferred (0 when overdue)."""
-    _received(interaction)
-    age = time.monotonic() - interaction.extras[_RECEIVED]
-    return min(ACK_WITHIN, max(0.0, ACK_WITHIN - age))
 
 
 async def _defer(interaction: discord.Interaction) -> None:
@@ -803,20 +792,6 @@ async def _defer(interaction: discord.Interaction) -> None:
             log.debug("interaction %s expired before it could be deferred", interaction.id)
             return
         log.warning("could not defer interaction %s: %s", interaction.id, exc)
-
-
-async def _in_time(interaction: discord.Interaction, step: Awaitable[T]) -> T:
-    """Await `step`, deferring the interaction if it is still running when the time to answer
-    Discord runs out (the step goes on; its result or error is returned as usual)."""
-    task = asyncio.ensure_future(step)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=_ack_remaining(interaction))
-        if not done:
-            await _defer(interaction)
-    except BaseException:
-        task.cancel()  # the handler was cancelled: do not leave the step running unowned
-        raise
-    return await task
 
 
 def _label(job: JobView) -> str:
@@ -844,7 +819,7 @@ def _check_image(job: JobView, index: int) -> bool:
 def _progress_text(caption: Caption, event: JobEvent) -> str | None:
     if isinstance(event, JobQueued):
         eta = _in(event.eta_seconds) if event.eta_seconds is not None else None
-        return queued_text(caption, event.position, eta)
+        return queued_text(caption, event.position, eta, event.note)
     if isinstance(event, JobStarted):
         return running_text(caption, 0, caption.params.steps)
     if isinstance(event, JobStep):

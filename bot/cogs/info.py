@@ -3,6 +3,7 @@ the disk used by stored images and the retention in force."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,12 +12,14 @@ from discord.ext import commands
 
 from bot.core.retention import RetentionPolicy, format_bytes
 from bot.errors import MemberError
-from bot.presentation.messages import relative_time
+from bot.presentation.messages import neutralise, relative_time
 from bot.presentation.permissions import is_admin
 from bot.services.quota import QuotaStatus
+from generation.text import cut_text
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
+    from generation.events import WorkerInfo
 
 __all__ = ["InfoCog"]
 
@@ -53,6 +56,9 @@ class InfoCog(commands.Cog, name="Info"):
             value=f"{queue.waiting} waiting, {queue.running} running",
             inline=True,
         )
+        workers = generation.workers()
+        if workers is not None:
+            embed.add_field(name="GPU workers", value=workers_text(workers), inline=False)
         model = generation.model_id
         if generation.model_note:
             model += f" ({generation.model_note})"
@@ -74,9 +80,26 @@ class InfoCog(commands.Cog, name="Info"):
         for sub in self.bot.orchestrator.live_for(guild_id, user_id)[:10]:
             position = sub.queued.position
             state = f"queued, position {position}" if position is not None else "running"
-            prompt = discord.utils.escape_markdown(sub.request.params.prompt[:60])
+            prompt = neutralise(cut_text(sub.request.params.prompt, 60))
             lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
+        # An embed field holds 1,024 characters: whole lines only.
+        while len("\n".join(lines)) > 1024:
+            lines.pop()
         return "\n".join(lines) or "None queued or running."
+
+
+def workers_text(workers: Sequence[WorkerInfo]) -> str:
+    """One line per pool worker (host, device, GPU, jobs running), or why the queue waits."""
+    if not workers:
+        return "None connected: jobs wait in the queue until a GPU worker starts."
+    lines = [
+        f"`{w.host}` {w.device} ({discord.utils.escape_markdown(w.gpu)}): "
+        f"{w.running} job(s) running"
+        for w in workers[:15]
+    ]
+    if len(workers) > 15:
+        lines.append(f"... and {len(workers) - 15} more")
+    return "\n".join(lines)[:1024]
 
 
 def _quota_text(status: QuotaStatus) -> str:

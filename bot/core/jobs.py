@@ -44,7 +44,7 @@ from bot.db.models import JobKind, JobStatus, NsfwPolicy
 from bot.errors import Restarting, ServiceError
 from bot.services import Services
 from bot.services.history import JobRecord, JobView, ShownAt
-from generation.errors import GenerationError
+from generation.errors import GenerationError, NumericalError
 from generation.events import (
     GenerationResult,
     JobCancelled,
@@ -141,6 +141,9 @@ class ImageFate(enum.Enum):
     SHOW = "show"
     SPOILER = "spoiler"
     WITHHOLD = "withhold"
+    #: Not the policy's: the model computed no usable image (NaN, black); never posted,
+    #: never charged.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,19 @@ class Outcome:
 
     @property
     def withheld(self) -> tuple[int, ...]:
-        """1-based indexes of the images not posted."""
+        """1-based indexes of the images not posted (withheld by the policy, or failed)."""
+        hidden = (ImageFate.WITHHOLD, ImageFate.FAILED)
+        return tuple(i for i, fate in enumerate(self.fates, 1) if fate in hidden)
+
+    @property
+    def flagged(self) -> tuple[int, ...]:
+        """1-based indexes of the images withheld by the NSFW policy."""
         return tuple(i for i, fate in enumerate(self.fates, 1) if fate is ImageFate.WITHHOLD)
+
+    @property
+    def failed(self) -> tuple[int, ...]:
+        """1-based indexes of the images the model failed to make (see `ImageFate.FAILED`)."""
+        return tuple(i for i, fate in enumerate(self.fates, 1) if fate is ImageFate.FAILED)
 
     @property
     def spoiler(self) -> bool:
@@ -477,6 +491,10 @@ class JobOrchestrator:
         )
         plan = JobPlan(request, kind=JobKind.REMAKE, parent_job_id=job.id, image_index=index)
         outcome = await self.run(await self.submit(requester, plan))
+        if outcome.failed:
+            raise NumericalError(
+                "That image cannot be made again: the model computed invalid numbers for it."
+            )
         if outcome.status is OutcomeStatus.SUCCEEDED and outcome.images:
             return outcome.images[0]
         raise GenerationError(outcome.error or "The image could not be made again; try later.")
@@ -548,11 +566,16 @@ class JobOrchestrator:
                 seeds=tuple(result.seeds),
             )
         settings = await services.moderation.get_settings(requester.guild_id)
-        fates = decide_fates(result.nsfw, settings.nsfw_policy, requester.channel_nsfw)
+        fates = tuple(
+            ImageFate.FAILED if i in result.failures else fate
+            for i, fate in enumerate(
+                decide_fates(result.nsfw, settings.nsfw_policy, requester.channel_nsfw)
+            )
+        )
         kept = [
             (i, image)
             for i, (image, fate) in enumerate(zip(result.images, fates, strict=True), 1)
-            if fate is not ImageFate.WITHHOLD
+            if fate not in (ImageFate.WITHHOLD, ImageFate.FAILED)
         ]
         await self._images.save(submission.job_id, kept)
         await services.history.mark_succeeded(
@@ -566,9 +589,8 @@ class JobOrchestrator:
         status = OutcomeStatus.SUCCEEDED
         if not kept:
             status = OutcomeStatus.BLOCKED
-            await services.history.mark_blocked(
-                submission.job_id, "flagged by the safety checker", result.nsfw
-            )
+            reason = "flagged by the safety checker" if any(result.nsfw) else "no usable image"
+            await services.history.mark_blocked(submission.job_id, reason, result.nsfw)
         return Outcome(
             job_id=submission.job_id,
             status=status,

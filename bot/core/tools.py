@@ -18,7 +18,6 @@ Strengths (img2img: how much of the denoising is redone, so how far the result m
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,8 +26,8 @@ from PIL import Image
 from bot.db.models import JobKind
 from bot.services.history import JobView
 from generation.canvas import Direction, outpaint_canvas
-from generation.params import Limits
-from generation.request import GenerationRequest, Operation
+from generation.params import NO_GUIDANCE, Limits
+from generation.request import GenerationRequest, Operation, variation_steps
 
 __all__ = [
     "TOOLS",
@@ -42,7 +41,8 @@ __all__ = [
 VARY_SUBTLE = 0.35
 VARY_STRONG = 0.7
 UPSCALE_CREATIVE_STRENGTH = 0.35
-#: The latent upscaler's steps; its model card uses 20 with guidance 0 (no prompt needed).
+#: The latent upscaler's steps; its model card uses 20 with guidance 0 (no prompt needed): the
+#: pipeline turns guidance off at 1 or below, so it runs at `NO_GUIDANCE` (the lowest accepted).
 UPSCALE_STEPS = 20
 
 
@@ -111,14 +111,15 @@ def tool_request(
     }
     init_image, mask_image = source, None
     if tool.strength is not None:
-        # img2img runs steps x strength steps: keep at least one for jobs made with very few.
+        # img2img runs steps x strength steps: enough to denoise a few for few-step jobs.
         fields.update(
-            strength=tool.strength, steps=max(params.steps, math.ceil(1 / tool.strength))
+            strength=tool.strength, steps=variation_steps(params.steps, tool.strength, limits)
         )
     if tool.operation.upscales:
         fields.update(width=2 * source.width, height=2 * source.height)
     if tool.operation is Operation.UPSCALE:
-        fields.update(steps=UPSCALE_STEPS, guidance=0.0)
+        # Without guidance a negative prompt has no effect (and is refused): none is passed.
+        fields.update(steps=UPSCALE_STEPS, guidance=NO_GUIDANCE, negative_prompt="")
     if tool.operation is Operation.OUTPAINT:
         canvas = outpaint_canvas(source, zoom=tool.zoom, pan=tool.pan, max_pixels=limits.max_pixels)
         init_image, mask_image = canvas.image, canvas.mask

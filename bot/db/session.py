@@ -235,6 +235,9 @@ async def _check_foreign_keys(conn: AsyncConnection) -> None:
 
 
 def sqlite_file(url: URL) -> Path | None:
+    """The SQLite file a URL names; None for other databases and in-memory SQLite."""
+    if url.get_backend_name() != "sqlite":
+        return None
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None

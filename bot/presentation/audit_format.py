@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from discord.utils import escape_markdown, escape_mentions, format_dt
+from discord.utils import format_dt
 
 from bot.core.paging import b36decode, b36encode
 from bot.presentation.history_format import Direction
+from bot.presentation.messages import neutralise
 from bot.services.audit import AuditEntry
+from generation.text import cut_text
 
 __all__ = [
     "ACTIONS",
@@ -144,7 +146,7 @@ def _setting(name: str, value: object) -> str:
 
 
 def _plain(text: str) -> str:
-    return escape_mentions(escape_markdown(text[:200]))
+    return neutralise(cut_text(text, 200))
 
 
 def inline_code(text: str) -> str:

@@ -4,7 +4,9 @@ Each button is a `DynamicItem` whose template carries the job id (uuid hex) and,
 image index. discord.py matches a pressed button's custom_id against these templates, so no
 view has to be alive in memory; the job's parameters come from the database.
 
-The buttons only parse and dispatch: the work is done by the `ImagineActions` the bot exposes
+Each press is armed against Discord's 3-second deadline first (`bot.presentation.deadline`), with
+the way its answer is shown (`defer_style`). The buttons only parse and dispatch: the work is
+done by the `ImagineActions` the bot exposes
 (`bot.imagine_actions`, set by the imagine cog), and any exception goes to the bot's single
 interaction error handler, because discord.py only logs errors raised in dynamic items.
 
@@ -15,14 +17,18 @@ fails it without an answer, so the refusal is answered there, through the same h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import discord
 
 from bot.db.models import JobKind
+from bot.presentation.deadline import DeferStyle, arm
+from bot.presentation.delivery import respond
 
 __all__ = [
     "ALL_BUTTONS",
@@ -30,6 +36,7 @@ __all__ = [
     "CancelButton",
     "DeleteButton",
     "ImagineActions",
+    "PressRegistry",
     "RerollButton",
     "ToolButton",
     "UpscaleButton",
@@ -45,9 +52,55 @@ _NEVER = r"(?!)"  # matches no custom_id
 _Dynamic = discord.ui.DynamicItem[discord.ui.Button]
 
 
+class PressRegistry:
+    """The button presses being handled, so that one member pressing the same button twice
+    before the first press is done (a double click, an impatient second try) gets one effect.
+
+    Keyed by button, message and (for `per_member` buttons) member: two members pressing V
+    each get their variations, while two members pressing delete delete the message once.
+    Owned by whoever handles the presses (the imagine cog), not global.
+    """
+
+    def __init__(self) -> None:
+        self._busy: set[tuple[str, int, int]] = set()
+
+    def try_claim(
+        self, interaction: discord.Interaction, *, per_member: bool = True
+    ) -> tuple[str, int, int] | None:
+        """The press's key, now marked busy; None if a press of its kind is in progress.
+        The caller must `release` the key when the press is handled."""
+        data: Any = interaction.data or {}
+        message_id = interaction.message.id if interaction.message is not None else 0
+        member = interaction.user.id if per_member else 0
+        key = (str(data.get("custom_id", "")), member, message_id)
+        if key in self._busy:
+            return None
+        self._busy.add(key)
+        return key
+
+    def release(self, key: tuple[str, int, int]) -> None:
+        self._busy.discard(key)
+
+    @contextlib.contextmanager
+    def claim(
+        self, interaction: discord.Interaction, *, per_member: bool = True
+    ) -> Iterator[bool]:
+        """True while this press is the only one of its kind in progress, else False."""
+        key = self.try_claim(interaction, per_member=per_member)
+        if key is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self.release(key)
+
+
 @runtime_checkable
 class ImagineActions(Protocol):
     """What the buttons ask the bot to do; implemented by the imagine cog."""
+
+    presses: PressRegistry
 
     async def upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
 
@@ -94,6 +147,35 @@ async def _dispatch(interaction: discord.Interaction, action: str, *args: Any) -
     return True
 
 
+_PRESS_KEY = "imagine_press_key"
+
+
+async def _claim(interaction: discord.Interaction, *, per_member: bool, busy: str) -> bool:
+    """Mark this press busy until `_release` (in `interaction.extras`); False, and the member
+    told `busy` quietly, if an earlier press of the same button is still being handled."""
+    actions = getattr(interaction.client, "imagine_actions", None)
+    if not isinstance(actions, ImagineActions):
+        return True  # `_dispatch` reports the missing cog
+    key = actions.presses.try_claim(interaction, per_member=per_member)
+    if key is None:
+        await respond(
+            interaction, busy, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+        )
+        return False
+    interaction.extras[_PRESS_KEY] = key
+    return True
+
+
+def _release(interaction: discord.Interaction) -> None:
+    key = interaction.extras.pop(_PRESS_KEY, None)
+    actions = getattr(interaction.client, "imagine_actions", None)
+    if key is not None and isinstance(actions, ImagineActions):
+        actions.presses.release(key)
+
+
+ALREADY_HANDLING = "Already on it: your first press of this button is still being handled."
+
+
 class _JobButton(_Dynamic, template=_NEVER):
     """A button acting on one job: a press calls `ImagineActions.<action>(job_id, *args)`.
 
@@ -104,6 +186,13 @@ class _JobButton(_Dynamic, template=_NEVER):
     action: ClassVar[str]  # the `ImagineActions` method a press calls
     #: The `ImagineActions` check a press must pass first (None: anyone in the server).
     check: ClassVar[str | None] = None
+    #: How the deadline guard acknowledges a press whose handler is slow: U, V and reroll
+    #: post a new public message; delete and cancel override this.
+    defer_style: ClassVar[DeferStyle] = DeferStyle.PUBLIC
+    #: The answer to a second press while the first is still being handled.
+    busy: ClassVar[str] = ALREADY_HANDLING
+    #: False when the effect is the same whoever presses (delete, cancel): one at a time.
+    per_member: ClassVar[bool] = True
 
     def __init__(self, job_id: str, *, custom_id: str, row: int | None, **look: Any) -> None:
         super().__init__(discord.ui.Button(custom_id=custom_id, row=row, **look))
@@ -119,12 +208,25 @@ class _JobButton(_Dynamic, template=_NEVER):
         return (self.job_id,)
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        if self.check is None:
-            return True
-        return await _dispatch(interaction, self.check, self.job_id)
+        arm(interaction, self.defer_style)
+        # The press is claimed before its check, so that a second press arriving while the
+        # first is still being checked is told so rather than acting twice; discord.py calls
+        # `callback` (which releases it) right after a passed check, with no await between.
+        if not await _claim(interaction, per_member=self.per_member, busy=self.busy):
+            return False
+        passed = False
+        try:
+            passed = self.check is None or await _dispatch(interaction, self.check, self.job_id)
+        finally:
+            if not passed:
+                _release(interaction)
+        return passed
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _dispatch(interaction, self.action, *self._args())
+        try:
+            await _dispatch(interaction, self.action, *self._args())
+        finally:
+            _release(interaction)
 
 
 class _ImageButton(_JobButton, template=_NEVER):
@@ -260,6 +362,9 @@ class DeleteButton(_JobButton, template=rf"imagine:d:{_JOB}"):
 
     action = "delete"
     check = "check_delete"
+    defer_style = DeferStyle.UPDATE  # the effect is on the pressed message itself
+    busy = "This message is already being deleted."
+    per_member = False
 
     def __init__(self, job_id: str, *, row: int | None = 2) -> None:
         super().__init__(
@@ -276,6 +381,9 @@ class CancelButton(_JobButton, template=rf"imagine:c:{_JOB}"):
 
     action = "cancel"
     check = "check_cancel"
+    defer_style = DeferStyle.PRIVATE
+    busy = "Already cancelling this job; nothing will be counted against your quota."
+    per_member = False
 
     def __init__(self, job_id: str, *, row: int | None = 0) -> None:
         super().__init__(

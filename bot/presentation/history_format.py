@@ -16,11 +16,13 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from discord.utils import escape_markdown, escape_mentions, format_dt
+from discord.utils import format_dt
 
 from bot.core.paging import b36decode, b36encode, decode_cursor, encode_cursor
 from bot.db.models import JobStatus
+from bot.presentation.messages import neutralise
 from bot.services.history import Cursor, JobFilter, JobView
+from generation.text import cut_text
 
 __all__ = [
     "CUSTOM_ID_MAX",
@@ -210,9 +212,7 @@ def entry_text(job: JobView, *, show_member: bool) -> str:
     ident = f"`{job.id}`"
     if show_member:
         ident += f" · <@{job.user_id}>"
-    full = job.params.prompt
-    prompt = full if len(full) <= PROMPT_SHOWN else full[: PROMPT_SHOWN - 1]
-    shown = escape_mentions(escape_markdown(prompt)) + ("…" if prompt != full else "")
+    shown = neutralise(cut_text(job.params.prompt, PROMPT_SHOWN))
     return f"{' · '.join(head)}\n{ident}\n> {shown or '(empty prompt)'}"
 
 

@@ -12,6 +12,8 @@ import discord
 from discord import app_commands
 
 from bot.core.flags import MAX_SEED, ImagineOptions
+from bot.presentation.deadline import DEFER_STYLE, DeferStyle
+from generation.params import NO_GUIDANCE
 
 __all__ = ["ASPECT_CHOICES", "ImagineHandler", "build_imagine_command"]
 
@@ -49,6 +51,8 @@ def build_imagine_command(
     @app_commands.command(
         name="imagine",
         description="Create images from a text prompt (flags like --ar 16:9 --no text work too)",
+        # The queued message is public: a slow gate defers with a public "thinking" message.
+        extras={DEFER_STYLE: DeferStyle.PUBLIC},
     )
     @app_commands.guild_only()
     @app_commands.describe(
@@ -59,7 +63,7 @@ def build_imagine_command(
         aspect="Width:height of the images (same as --ar)",
         seed="Seed for reproducible images; image n uses seed + n - 1 (same as --seed)",
         steps="Denoising steps: more is slower and more detailed (same as --steps)",
-        guidance="How closely to follow the prompt, the CFG scale (same as --cfg)",
+        guidance="How closely to follow the prompt (CFG scale); 1 = no guidance (same as --cfg)",
         count="How many images to make, 1-4 (same as --n)",
         image="An image to start from (an image prompt; --iw 0-3 says how closely to follow it)",
     )
@@ -73,7 +77,7 @@ def build_imagine_command(
         aspect: app_commands.Choice[str] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         steps: app_commands.Range[int, min_steps, max_steps] | None = None,
-        guidance: app_commands.Range[float, 0.0, float(max_guidance)] | None = None,
+        guidance: app_commands.Range[float, NO_GUIDANCE, float(max_guidance)] | None = None,
         count: app_commands.Range[int, 1, max_count] | None = None,
         image: discord.Attachment | None = None,
     ) -> None:

@@ -1,21 +1,25 @@
 """The text of the bot's public messages: queued, running, finished, failed.
 
 Pure functions over plain values, so the wording is tested without Discord. Prompts are
-member text: they are shown escaped (no markdown breakage) and shortened to keep messages under
-Discord's 2000-character limit; pings are prevented by allowed mentions, not by the text.
+member text: they are shown neutralised (`neutralise`: markdown, mentions, links) and shortened
+between whole characters so that every message fits Discord's 2000 characters; when room is
+short the prompt's echo gives way, never the status, parameters or notes after it. Pings are
+prevented by allowed mentions, not by the text.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from discord.utils import escape_markdown, escape_mentions, format_dt
+from discord.utils import escape_mentions, format_dt
 
 from bot.services.history import JobView
 from generation.params import GenerationParams
+from generation.text import cut_text
 
 __all__ = [
     "MAX_CONTENT",
@@ -25,15 +29,23 @@ __all__ = [
     "failed_text",
     "finished_text",
     "moved_text",
+    "neutralise",
     "queued_text",
     "relative_time",
     "running_text",
+    "shown",
     "suspended_text",
     "upscale_text",
 ]
 
 MAX_CONTENT = 2000
 _PROMPT_SHOWN = 900
+_NEGATIVE_SHOWN = 300
+# Characters with a meaning in Discord's markdown: emphasis, code, spoilers, quotes,
+# headings, lists, masked links, and `<...>` (channel mentions, timestamps, emoji).
+_MARKDOWN_CHAR = re.compile(r"[\\*_~`|>#\-\[\]()<]")
+# Every "://" gets a zero-width space inside: Discord makes no link of it then.
+_LINK = re.compile(r":(?=//)")
 
 
 @dataclass(frozen=True)
@@ -55,32 +67,80 @@ def relative_time(when: dt.datetime) -> str:
     return format_dt(when, "R")
 
 
-def _headline(job: Caption) -> str:
-    prompt = job.params.prompt
-    if len(prompt) > _PROMPT_SHOWN:
-        prompt = prompt[: _PROMPT_SHOWN - 1] + "…"
-    # Escaped twice over: markdown so `**` in a prompt cannot unbold it, mentions so the text
-    # reads as typed; allowed mentions are still what guarantees nobody is pinged.
-    shown = escape_mentions(escape_markdown(prompt)) if prompt else "(the image alone)"
+def neutralise(text: str) -> str:
+    """Member text made inert for a message: markdown shown as typed, mentions broken, links
+    made unclickable.
+
+    Every ASCII character that Discord's markdown gives a meaning to is backslash-escaped
+    (Discord hides a backslash before punctuation, so the text looks as typed).
+    `discord.utils.escape_markdown` is not enough: it escapes a masked link
+    `[a](http://b)` only at its start, leaving markdown inside it active. Allowed mentions
+    still guarantee nobody is pinged; this keeps the text reading as typed.
+    """
+    text = _MARKDOWN_CHAR.sub(r"\\\g<0>", text)
+    text = _LINK.sub(":\u200b", text)
+    return escape_mentions(text)
+
+
+def shown(text: str, limit: int) -> str:
+    """Member text neutralised and shortened (between whole characters) to at most `limit`
+    characters once escaped."""
+    if limit <= 0:
+        return ""
+    result = neutralise(text)
+    if len(result) <= limit:
+        return result
+    low, high = 0, min(len(text), limit)  # raw code points to keep; escaping only adds
+    best = ""
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = neutralise(cut_text(text, middle)) if middle else ""
+        if len(candidate) <= limit:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def _headline(job: Caption, room: int = MAX_CONTENT) -> str:
+    """Prompt (bold), label and requester in at most `room` characters: the prompt is the
+    part that gives way."""
     label = f" ({job.label})" if job.label else ""
-    return f"**{shown}**{label} - <@{job.user_id}>"
+    frame = f"****{label} - <@{job.user_id}>"
+    prompt = job.params.prompt
+    # An image prompt may come without text.
+    text = shown(prompt, min(_PROMPT_SHOWN, room - len(frame))) if prompt else "(the image alone)"
+    return f"**{text}**{label} - <@{job.user_id}>"
+
+
+def _compose(job: Caption, *lines: str) -> str:
+    """The headline and `lines`, within Discord's limit: the prompt's echo is shortened
+    first, so the status, parameters and notes after it are kept whole."""
+    rest = "\n".join(line for line in lines if line)
+    room = MAX_CONTENT - len(rest) - 1
+    return _clip(f"{_headline(job, room)}\n{rest}" if rest else _headline(job))
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MAX_CONTENT else text[: MAX_CONTENT - 1] + "…"
+    return cut_text(text, MAX_CONTENT)
 
 
-def queued_text(job: Caption, position: int, starts_at: dt.datetime | None) -> str:
-    """Waiting in the queue: position (1 = next) and a relative ETA."""
-    eta = f", starting {relative_time(starts_at)}" if starts_at is not None else ""
+def queued_text(
+    job: Caption, position: int, starts_at: dt.datetime | None, note: str | None = None
+) -> str:
+    """Waiting in the queue: position (1 = next), a relative ETA, and the backend's note
+    about the wait (e.g. no GPU worker connected) when it has one."""
     where = "next in line" if position <= 1 else f"position {position} in the queue"
-    return _clip(f"{_headline(job)}\nWaiting to start: {where}{eta}")
+    if note:
+        return _compose(job, f"Waiting to start: {where}. {note}")
+    eta = f", starting {relative_time(starts_at)}" if starts_at is not None else ""
+    return _compose(job, f"Waiting to start: {where}{eta}")
 
 
 def running_text(job: Caption, step: int, total: int) -> str:
     """Running: step i of n and a percentage."""
     percent = int(100 * step / total) if total else 0
-    return _clip(f"{_headline(job)}\nGenerating: step {step}/{total} ({percent}%)")
+    return _compose(job, f"Generating: step {step}/{total} ({percent}%)")
 
 
 def parameters_line(job: Caption, seeds: Sequence[int]) -> str:
@@ -109,8 +169,7 @@ def parameters_line(job: Caption, seeds: Sequence[int]) -> str:
     ]
     line = " · ".join(p for p in parts if p)
     if params.negative_prompt:
-        negative = escape_mentions(escape_markdown(params.negative_prompt[:300]))
-        line += f"\nWithout: {negative}"
+        line += f"\nWithout: {shown(params.negative_prompt, _NEGATIVE_SHOWN)}"
     return line
 
 
@@ -119,42 +178,51 @@ def finished_text(
     seeds: Sequence[int],
     *,
     withheld: int = 0,
+    failed: int = 0,
     warnings: Sequence[str] = (),
     note: str = "",
 ) -> str:
-    """The grid's caption: prompt, requester, seeds and parameters, and anything withheld."""
-    lines = [_headline(job), parameters_line(job, seeds)]
+    """The grid's caption: prompt, requester, seeds and parameters, and anything withheld
+    (`withheld`: flagged by the safety checker) or `failed` (no usable image came out)."""
+    lines = [parameters_line(job, seeds)]
     if withheld:
         images = "image was" if withheld == 1 else "images were"
         lines.append(
             f"{withheld} {images} flagged by the safety checker and not posted; "
             "they were not counted against your quota."
         )
-    lines.extend(f"Note: {warning}" for warning in warnings)
+    if failed:
+        images, were = ("image", "was") if failed == 1 else ("images", "were")
+        lines.append(
+            f"{failed} {images} failed: the model computed invalid numbers (shown as black), "
+            f"so the {images} {were} not posted or counted against your quota."
+        )
+    # Engine warnings quote the member's text (the part of a long prompt that was cut).
+    lines.extend(f"Note: {neutralise(warning)}" for warning in warnings)
     if note:
         lines.append(note)
-    return _clip("\n".join(lines))
+    return _compose(job, *lines)
 
 
 def upscale_text(job: Caption, index: int) -> str:
     """The caption of one image posted alone (U button)."""
-    return _clip(f"{_headline(job)}\nImage #{index}")
+    return _compose(job, f"Image #{index}")
 
 
 def moved_text(job: Caption, where: str) -> str:
     """The old "queued" message once the result was posted elsewhere (`where`: a link)."""
-    return _clip(f"{_headline(job)}\nFinished: {where}")
+    return _compose(job, f"Finished: {where}")
 
 
 def failed_text(job: Caption, error: str, refunded: int) -> str:
     """A job that produced nothing; says what went wrong and that nothing was charged."""
     refund = f" The {refunded} image(s) were not counted against your quota." if refunded else ""
-    return _clip(f"{_headline(job)}\nFailed: {error}.{refund}".replace("..", "."))
+    return _compose(job, f"Failed: {error}.{refund}".replace("..", "."))
 
 
 def cancelled_text(job: Caption) -> str:
     """A job cancelled before it started."""
-    return _clip(f"{_headline(job)}\nCancelled. Nothing was counted against your quota.")
+    return _compose(job, "Cancelled. Nothing was counted against your quota.")
 
 
 def _consecutive(seeds: Sequence[int]) -> bool:

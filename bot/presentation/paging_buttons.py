@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, cast, runtime_c
 import discord
 
 from bot.errors import MemberError
+from bot.presentation.deadline import DeferStyle, arm
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -86,6 +87,11 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button], template=r"(?!)"):
         except ValueError:
             ref = None  # answered in the callback: an error here would only be logged
         return cls(ref, match.string, getattr(item, "label", None) or "Page")
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        # A page turn edits the pressed message: a silent acknowledgement if it is slow.
+        arm(interaction, DeferStyle.UPDATE)
+        return True
 
     async def callback(self, interaction: discord.Interaction) -> None:
         client = cast("ImagineBot", interaction.client)

@@ -1,20 +1,35 @@
 """Moderation: server settings, channel allow-list, blocked words, bans.
 
 `check()` runs before any quota is reserved or anything queued: a refused prompt costs
-nothing. Blocked words are matched on normalised text (NFKC, invisible characters and
-stray combining marks removed, case-folded) as whole words, so "ｂａｄ", "b\u200bad" and
-"BAD" all match "bad" while "badge" does not.
+nothing.
+
+Blocked words are stored normalised (NFKC, invisible characters and stray combining marks
+removed, case-folded) and matched as whole words, so "ｂａｄ", "b\u200bad" and "BAD" match "bad"
+while "badge" does not (no Scunthorpe problem). A prompt is also compared in disguise-free
+spellings (`spellings`), each a fold of the whole text:
+
+- look-alike letters by their TR39 prototype (Unicode's confusables data, through the
+  `confusable_homoglyphs` package): Cyrillic "nudе" is "nude";
+- letters transliterated (`anyascii`), one letter for one: Greek "νude" is "nude";
+- punctuation inside a word dropped ("n.u.d.e", "nu.de"), and leetspeak digits read as
+  letters in words that mix both ("nud3");
+- words spelled out letter by letter ("n u d e") joined.
+
+An entry may end (or start) with `*` to match the words that begin (or end) with it: `nude*`
+blocks "nudes" and "nudewoman"; plain `nude` does not, and never matches inside a word.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from anyascii import anyascii
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,6 +48,9 @@ from bot.services.audit import record
 from bot.services.clock import Clock, utcnow
 
 MAX_WORD_CHARS = 200
+#: A wildcard entry needs this many letters or digits besides its `*`.
+MIN_WILDCARD_CHARS = 3
+WILDCARD = "*"
 # Removed before matching: format characters (category Cf: zero-width space/joiners,
 # word joiner, BOM, soft hyphen, bidi controls) and combining marks (Mn) left over after
 # NFKC, which only decorate letters (e.g. strike-through overlays).
@@ -43,6 +61,17 @@ _STRIPPED_CHARS = frozenset("\u115f\u1160\u3164\uffa0")
 _INNER_SEPARATOR = re.compile(r"(?<=[^\W_])[\W_]+(?=[^\W_])")
 # Letters and digits (a "word character" without the underscore): whole-word boundaries.
 _WORD_CHAR = r"[^\W_]"
+_TOKEN = re.compile(_WORD_CHAR + "+")
+# Three or more single letters or digits with separators between them: "n.u.d.e", "n u d e".
+_SPACED_LETTERS = re.compile(r"(?<![^\W_])[^\W_](?:[\W_]+[^\W_](?![^\W_])){2,}")
+_SPACED_ONE = re.compile(r"(?<![^\W_])[^\W_](?![^\W_])")
+# Punctuation (not spaces) between letters inside a word: "nu.de", "nu-de".
+_INNER_PUNCTUATION = re.compile(r"(?<=[^\W\d_])[^\w\s]+(?=[^\W\d_])")
+# A word with both letters and digits, where digits may stand for letters ("nud3").
+_MIXED_WORD = re.compile(r"[^\W_]*(?:[^\W\d_][^\W_]*[0-9@$]|[0-9@$][^\W_]*[^\W\d_])[^\W_]*|"
+                         r"\S*[@$]\S*")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
+                       "@": "a", "$": "s"})
 
 
 def normalize(text: str) -> str:
@@ -62,22 +91,174 @@ def _strip_invisible(text: str) -> str:
     )
 
 
-def find_blocked(text: str, words: Iterable[str]) -> str | None:
-    """The first blocked word or phrase (already normalised) found in `text`, or None.
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """Non-ASCII characters and the ASCII letter or digit they are confusable with (TR39).
 
-    Whole words only; between the words of a phrase any run of spaces or punctuation
-    counts, in the prompt and in the blocked phrase alike ("teddy bear" matches
-    "teddy-bear", "x-rated" matches "x rated").
+    Built once from Unicode's confusables data as `confusable_homoglyphs` ships it (offline).
+    ASCII characters are left alone: folding them among themselves as a full TR39 skeleton
+    does ("m" -> "rn", "l" -> "I") would make innocent words collide.
     """
-    haystack = normalize(text)
-    for word in sorted(words, key=len, reverse=True):
-        parts = [re.escape(part) for part in _INNER_SEPARATOR.split(word) if part.strip()]
-        if not parts:
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[str, str] = {}
+    for char, homoglyphs in confusables_data.items():
+        if len(char) != 1 or char.isascii():
             continue
-        pattern = rf"(?<!{_WORD_CHAR})" + r"[\W_]+".join(parts) + rf"(?!{_WORD_CHAR})"
-        if re.search(pattern, haystack):
+        for glyph in homoglyphs:
+            target = glyph["c"]
+            if len(target) == 1 and target.isascii() and target.isalnum():
+                table[char] = target.lower()
+                break
+    return table
+
+
+def skeleton(text: str) -> str:
+    """`text` with each non-ASCII look-alike replaced by its ASCII prototype ("nudе" with a
+    Cyrillic е -> "nude")."""
+    table = _prototypes()
+    return "".join(table.get(ch, ch) for ch in text)
+
+
+def transliterate(text: str) -> str:
+    """`text` with each letter that transliterates to one ASCII letter or digit replaced by
+    it (Greek "ν" -> "n"); longer transliterations (a Chinese syllable) are left alone, so
+    they cannot spell an English word by accident."""
+    out = []
+    for ch in text:
+        if not ch.isascii() and ch.isalpha():
+            latin = anyascii(ch).lower()
+            if len(latin) == 1 and latin.isalnum():
+                out.append(latin)
+                continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _undisguise(text: str) -> str:
+    """Punctuation inside words dropped ("nu.de"), leetspeak digits in words that mix
+    letters and digits read as letters ("nud3")."""
+    text = _INNER_PUNCTUATION.sub("", text)
+    return _MIXED_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
+
+
+def spellings(text: str) -> set[str]:
+    """The normalised text and its disguise-free spellings, all compared with the blocklist."""
+    base = normalize(text)
+    folds = {base, skeleton(base), transliterate(base)}
+    return folds | {_undisguise(fold) for fold in folds}
+
+
+def spelled_out(texts: Iterable[str]) -> set[str]:
+    """Runs of three or more single letters ("n u d e", "a n u d 3"), joined and read
+    without leetspeak: every letter of a run is a word of its own, so a blocked word may
+    start at any of them."""
+    runs = set()
+    for text in texts:
+        for match in _SPACED_LETTERS.finditer(text):
+            letters = "".join(_SPACED_ONE.findall(match.group(0)))
+            runs.add(letters.translate(_LEET) if not letters.isdigit() else letters)
+    return runs
+
+
+def _pattern(word: str, fold: Callable[[str], str]) -> str | None:
+    """The regex source matching `word` (an entry, already normalised) folded by `fold`."""
+    prefix = word.startswith(WILDCARD)
+    suffix = word.endswith(WILDCARD)
+    core = fold(word.strip(WILDCARD))
+    parts = [re.escape(part) for part in _INNER_SEPARATOR.split(core) if part.strip()]
+    if not parts:
+        return None
+    before = f"{_WORD_CHAR}*" if prefix else f"(?<!{_WORD_CHAR})"
+    after = f"{_WORD_CHAR}*" if suffix else f"(?!{_WORD_CHAR})"
+    return before + r"[\W_]+".join(parts) + after
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """A blocklist prepared for matching: one-word entries by their folded forms (set and
+    prefix look-ups on a prompt's words), phrases as regexes."""
+
+    exact: dict[str, str]
+    starts: tuple[tuple[str, str], ...]  # (folded core, entry) of `core*`
+    ends: tuple[tuple[str, str], ...]  # of `*core`
+    inside: tuple[tuple[str, str], ...]  # of `*core*`
+    phrases: tuple[tuple[re.Pattern[str], str], ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(words: tuple[str, ...]) -> _Matcher:
+    """Cached per blocklist: a guild's list changes rarely and is checked on every prompt."""
+    exact: dict[str, str] = {}
+    starts, ends, inside, phrases = [], [], [], []
+    for word in words:
+        for fold in (str, skeleton, transliterate):
+            core = fold(word.strip(WILDCARD))
+            if not core.isalnum():
+                source = _pattern(word, fold)
+                if source is not None:
+                    phrases.append((re.compile(source), word))
+                continue
+            wild = (word.startswith(WILDCARD), word.endswith(WILDCARD))
+            if wild == (False, False):
+                exact.setdefault(core, word)
+            elif wild == (False, True):
+                starts.append((core, word))
+            elif wild == (True, False):
+                ends.append((core, word))
+            else:
+                inside.append((core, word))
+    return _Matcher(exact, tuple(starts), tuple(ends), tuple(inside), tuple(phrases))
+
+
+def find_blocked(text: str, words: Iterable[str]) -> str | None:
+    """A blocked word or phrase (entries already normalised) found in `text`, or None.
+
+    Whole words only (a `*` at either end of an entry allows more letters there); between
+    the words of a phrase any run of spaces or punctuation counts, in the prompt and in the
+    blocked phrase alike ("teddy bear" matches "teddy-bear", "x-rated" matches "x rated").
+    Each spelling of the prompt (`spellings`) is compared with the entries folded the same
+    way, and a one-word entry is also looked for in the prompt's spelled-out runs
+    (`spelled_out`), where every letter starts a word.
+    """
+    matcher = _matcher(tuple(sorted(set(words), key=lambda w: (-len(w), w))))
+    haystacks = sorted(spellings(text))
+    tokens = {token for haystack in haystacks for token in _TOKEN.findall(haystack)}
+    for token in sorted(tokens):
+        if token in matcher.exact:
+            return matcher.exact[token]
+        for core, word in matcher.starts:
+            if token.startswith(core):
+                return word
+        for core, word in matcher.ends:
+            if token.endswith(core):
+                return word
+        for core, word in matcher.inside:
+            if core in token:
+                return word
+    for pattern, word in matcher.phrases:
+        if any(pattern.search(haystack) for haystack in haystacks):
             return word
+    for run in sorted(spelled_out(haystacks)):
+        for core, word in (*matcher.exact.items(), *matcher.starts, *matcher.ends,
+                           *matcher.inside):
+            if core in run:
+                return word
     return None
+
+
+def check_wildcards(word: str) -> None:
+    """Refuse a blocklist entry whose `*` is not at an end, or that would match too much."""
+    core = word.strip(WILDCARD)
+    if WILDCARD in core:
+        raise InvalidArgument(
+            f"`*` may only start or end a blocked word (`nude*`, `*porn`), got {word!r}."
+        )
+    if core != word and sum(ch.isalnum() for ch in core) < MIN_WILDCARD_CHARS:
+        raise InvalidArgument(
+            f"A blocked word with `*` needs at least {MIN_WILDCARD_CHARS} letters, "
+            f"so it cannot block every word; got {word!r}."
+        )
 
 
 class _Unset(Enum):
@@ -242,8 +423,9 @@ class ModerationService:
     async def add_blocked_word(self, guild_id: int, word: str, actor_id: int) -> str:
         """Block a word or phrase; returns it normalised (as stored and matched). Audited."""
         normalised = normalize(word)
-        if not normalised:
+        if not normalised.strip(WILDCARD):
             raise InvalidArgument("A blocked word needs at least one visible character.")
+        check_wildcards(normalised)
         if len(normalised) > MAX_WORD_CHARS:
             raise InvalidArgument(f"Blocked words have at most {MAX_WORD_CHARS} characters.")
         now = self._now()

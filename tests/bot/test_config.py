@@ -227,6 +227,25 @@ def test_bad_toml_is_one_clear_error(tmp_path: Path) -> None:
         load_settings(cfg)
 
 
+def test_pool_backend_takes_its_dsn_from_a_postgresql_database_url() -> None:
+    """`backend = "pool"` finds PostgreSQL in database.url (driver dropped) or pool.dsn, and
+    refuses SQLite with a message saying what to set."""
+    settings = load_settings(
+        generation={"backend": "pool"},
+        database={"url": "postgresql+asyncpg://bot:s3cret@db.internal:5433/imagine"},
+    )
+    assert settings.generation.backend == "pool"
+    assert settings.pool.resolved_dsn(settings.database.url) == (
+        "postgresql://bot:s3cret@db.internal:5433/imagine"
+    )
+    explicit = load_settings(pool={"dsn": "postgresql://other/db"})
+    assert explicit.pool.resolved_dsn("sqlite+aiosqlite:///x.db") == "postgresql://other/db"
+    with pytest.raises(ValueError, match="needs PostgreSQL"):
+        load_settings().pool.resolved_dsn("sqlite+aiosqlite:///imagine.db")
+    with pytest.raises(ConfigError, match="stalled_after_seconds"):
+        load_settings(pool={"heartbeat_seconds": 5, "stalled_after_seconds": 2})
+
+
 def test_shards_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """shard_ids is a TOML list, or a range/list string in the environment."""
     cfg = tmp_path / "c.toml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -134,3 +135,15 @@ async def test_generation_params_round_trip_through_their_columns(
         stored = (await session.scalars(select(StoredJob))).one()
     assert stored.params == params
     assert (stored.prompt, stored.strength) == ("a fox", 0.4)
+
+
+def test_sqlite_file_names_only_sqlite_files(tmp_path: Path) -> None:
+    """Only a SQLite URL names a file (and so a migration lock file beside it); a PostgreSQL
+    database name is no path, so nothing is created in the current folder."""
+    from sqlalchemy.engine import make_url
+
+    from bot.db.session import sqlite_file
+
+    assert sqlite_file(make_url(f"sqlite+aiosqlite:///{tmp_path}/x.db")) == tmp_path / "x.db"
+    assert sqlite_file(make_url("sqlite+aiosqlite:///:memory:")) is None
+    assert sqlite_file(make_url("postgresql+asyncpg://u@127.0.0.1/imagine")) is None

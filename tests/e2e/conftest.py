@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+import bot.lifecycle as lifecycle_module
 from bot.app import CogFactory, ImagineBot
 from bot.config import Settings, load_settings
 from bot.lifecycle import GenerationFactory, open_resources
@@ -194,6 +196,66 @@ async def slow_bot(
     async with running(settings, fake, generation_factory=slow_generation) as bot:
         await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
         yield bot
+
+
+# -- a database too slow for Discord's deadline -----------------------------------------------
+
+
+class SlowSessions:
+    """A session factory whose first session in each task (one handler) waits `delay` first:
+    a database too slow for Discord's deadline. Off until `slow` is set."""
+
+    def __init__(self, inner: Any, delay: float = 3.5) -> None:
+        self._inner = inner
+        self.delay = delay
+        self._slowed: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self.slow = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _SlowSession(self, self._inner(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def wait(self) -> None:
+        task = asyncio.current_task()
+        if self.slow and task is not None and task not in self._slowed:
+            self._slowed.add(task)
+            await asyncio.sleep(self.delay)
+
+
+class _SlowSession:
+    def __init__(self, owner: SlowSessions, session: Any) -> None:
+        self._owner, self._session = owner, session
+
+    async def __aenter__(self) -> Any:
+        await self._owner.wait()
+        return await self._session.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._session.__aexit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+@pytest.fixture
+async def slowed(
+    fake: FakeDiscord, world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[ImagineBot, list[SlowSessions]]]:
+    """The bot (jobs at least 0.1 s a step) on a database that can be slowed."""
+    made: list[SlowSessions] = []
+    real_open = lifecycle_module.open_database
+
+    async def open_slow(url: str) -> tuple[Any, Any]:
+        engine, sessions = await real_open(url)
+        made.append(SlowSessions(sessions))
+        return engine, made[-1]
+
+    monkeypatch.setattr(lifecycle_module, "open_database", open_slow)
+    async with running(settings, fake, generation_factory=slow_generation) as bot:
+        await fake.wait_for_commands(["imagine", "info"], guild=world.guild, timeout=TIMEOUT)
+        yield bot, made
 
 
 # -- helpers for the tests ------------------------------------------------------------------

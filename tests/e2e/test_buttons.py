@@ -183,3 +183,20 @@ async def test_upscale_answers_in_time_when_the_database_is_slow(
     single = await click.wait_original(has_image, timeout=TIMEOUT)
     assert "Image #2" in single.content
     assert fake.violations == []
+
+
+async def test_variation_of_a_one_step_job_denoises(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """V on a 1-step grid makes variations with raised steps (img2img at strength 0.6 would
+    denoise nothing in 1 step) instead of refusing what the member cannot change."""
+    from generation.request import MIN_VARIATION_DENOISE
+
+    grid = await make_grid(fake, world, steps=1, count=1)
+    click = await fake.click(grid, f"imagine:v:{job_of(grid)}:1", world.alice)
+    result = await click.wait_original(has_image, timeout=TIMEOUT)
+    record = await bot.services.history.require(job_of(result))
+    assert record.kind is JobKind.VARIATION
+    assert record.params.strength is not None
+    assert int(record.params.steps * record.params.strength) >= MIN_VARIATION_DENOISE
+    assert fake.violations == []

@@ -104,3 +104,36 @@ async def test_everyone_in_prompt_pings_nobody_else(
     assert message.pinged_role_ids == set()
     assert message.pinged_user_ids <= {world.alice.id}
     assert fake.violations == []
+
+
+async def test_fullwidth_flags_and_glued_punctuation_apply(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """`a cat (－－ar 2:1)`, typed on a CJK keyboard, makes a 2:1 grid; the prompt is clean."""
+    ix = await fake.invoke(world.channel, world.alice, "imagine",
+                           prompt="a cat (\uff0d\uff0dar 2:1 \u2212\u2212n 1)")
+    message = await ix.wait_original(has_image, timeout=TIMEOUT)
+    width, height = png_size(message)
+    assert width == 2 * height
+    [job] = (await bot.services.history.list(world.guild.id)).items
+    assert job.params.prompt == "a cat" and job.params.count == 1
+    assert fake.violations == []
+
+
+async def test_ineffective_parameters_are_refused_before_charging(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """A negative prompt at guidance 1 (CFG off) and guidance below 1 are refused with the
+    reason, ephemerally; nothing is recorded or charged."""
+    for prompt, reason in (("a cat --no text --cfg 1", "negative prompt needs guidance"),
+                           ("a cat --cfg 0.5", "same effect as 1")):
+        ix = await fake.invoke(world.channel, world.alice, "imagine", prompt=prompt)
+        await ix.wait_response(timeout=5)
+        assert ix.ephemeral and reason in ix.original.content
+    commands = {c["name"]: c for c in fake.commands(guild=world.guild)}
+    guidance = {o["name"]: o for o in commands["imagine"]["options"]}["guidance"]
+    assert guidance["min_value"] == 1
+    assert (await bot.services.history.list(world.guild.id)).items == []
+    status = await bot.services.quota.status(world.guild.id, world.alice.id, [])
+    assert status.used == 0
+    assert fake.violations == []

@@ -200,3 +200,41 @@ def test_pngs_carry_their_parameters(tmp_path: Path) -> None:
     for path, seed in ((out, 40), (tmp_path / "g_1.png", 40), (tmp_path / "g_2.png", 41)):
         with Image.open(path) as image:
             assert image.info["parameters"] == expected.format(seed=seed)
+
+
+def test_inline_flags_are_read_by_the_same_parser_as_the_bot(
+    tmp_path: Path, tiny_cache: Path
+) -> None:
+    """`imagine generate "dog --ar 2:1 --seed 9 --n 1"` (the real command, in a subprocess)
+    applies the inline flags; a command-line option wins over the same inline flag."""
+    out = tmp_path / "wide.png"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "IMAGINE_MODEL__CACHE_DIR": str(tiny_cache),
+        "IMAGINE_MODEL__DEVICE": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "generate", "--model", "builtin:tiny-random",
+         "--steps", "1", "--n", "2", "--out", str(out),
+         "dog \uff0d\uff0dar 2:1 --seed 9 --n 1 --cfg 3"],
+        capture_output=True, text=True, env=env, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "seeds: 9, 10" in proc.stdout  # --n 2 on the command line beats the typed --n 1
+    with Image.open(out) as image:
+        assert image.size == (2 * 768, 384)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [("dog --stylize 100", "`--stylize` is not a flag I know"),
+     ("dog --cfg 1_0", "is not a number"),
+     ("dog -- ar 16:9", "looks like a flag")],
+)
+def test_bad_inline_flags_exit_2(
+    prompt: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "--model", "builtin:tiny-random", prompt]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err

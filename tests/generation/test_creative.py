@@ -99,7 +99,7 @@ def test_canvas_needs_exactly_one_of_zoom_and_pan() -> None:
 def upscale(source: Image.Image, operation: Operation, **changes: object) -> GenerationRequest:
     """An upscale of `source`; only the creative one (img2img) has a strength."""
     fields: dict[str, object] = {
-        "prompt": "a lighthouse", "seed": 7, "count": 1, "steps": 3, "guidance": 0.0,
+        "prompt": "a lighthouse", "seed": 7, "count": 1, "steps": 3, "guidance": 1.0,
         "width": 2 * source.width, "height": 2 * source.height,
         "strength": 0.35 if operation is Operation.UPSCALE_CREATIVE else None,
     }

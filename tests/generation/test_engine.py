@@ -11,6 +11,7 @@ from PIL import Image
 
 from generation.engine import DiffusersEngine
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
+from generation.text import graphemes
 from tests.generation.conftest import small_request
 
 
@@ -86,7 +87,7 @@ def test_long_prompt_is_truncated_with_a_warning(engine: DiffusersEngine) -> Non
     prompt = "castle " * 14 + "ZEBRA"  # the tiny model's tokenizer: one token per letter
     result = engine.generate([small_request(prompt, count=1).validated()])[0]
     assert len(result.warnings) == 1
-    assert "77 tokens" in result.warnings[0] and "zebra" in result.warnings[0]
+    assert "77 tokens" in result.warnings[0] and "ZEBRA" in result.warnings[0]  # as typed
     short = engine.generate([small_request("a castle", count=1).validated()])[0]
     assert short.warnings == []
 
@@ -132,3 +133,44 @@ def test_out_of_memory_fails_the_call_not_the_engine(
     with pytest.raises(OutOfMemoryError, match="ran out of memory making 2 image"):
         engine.generate([small_request().validated()])
     assert len(engine.generate([small_request().validated()])[0].images) == 2
+
+
+@pytest.mark.parametrize("tail", ["é" * 80, "猫" * 40, "👩‍👩‍👧" * 20, "🇫🇷" * 30])
+def test_cut_prompt_note_shows_whole_characters(engine: DiffusersEngine, tail: str) -> None:
+    """The note quoting the cut-off text never shows "�": the byte-level tokenizer splits
+    multi-byte characters across tokens, so the quote is taken from the member's own text and
+    cut between whole characters (emoji ZWJ sequences and flags included)."""
+    prompt = "a red fox " * 7 + tail
+    result = engine.generate([small_request(prompt, count=1).validated()])[0]
+    [warning] = result.warnings
+    quoted = warning.split("ignored: “", 1)[1].rstrip("”")
+    assert "\ufffd" not in warning
+    body = quoted.rstrip("…")
+    assert body and body in prompt
+    # Whole characters only: every grapheme quoted is one of the prompt's graphemes.
+    assert set(graphemes(body)) <= set(graphemes(prompt))
+
+
+def test_guidance_at_or_below_one_ignores_guidance_and_negative(engine: DiffusersEngine) -> None:
+    """Why `GenerationRequest.validated` refuses guidance < 1 and a negative prompt at
+    guidance <= 1: diffusers skips classifier-free guidance there, so the images are the same
+    (requests built past validation on purpose, to show the pipeline's behaviour)."""
+    from dataclasses import replace
+
+    base = small_request(count=1, guidance=1.0).validated()
+
+    def changed(**fields: object) -> object:
+        return replace(base, params=replace(base.params, **fields))
+
+    images = [
+        engine.generate([request])[0].images[0].tobytes()
+        for request in (
+            base,
+            changed(guidance=0.0),
+            changed(guidance=0.5),
+            changed(negative_prompt="blurry, text"),
+        )
+    ]
+    assert len(set(images)) == 1
+    guided = engine.generate([changed(guidance=3.0, negative_prompt="blurry")])[0]
+    assert guided.images[0].tobytes() != images[0]

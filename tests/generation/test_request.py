@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from PIL import Image
 
 from generation.errors import RequestError
 from generation.params import MAX_SEED, Limits
-from generation.request import parse_aspect
+from generation.request import MIN_VARIATION_DENOISE, parse_aspect, variation_steps
 from tests.requests import make_request
 
 
@@ -23,8 +24,8 @@ from tests.requests import make_request
         ({"steps": 500}, "steps must be between 1 and 100, got 500"),
         ({"steps": 0}, "steps must be between 1 and 100, got 0"),
         ({"steps": 2.5}, "steps must be a whole number"),
-        ({"guidance": 31.0}, "guidance must be between 0 and 30, got 31"),
-        ({"guidance": -1.0}, "guidance must be between 0 and 30, got -1"),
+        ({"guidance": 31.0}, "guidance must be between 1 and 30, got 31"),
+        ({"guidance": -1.0}, "guidance must be between 1 and 30, got -1"),
         ({"guidance": math.nan}, "guidance must be a finite number"),
         ({"guidance": math.inf}, "guidance must be a finite number"),
         ({"scheduler": "k_lms"}, "Unknown scheduler 'k_lms'; choose one of: pndm, ddim"),
@@ -138,3 +139,46 @@ def test_batch_key_groups_compatible_requests() -> None:
     assert a.batch_key != make_request("a cat", steps=30).batch_key
     assert a.batch_key != make_request("a cat", scheduler="ddim").batch_key
     assert a.batch_key != make_request("a cat", width=576).batch_key
+
+
+# -- parameters that would silently do nothing (issue 9, item 6) ----------------------------
+
+
+@pytest.mark.parametrize("guidance", [0.0, 0.5, 0.999])
+def test_guidance_below_one_is_refused_with_the_reason(guidance: float) -> None:
+    """diffusers turns CFG off at guidance <= 1: every value in [0, 1] gives one image."""
+    with pytest.raises(RequestError, match="same effect as 1"):
+        make_request("a cat", guidance=guidance).validated()
+
+
+@pytest.mark.parametrize("guidance", [1, 1.0])
+def test_negative_prompt_without_guidance_is_refused(guidance: float) -> None:
+    with pytest.raises(RequestError, match="negative prompt"):
+        make_request("a cat", negative_prompt="text", guidance=guidance).validated()
+
+
+def test_guidance_one_without_negative_is_no_guidance() -> None:
+    request = make_request("a cat", guidance=1.0).validated()
+    assert request.params.guidance == 1.0
+    make_request("a cat", negative_prompt="text", guidance=1.5).validated()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 6, 7, 25, 100])
+@pytest.mark.parametrize("strength", [0.1, 0.6, 1.0])
+def test_variation_steps_always_denoise_enough(steps: int, strength: float) -> None:
+    """A variation of any job runs at least MIN_VARIATION_DENOISE denoising steps and passes
+    validation, within max_steps; long jobs keep their steps."""
+    limits = Limits(max_steps=100)
+    raised = variation_steps(steps, strength, limits)
+    assert raised >= steps and raised <= max(steps, limits.max_steps)
+    assert int(raised * strength) >= MIN_VARIATION_DENOISE
+    if int(steps * strength) >= MIN_VARIATION_DENOISE:
+        assert raised == steps
+    image = Image.new("RGB", (64, 64))
+    make_request(
+        "a cat", init_image=image, steps=raised, strength=strength, width=64, height=64
+    ).validated(limits)
+
+
+def test_variation_steps_stay_within_the_servers_limit() -> None:
+    assert variation_steps(1, 0.6, Limits(max_steps=5)) == 5  # 3 denoising steps: the most

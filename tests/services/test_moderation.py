@@ -245,3 +245,91 @@ def test_blocked_phrase_with_punctuation_matches_any_separator(
 ) -> None:
     """Punctuation inside a blocked phrase separates words like a space does."""
     assert find_blocked(prompt, ["x-rated", "don't"]) == hit
+
+
+# -- look-alikes, separators, leetspeak and wildcards (issue 9, item 7) --------------------
+
+DISGUISED_NUDE = [
+    "nud\u0435",  # Cyrillic ie
+    "\u03bdude",  # Greek nu
+    "\u0578ude",  # Armenian vo (TR39 prototype n)
+    "n.u.d.e",
+    "n u d e",
+    "n-u-d-e",
+    "n_u_d_e",
+    "n . u . d . e",
+    "nud3",
+    "nu.de",
+    "n\u00fcde",
+    "\U0001d427\U0001d42e\U0001d41d\U0001d41e",  # mathematical bold
+    "a n u d e girl",
+    "n u d 3",
+    "portrait, NUD\u0395",  # Greek capital epsilon
+]
+INNOCENT = [
+    "denude the hillside",
+    "a nudge",
+    "menu de jour",
+    "un d\u00e9jeuner",
+    "a b c",
+    "1girl, 2boys",
+    "nudibranch",
+    "\u5973\u7684",  # Chinese "woman": transliterated syllables never spell a word
+    "\u043d\u0443\u0434\u0435\u043b\u044c",  # Russian, Cyrillic letters only
+    "scunthorpe",
+    "16:9 nu 3d",
+]
+
+
+@pytest.mark.parametrize("prompt", DISGUISED_NUDE)
+def test_disguised_words_are_found(prompt: str) -> None:
+    assert find_blocked(f"a photo, {prompt}, studio light", ["nude"]) == "nude"
+
+
+@pytest.mark.parametrize("prompt", INNOCENT)
+def test_innocent_words_pass(prompt: str) -> None:
+    assert find_blocked(prompt, ["nude", "cunt", "ass"]) is None
+
+
+@pytest.mark.parametrize(
+    ("prompt", "exact", "wildcard"),
+    [
+        ("nudes", None, "nude*"),
+        ("nudewoman", None, "nude*"),
+        ("NUD\u0435S", None, "nude*"),
+        ("n.u.d.e.s", "nude", "nude*"),  # spelled out: "nude" starts a run of letters
+        ("nude", "nude", "nude*"),
+        ("denudes", None, None),
+    ],
+)
+def test_wildcard_entries_match_plurals_and_compounds(
+    prompt: str, exact: str | None, wildcard: str | None
+) -> None:
+    assert find_blocked(prompt, ["nude"]) == exact
+    assert find_blocked(prompt, ["nude*"]) == wildcard
+
+
+def test_leading_wildcard_matches_word_endings() -> None:
+    assert find_blocked("childp0rn", ["*porn"]) == "*porn"
+    assert find_blocked("pornography", ["*porn"]) is None
+    assert find_blocked("a popcorn", ["*porn"]) is None
+
+
+async def test_wildcard_entries_are_validated(services: Services) -> None:
+    moderation = services.moderation
+    assert await moderation.add_blocked_word(GUILD, "Nude*", ADMIN) == "nude*"
+    with pytest.raises(BlockedWord):
+        await moderation.check(GUILD, ALICE, "two nudewomen")
+    await moderation.check(GUILD, ALICE, "denude")
+    for bad in ("*", "a*", "n*de", "**"):
+        with pytest.raises(InvalidArgument):
+            await moderation.add_blocked_word(GUILD, bad, ADMIN)
+
+
+async def test_check_refuses_every_reported_disguise(services: Services) -> None:
+    """The inputs of the report: with "nude" blocked, each is refused before anything is
+    reserved."""
+    await services.moderation.add_blocked_word(GUILD, "nude", ADMIN)
+    for prompt in ("nud\u0435", "\u03bdude", "n.u.d.e", "n u d e", "nud3"):
+        with pytest.raises(BlockedWord):
+            await services.moderation.check(GUILD, ALICE, prompt)

@@ -54,7 +54,9 @@ class ModerationCog(AdminOnlyCog, name="Moderation"):
     # -- blocklist --------------------------------------------------------------------------
 
     @blocklist.command(name="add", description="Refuse prompts containing a word or phrase")
-    @app_commands.describe(word="A word or phrase; matched whole, ignoring case and accents")
+    @app_commands.describe(
+        word="A word or phrase, matched whole in any disguise; end it with * for plurals (nude*)"
+    )
     async def block(
         self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD_CHARS]
     ) -> None:

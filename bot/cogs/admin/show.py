@@ -27,11 +27,13 @@ from bot.core.jobs import ImageFate, Requester, decide_fates
 from bot.db.models import JobStatus
 from bot.errors import MemberError
 from bot.presentation.access import NO_MENTIONS, guild_id_of, requester_of
+from bot.presentation.deadline import DEFER_STYLE, DeferStyle
 from bot.presentation.delivery import upload_limit
 from bot.presentation.messages import caption_of, finished_text
 from bot.presentation.permissions import is_admin
 from bot.presentation.views import grid_view
 from bot.services.history import JobView
+from generation.errors import NumericalError
 from generation.grid import encode_grid
 
 if TYPE_CHECKING:
@@ -48,7 +50,11 @@ class ShowCog(commands.Cog, name="Show"):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="show", description="Post a job's images again, with buttons")
+    @app_commands.command(
+        name="show",
+        description="Post a job's images again, with buttons",
+        extras={DEFER_STYLE: DeferStyle.PUBLIC},  # the grid is posted publicly
+    )
     @app_commands.guild_only()
     @app_commands.describe(job="The job id, as shown by /history list")
     async def show(
@@ -66,10 +72,16 @@ class ShowCog(commands.Cog, name="Show"):
         await interaction.response.defer(thinking=True)
         tiles: list[Image.Image] = []
         withheld: list[int] = []
+        failed: list[int] = []  # not stored when the job ran: the model made nothing usable
         for index, fate in enumerate(fates, 1):
-            image = await self._image(record, index, fate, requester)
+            try:
+                image = await self._image(record, index, fate, requester)
+            except NumericalError:
+                failed.append(index)
+                image = None
             if image is None:
-                withheld.append(index)
+                if index not in failed:
+                    withheld.append(index)
                 image = withheld_tile((record.params.width, record.params.height))
             tiles.append(image)
         data, ext = await self.bot.threads.run(
@@ -82,9 +94,11 @@ class ShowCog(commands.Cog, name="Show"):
             spoiler=ImageFate.SPOILER in fates,
         )
         await interaction.followup.send(
-            finished_text(caption, record.seeds or (), withheld=len(withheld)),
+            finished_text(
+                caption, record.seeds or (), withheld=len(withheld), failed=len(failed)
+            ),
             file=file,
-            view=grid_view(record.id, record.params.count, withheld),
+            view=grid_view(record.id, record.params.count, withheld + failed),
             allowed_mentions=NO_MENTIONS,
         )
 

@@ -45,16 +45,22 @@ GENERATION_SEAM = {
     "generation.canvas",
     "generation.errors",
     "generation.events",
+    "generation.flags",  # the one inline-flag parser, shared with the command line
     "generation.grid",
     "generation.interfaces",
     "generation.job",
     "generation.params",
     "generation.png_info",
     "generation.request",
+    "generation.text",  # cutting text between whole characters
 }
 BUILDERS = {
-    "lifecycle.py": {"generation.factory"},
-    "cli.py": {"generation.cli", "generation.preflight", "generation.bench"},
+    # The pool's plain settings (`PoolConfig`) are mapped from `[pool]` here.
+    "lifecycle.py": {"generation.factory", "generation.pool.settings"},
+    # `imagine worker` hands the plain model values to the worker process's runner.
+    "cli.py": {
+        "generation.cli", "generation.preflight", "generation.bench", "generation.pool.runner",
+    },
 }
 
 

@@ -27,6 +27,14 @@ def test_queued_shows_position_and_relative_eta() -> None:
     assert "next in line" in queued_text(JOB, 1, None)
 
 
+def test_queued_with_a_note_says_why_it_waits_instead_of_an_eta() -> None:
+    """A pool with no GPU worker: the member reads why, not a made-up start time."""
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    text = queued_text(JOB, 2, when, "No GPU worker is running right now.")
+    assert text.endswith("position 2 in the queue. No GPU worker is running right now.")
+    assert "<t:" not in text
+
+
 def test_running_shows_step_and_percentage() -> None:
     """Running: step i/n and the percentage done."""
     assert "step 5/20 (25%)" in running_text(JOB, 5, 20)
@@ -57,3 +65,56 @@ def test_long_prompts_stay_under_discords_limit() -> None:
     """A very long prompt is shortened so the message fits in 2000 characters."""
     text = finished_text(Caption(GenerationParams("x" * 5000, "y" * 5000), user_id=1), [1])
     assert len(text) <= MAX_CONTENT
+
+
+# -- every message fits, the echo gives way (issue 9, item 8) -------------------------------
+
+NOTE = "Note: The prompt is longer than the model's 77 tokens and was cut; ignored: “zebra”"
+HEAVY = "*_~`|>" * 400  # each character escaped: the echo doubles in length
+
+
+def _all_texts(job: Caption, warnings: list[str]) -> dict[str, str]:
+    from bot.presentation.messages import cancelled_text, moved_text, upscale_text
+
+    return {
+        "queued": queued_text(job, 3, None),
+        "running": running_text(job, 1, 2),
+        "finished": finished_text(job, [1, 2], withheld=1, warnings=warnings, note="model note"),
+        "failed": failed_text(job, "the GPU ran out of memory", 4),
+        "cancelled": cancelled_text(job),
+        "upscale": upscale_text(job, 2),
+        "moved": moved_text(job, "https://discord.com/channels/1/2/3"),
+    }
+
+
+def test_markdown_heavy_prompt_keeps_the_note_and_parameters() -> None:
+    """The prompt's echo is shortened, never the note, the seeds or the status."""
+    warning = NOTE.removeprefix("Note: ")
+    params = GenerationParams(HEAVY, HEAVY, seed=1, steps=2, guidance=3, width=64, height=64,
+                              count=2, scheduler="ddim")
+    job = Caption(params, user_id=7, label="Reroll")
+    texts = _all_texts(job, [warning, warning])
+    for name, text in texts.items():
+        assert len(text) <= MAX_CONTENT, name
+        assert "<@7>" in text and "(Reroll)" in text, name
+    finished = texts["finished"]
+    assert finished.count(NOTE) == 2 and finished.endswith("model note")
+    assert "seeds 1-2" in finished and "1 image was flagged" in finished
+    assert "Failed: the GPU ran out of memory. The 4 image(s)" in texts["failed"]
+
+
+def test_echo_is_cut_between_whole_characters() -> None:
+    """A cut echo ends in "…" after a whole grapheme: no half flag, no lone accent or ZWJ."""
+    from generation.text import graphemes
+
+    for unit in ["🇫🇷", "e\u0301", "👩\u200d👩\u200d👧", "猫"]:
+        text = queued_text(Caption(GenerationParams(unit * 1000), user_id=1), 1, None)
+        echo = text.split("**")[1]
+        assert echo.endswith("…") and len(text) <= MAX_CONTENT
+        assert set(graphemes(echo.removesuffix("…"))) == {unit}
+
+
+def test_links_and_masked_links_in_a_prompt_are_inert() -> None:
+    prompt = "see [here](https://evil.example) https://x.y"
+    text = queued_text(Caption(GenerationParams(prompt), user_id=1), 1, None)
+    assert "://" not in text and "\\[here\\]" in text

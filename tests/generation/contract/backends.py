@@ -53,9 +53,65 @@ async def in_process(engine: Engine, options: QueueOptions) -> AsyncIterator[Gen
         await service.close()
 
 
+_SERVER: list[object] = []
+
+
+def _postgres_server():  # -> tests.postgres.PostgresServer
+    """One throwaway PostgreSQL for the pool's contract runs (started on first use, stopped at
+    exit by `PostgresServer` itself); skipped without PostgreSQL binaries."""
+    from tests.postgres import PostgresServer, find_bin_dir
+
+    if not _SERVER:
+        bin_dir = find_bin_dir()
+        if bin_dir is None:
+            pytest.skip("PostgreSQL binaries not found: the pool needs PostgreSQL")
+        _SERVER.append(PostgresServer(bin_dir).start())
+    return _SERVER[0]
+
+
+@asynccontextmanager
+async def worker_pool(engine: Engine, options: QueueOptions) -> AsyncIterator[GenerationBackend]:
+    """`PoolBackend` on a fresh PostgreSQL database with one `PoolWorker` running in this
+    process on `engine` (the same claim, abort and heartbeat code as `imagine worker`); no
+    cross-member batching, as `in_process` (tests/pool/ covers the pool's batching)."""
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from generation.pool.backend import PoolBackend
+    from generation.pool.settings import PoolConfig
+    from generation.pool.worker import PoolWorker
+
+    server = _postgres_server()
+    name = server.create_database()
+    with tempfile.TemporaryDirectory() as results:
+        config = PoolConfig(
+            dsn=f"postgresql://postgres@127.0.0.1:{server.port}/{name}",
+            heartbeat_seconds=0.5,
+            stalled_after_seconds=5.0,
+            poll_seconds=0.1,
+            results_dir=Path(results),
+            max_queue=options.max_queue,
+            max_queued_per_user=options.max_queued_per_user,
+            max_batch_images=1,  # like `in_process`: jobs start one by one
+        )
+        backend = PoolBackend(config, engine.model_id, limits=options.limits)
+        worker = PoolWorker(engine, config, limits=options.limits)
+        await backend.start()
+        running = asyncio.create_task(worker.run())
+        try:
+            yield backend
+        finally:
+            await backend.close()
+            worker.stop()
+            await running
+            server.drop_database(name)
+
+
 #: Every backend the contract suite runs against; add one line per new backend.
 BACKENDS = [
     pytest.param(in_process, id="in-process"),
+    pytest.param(worker_pool, id="worker-pool", marks=pytest.mark.pool),
 ]
 
 

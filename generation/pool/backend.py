@@ -1,0 +1,550 @@
+"""`PoolBackend`: the bot's side of the worker pool, a `GenerationBackend` like the local
+`GenerationService`.
+
+- `submit` validates and returns a `QueuedJob` at once (the protocol is synchronous); the job is
+  deferred as a procrastinate task in the background, under `queueing_lock = job id` so a job
+  id is never queued twice. A failed defer fails the job (the caller refunds it).
+- Progress: workers NOTIFY on `imagine_pool_events`; one LISTEN connection per bot process
+  turns them into `JobStarted` / `JobStep` events of the jobs this process owns.
+- A poll every `poll_seconds` reads the state of this process's jobs (a missed notification,
+  a worker that died), the queue depth, the live workers and queue positions, and re-queues the
+  jobs of dead workers (so recovery needs no worker to be up).
+- A job that reached `succeeded` is read back (PNGs from the database or the shared folder,
+  decoded off the loop), published as `JobFinished` and its stored result deleted.
+- `cancel` aborts through procrastinate (`cancel_job_by_id(abort=True)`): a waiting job ends
+  cancelled at once, a running one at the worker's next step. A job whose cancel was asked
+  always ends `JobCancelled`, even if its worker finished first, so it is refunded, not charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from procrastinate import App, PsycopgConnector
+
+from generation.errors import GenerationError, RequestError
+from generation.events import (
+    JobCancelled,
+    JobFinished,
+    JobQueued,
+    JobStarted,
+    JobState,
+    JobStep,
+    QueueStats,
+    WorkerInfo,
+)
+from generation.job import QueuedJob
+from generation.params import Limits
+from generation.pool import queries
+from generation.pool.janitor import requeue_stalled
+from generation.pool.schema import ensure_schema
+from generation.pool.settings import PoolConfig
+from generation.pool.wire import (
+    EVENTS_CHANNEL,
+    TASK_NAME,
+    ResultMeta,
+    parse_payload,
+    png_image,
+    task_args,
+)
+from generation.queue_policy import check_room
+from generation.request import GenerationRequest
+from generation.service import ServiceClosedError
+from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
+
+__all__ = ["PoolBackend", "PoolStatus", "WorkerInfo"]
+
+log = logging.getLogger(__name__)
+
+#: What a waiting member is told while no worker is connected.
+NO_WORKER_NOTE = (
+    "No GPU worker is running right now: your job keeps its place and starts when one "
+    "comes back."
+)
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """The whole pool as last polled: jobs waiting and running (all bot processes) and the
+    workers that sent a heartbeat recently."""
+
+    waiting: int = 0
+    running: int = 0
+    workers: tuple[WorkerInfo, ...] = ()
+    polled: bool = False
+
+
+class _Tracked:
+    """What this process knows about one of its jobs beyond the `QueuedJob` itself."""
+
+    def __init__(self, job: QueuedJob) -> None:
+        self.job = job
+        self.pid: int | None = None
+        self.deferred = asyncio.get_running_loop().create_future()
+        self.settling = False
+
+
+class PoolBackend:
+    """Jobs go to the workers of the pool described by `config`; see the module docstring.
+
+    `model_id` is what the workers run (the bot records it with each job). Start with
+    `start()` (connects, creates the schema if needed), stop with `close()`.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        model_id: str,
+        *,
+        limits: Limits | None = None,
+    ) -> None:
+        self._config = config
+        self._model_id = model_id
+        self._limits = limits or Limits()
+        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._app: App | None = None
+        self._live: dict[str, _Tracked] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        # Defers one at a time, in submission order: the fair order breaks ties between
+        # newcomers by procrastinate's job id, so ids must follow the order members asked in.
+        self._defer_lock = asyncio.Lock()
+        self._status = PoolStatus()
+        #: This process's jobs that the last poll counted as waiting.
+        self._counted: set[str] = set()
+        self._accepting = True
+        self._closed = False
+        self._poke = asyncio.Event()
+
+    # -- information -----------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def model_note(self) -> str | None:
+        return TINY_MODEL_NOTE if self._model_id == TINY_MODEL_ID else None
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def status(self) -> PoolStatus:
+        """The pool as of the last poll (every `poll_seconds`)."""
+        return self._status
+
+    @property
+    def waiting_for_gpu(self) -> bool:
+        """True when no worker has sent a heartbeat recently: jobs wait until one starts."""
+        return self._status.polled and not self._status.workers
+
+    @property
+    def queue_note(self) -> str | None:
+        """The `JobQueued.note` waiting jobs get now (None while workers are up)."""
+        return NO_WORKER_NOTE if self.waiting_for_gpu else None
+
+    def workers(self) -> tuple[WorkerInfo, ...]:
+        """The workers that sent a heartbeat recently, as of the last poll."""
+        return self._status.workers
+
+    def queue_length(self) -> int:
+        """Jobs waiting in the whole pool: the last poll's count, corrected by what this
+        process knows since (its jobs that started or ended, its jobs not yet seen)."""
+        queued = {
+            job_id for job_id, t in self._live.items() if t.job.state is JobState.QUEUED
+        }
+        gone = len(self._counted - queued)
+        new = len(queued - self._counted)
+        return max(0, self._status.waiting - gone + new)
+
+    def queue_stats(self) -> QueueStats:
+        """Jobs waiting and running in the whole pool (as of the last poll); images are
+        counted for this process's jobs only (other processes' rows are not read)."""
+        mine = [t.job for t in self._live.values()]
+        return QueueStats(
+            waiting=self.queue_length(),
+            running=max(self._status.running, len(self.running())),
+            waiting_images=sum(
+                j.request.params.count for j in mine if j.state is JobState.QUEUED
+            ),
+            running_images=sum(
+                j.request.params.count for j in mine if j.state is JobState.RUNNING
+            ),
+        )
+
+    def pending_for(self, owner: str) -> int:
+        return sum(
+            1
+            for t in self._live.values()
+            if t.job.owner == owner and t.job.state is JobState.QUEUED
+        )
+
+    def running(self) -> list[QueuedJob]:
+        """This process's jobs that a worker is running."""
+        return [t.job for t in self._live.values() if t.job.state is JobState.RUNNING]
+
+    def job(self, job_id: str) -> QueuedJob | None:
+        tracked = self._live.get(job_id)
+        return tracked.job if tracked else None
+
+    def estimate_wait(self, position: int) -> float:
+        """Rough seconds until the job at `position` starts: jobs ahead spread over workers,
+        at the service's default speed assumption (4 images x 27 steps x 0.1 s per job)."""
+        workers = max(1, len(self._status.workers))
+        return max(0, position - 1) / workers * 4 * 27 * 0.1
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create the schema if absent, start listening and polling.
+
+        Raises `GenerationError` when the database cannot be reached.
+        """
+        if self._pool is not None:
+            return
+        if self._closed:
+            raise ServiceClosedError("The image generator has been shut down.")
+        try:
+            pool = psycopg_pool.AsyncConnectionPool(
+                self._config.dsn, min_size=1, max_size=8, open=False,
+                kwargs={"autocommit": True},
+            )
+            await pool.open(wait=True, timeout=10)
+            async with pool.connection() as conn:
+                await ensure_schema(conn)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise GenerationError(f"cannot reach the worker pool's database: {exc}") from exc
+        self._pool = pool
+        self._app = App(connector=PsycopgConnector())
+        await self._app.open_async(pool)
+        listening = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._listen(listening), name="pool-listen"),
+            asyncio.create_task(self._poll_forever(), name="pool-poll"),
+        ]
+        await asyncio.wait_for(listening.wait(), 10)
+        await self._poll()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking jobs, cancel this process's waiting ones, let its running ones finish
+        on their workers (within `grace` seconds, default 60, then abort them); stays
+        connected, so their results are still read, until `close`. Safe to call twice."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        for tracked in list(self._live.values()):
+            if tracked.job.state is JobState.QUEUED:
+                # Ended here at once (as the in-process queue does); the abort reaches the
+                # database in the background and the poll still deletes what it left.
+                tracked.job.cancel()
+                tracked.job.publish(JobCancelled("cancelled because the bot is shutting down"))
+        await self._wait_until_settled(60.0 if grace is None else grace)
+        for tracked in list(self._live.values()):
+            tracked.job.cancel()
+        await self._wait_until_settled(5.0)
+        for tracked in list(self._live.values()):
+            tracked.job.publish(JobCancelled("cancelled because the bot is shutting down"))
+        self._live.clear()
+
+    async def close(self, grace: float | None = None) -> None:
+        """`stop` (with `grace`), then disconnect. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop(grace)
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._app is not None:
+            await self._app.close_async()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _wait_until_settled(self, seconds: float) -> None:
+        """Let the poll settle this process's jobs for up to `seconds`."""
+        if not self._live or self._pool is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._live:
+                    self._poke.set()
+                    await asyncio.sleep(0.05)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def submit(
+        self, request: GenerationRequest, owner: str = "", job_id: str | None = None
+    ) -> QueuedJob:
+        """Validate and queue; raises `RequestError` or `QueueFullError`.
+
+        The first event is `JobQueued` with the position known now (the pool's waiting jobs
+        plus one); later positions follow the fair order as polled.
+        """
+        if job_id is not None and job_id in self._live:
+            raise RequestError(f"job id {job_id} is already in use")
+        if not self._accepting or self._pool is None:
+            raise ServiceClosedError(
+                "The image generator is shutting down and takes no new requests."
+            )
+        config = self._config
+        check_room(
+            self.queue_length(), config.max_queue, self.pending_for(owner),
+            config.max_queued_per_user,
+        )
+        job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id)
+        tracked = _Tracked(job)
+        self._live[job.id] = tracked
+        position = self.queue_length()
+        job.publish(JobQueued(position, self.estimate_wait(position), self.queue_note))
+        self._spawn(self._defer(tracked))
+        return job
+
+    async def _defer(self, tracked: _Tracked) -> None:
+        """Defer the job, or re-attach to it when its id is already in the pool (a bot that
+        restarted submits its unfinished jobs again: they keep their place, and a result made
+        while the bot was away is delivered, not made twice)."""
+        job = tracked.job
+        assert self._app is not None and self._pool is not None
+        try:
+            async with self._defer_lock:
+                async with self._pool.connection() as conn:
+                    row = await (
+                        await conn.execute(
+                            queries.FIND_JOB,
+                            {"job_id": job.id, "queue": self._config.queue, "task": TASK_NAME},
+                        )
+                    ).fetchone()
+                if row is not None:
+                    tracked.pid = int(row[0])
+                    log.info("job %s re-attached to pool job %d", job.id, tracked.pid)
+                else:
+                    deferrer = self._app.configure_task(
+                        TASK_NAME, queue=self._config.queue, queueing_lock=job.id
+                    )
+                    tracked.pid = await deferrer.defer_async(
+                        **task_args(job.id, job.owner, job.request)
+                    )
+            tracked.deferred.set_result(tracked.pid)
+        except Exception as exc:
+            log.exception("deferring job %s failed", job.id)
+            tracked.deferred.set_result(None)
+            self._live.pop(job.id, None)
+            job.fail(GenerationError(f"The job could not be queued: {type(exc).__name__}"))
+
+    def _cancel(self, job: QueuedJob) -> bool:
+        tracked = self._live.get(job.id)
+        if tracked is None or job.done():
+            return False
+        job.cancel_requested = True
+        self._spawn(self._abort(tracked))
+        return True
+
+    async def _abort(self, tracked: _Tracked) -> None:
+        pid = await tracked.deferred
+        if pid is None or self._app is None:
+            return
+        try:
+            await self._app.job_manager.cancel_job_by_id_async(pid, abort=True)
+        except Exception:
+            log.exception("aborting job %s failed", tracked.job.id)
+        self._poke.set()
+
+    # -- following jobs --------------------------------------------------------------------
+
+    async def _listen(self, listening: asyncio.Event) -> None:
+        """LISTEN for progress; reconnects after a lost connection (the poll covers gaps)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._config.dsn, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    listening.set()
+                    async for notify in conn.notifies():
+                        self._on_notify(notify.payload)
+            except psycopg.Error:
+                log.warning("lost the pool's event connection; reconnecting", exc_info=True)
+                await asyncio.sleep(self._config.poll_seconds)
+
+    def _on_notify(self, payload: str) -> None:
+        data = parse_payload(payload)
+        if data is None:
+            return
+        kind = data.get("kind")
+        for job_id in data["jobs"]:
+            tracked = self._live.get(job_id)
+            if tracked is None or tracked.job.done():
+                continue
+            job = tracked.job
+            if kind == "started" and job.state is JobState.QUEUED:
+                job.publish(JobStarted(batch_images=int(data.get("batch", 0))))
+            elif kind == "step" and not job.cancel_requested:
+                if job.state is JobState.QUEUED:
+                    job.publish(JobStarted())
+                job.publish(JobStep(int(data["step"]), int(data["total"])))
+            elif kind == "final":
+                self._poke.set()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that races with the event, and close() would wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.poll_seconds):
+                    await self._poke.wait()
+            self._poke.clear()
+            try:
+                await self._poll()
+            except (psycopg.Error, psycopg_pool.PoolTimeout):
+                log.warning("polling the worker pool failed", exc_info=True)
+            except Exception:
+                log.exception("polling the worker pool failed")
+
+    async def _poll(self) -> None:
+        """Re-queue dead workers' jobs, then read the queue, the workers and this process's
+        jobs in one snapshot (REPEATABLE READ), so the counts and job states agree."""
+        assert self._pool is not None
+        config = self._config
+        live = dict(self._live)
+        async with self._pool.connection() as conn:
+            await requeue_stalled(conn, config)
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                counts = await (
+                    await conn.execute(queries.COUNTS, {"queue": config.queue})
+                ).fetchone()
+                workers = await (
+                    await conn.execute(
+                        queries.WORKERS,
+                        {"queue": config.queue, "seconds": config.stalled_after_seconds},
+                    )
+                ).fetchall()
+                states = await (
+                    await conn.execute(
+                        queries.JOB_STATES, {"job_ids": list(live), "queue": config.queue}
+                    )
+                ).fetchall()
+                waiting = [live[job_id] for job_id, status, _ in states if status == "todo"]
+                order = (
+                    await (await conn.execute(queries.CLAIM_ORDER, self._order_params())).fetchall()
+                    if waiting
+                    else []
+                )
+        self._status = PoolStatus(
+            waiting=int(counts[0]) if counts else 0,
+            running=int(counts[1]) if counts else 0,
+            workers=tuple(
+                WorkerInfo(
+                    worker_id=row[0], host=row[1], device=row[3], gpu=row[4],
+                    model_id=row[5], silent_seconds=float(row[6]), running=int(row[7]),
+                )
+                for row in workers
+            ),
+            polled=True,
+        )
+        self._counted = {t.job.id for t in waiting}
+        self._publish_positions(order, waiting)
+        for job_id, status, meta in states:
+            tracked = live[job_id]
+            if status == "doing" and tracked.job.state is JobState.QUEUED:
+                tracked.job.publish(JobStarted())
+            elif status in ("succeeded", "failed", "cancelled", "aborted"):
+                if not tracked.settling:
+                    tracked.settling = True
+                    self._spawn(self._settle(tracked, status, meta))
+
+    def _order_params(self) -> dict[str, Any]:
+        return {"queue": self._config.queue, "task": TASK_NAME, "limit": self._config.claim_limit}
+
+    def _publish_positions(self, order: list[Any], waiting: list[_Tracked]) -> None:
+        """`JobQueued` for this process's waiting jobs whose place in the fair order (or
+        whose note) changed."""
+        position_of = {pid: index for index, (pid, _) in enumerate(order, start=1)}
+        note = self.queue_note
+        for tracked in waiting:
+            position = position_of.get(tracked.pid)
+            job = tracked.job
+            if position is None or job.state is not JobState.QUEUED:
+                continue
+            if job.position != position or job.queue_note != note:
+                job.publish(JobQueued(position, self.estimate_wait(position), note))
+
+    async def _settle(self, tracked: _Tracked, status: str, meta: Any) -> None:
+        """Publish the final event of a job that ended in the database, exactly once."""
+        job = tracked.job
+        try:
+            if job.cancel_requested or status in ("cancelled", "aborted"):
+                job.publish(JobCancelled())
+            elif status == "failed":
+                error = (meta or {}).get("error") or "The GPU worker failed this job."
+                job.fail(GenerationError(error))
+            else:
+                job.publish(JobFinished(await self._read_result(job)))
+        except Exception as exc:
+            log.exception("reading the result of job %s failed", job.id)
+            job.fail(GenerationError(f"The result could not be read: {type(exc).__name__}"))
+        finally:
+            self._live.pop(job.id, None)
+            await self._forget(job.id)
+
+    async def _read_result(self, job: QueuedJob):  # -> GenerationResult
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute(queries.READ_RESULT, {"job_id": job.id})
+            ).fetchone()
+        if row is None:
+            raise GenerationError("The worker finished the job but left no result.")
+        meta, blobs = row
+        if isinstance(meta, str):
+            meta = json.loads(meta)
+        folder = meta.pop("folder", None)
+        if folder is not None:
+            path = self._config.results_dir / folder
+            blobs = await asyncio.to_thread(
+                lambda: [p.read_bytes() for p in sorted(path.glob("*.png"), key=_index)]
+            )
+        images = await asyncio.to_thread(lambda: [png_image(data) for data in blobs or []])
+        result = ResultMeta(**meta).result(images, job.request)
+        if len(images) != len(result.seeds):
+            raise GenerationError("The worker's result is incomplete.")
+        return result
+
+    async def _forget(self, job_id: str) -> None:
+        """Delete a delivered job's stored result (and its folder)."""
+        if self._pool is None:
+            return
+        try:
+            async with self._pool.connection() as conn:
+                row = await (
+                    await conn.execute(
+                        "DELETE FROM imagine_pool_results WHERE job_id = %(job_id)s "
+                        "RETURNING meta->>'folder'",
+                        {"job_id": job_id},
+                    )
+                ).fetchone()
+            if row and row[0]:
+                await asyncio.to_thread(shutil.rmtree, self._config.results_dir / row[0], True)
+        except psycopg.Error:
+            log.warning("could not delete the stored result of job %s", job_id, exc_info=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _index(path: Any) -> int:
+    return int(path.stem)
