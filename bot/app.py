@@ -103,8 +103,9 @@ def default_cogs() -> tuple[CogFactory, ...]:
     from bot.cogs.errors import ErrorHandler
     from bot.cogs.imagine import ImagineCog
     from bot.cogs.info import InfoCog
+    from bot.cogs.preferences import PreferencesCog
 
-    return (ErrorHandler, ImagineCog, InfoCog, *admin_cogs())
+    return (ErrorHandler, ImagineCog, InfoCog, PreferencesCog, *admin_cogs())
 
 
 class ImagineBot(commands.AutoShardedBot):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 
 from generation.errors import RequestError
 from generation.params import MAX_SEED, Limits
@@ -44,7 +45,9 @@ __all__ = [
     "ImagineOptions",
     "ParsedPrompt",
     "fold_flag_text",
+    "format_flags",
     "image_strength",
+    "image_weight_of",
     "merge_options",
     "parse_prompt",
 ]
@@ -150,6 +153,12 @@ def image_strength(image_weight: float | None) -> float:
     return round(max(0.1, 1.0 - 0.3 * weight), 4)
 
 
+def image_weight_of(strength: float) -> float:
+    """The `--iw` that gives img2img `strength` (the inverse of `image_strength`; a strength at
+    its 0.1 floor reads back as the largest weight)."""
+    return round(min(MAX_IMAGE_WEIGHT, max(0.0, (1.0 - strength) / 0.3)), 4)
+
+
 @dataclass(frozen=True)
 class ParsedPrompt:
     """A prompt split into its text and the parameters typed after it."""
@@ -217,6 +226,37 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
     if not prompt and not allow_empty:
         raise FlagError("The prompt is empty: write what to draw before the flags.")
     return ParsedPrompt(prompt=prompt, options=ImagineOptions(**values))  # type: ignore[arg-type]
+
+
+def format_flags(prompt: str, options: ImagineOptions) -> str:
+    """`prompt` followed by `options` written as the flags `parse_prompt` reads back:
+    `parse_prompt(format_flags(p, o))` gives `p` (whitespace squashed) and `o` (the negative
+    prompt's commas as `, `). The image link (`image_url`) is not a flag and is left out.
+
+    Used where a member edits a job's prompt and flags as text (remix mode).
+    """
+    parts = [_squash(prompt)]
+    if options.aspect is not None:
+        parts.append(f"--ar {options.aspect}")
+    if options.negative_prompt:
+        parts.append(f"--no {_squash(options.negative_prompt)}")
+    if options.steps is not None:
+        parts.append(f"--steps {options.steps}")
+    if options.guidance is not None:
+        parts.append(f"--cfg {_plain_number(options.guidance)}")
+    if options.count is not None:
+        parts.append(f"--n {options.count}")
+    if options.seed is not None:
+        parts.append(f"--seed {options.seed}")
+    if options.image_weight is not None:
+        parts.append(f"--iw {_plain_number(options.image_weight)}")
+    return " ".join(part for part in parts if part)
+
+
+def _plain_number(value: float) -> str:
+    """`value` as the parser reads numbers: digits and a point, never an exponent."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def merge_options(explicit: ImagineOptions, typed: ImagineOptions) -> ImagineOptions:

@@ -22,13 +22,20 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 from PIL import Image
 
-from bot.core.flags import ImagineOptions, image_strength, merge_options, parse_prompt
+from bot.core.flags import (
+    ImagineOptions,
+    ParsedPrompt,
+    image_strength,
+    merge_options,
+    parse_prompt,
+)
 from bot.core.image_fetch import ImageFetcher, find_image_links
 from bot.core.image_store import withheld_tile
 from bot.core.jobs import (
@@ -41,11 +48,13 @@ from bot.core.jobs import (
     decide_fates,
     request_from_job,
 )
+from bot.core.remix import RemixAction, RemixScope, edited_params, parse_remix, remix_text
 from bot.core.tools import TOOLS, tool_request
 from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
 from bot.presentation.access import requester_of
 from bot.presentation.buttons import TOOL_LOOKS, PressRegistry
+from bot.presentation.deadline import DeferStyle, arm
 from bot.presentation.delivery import (
     Attachment,
     DeliveryMethod,
@@ -73,10 +82,12 @@ from bot.presentation.messages import (
     upscale_text,
 )
 from bot.presentation.permissions import can_manage_messages
+from bot.presentation.remix import RemixTarget, remix_modal, submitted_text
 from bot.presentation.views import grid_view, queued_view, single_view
 from bot.services.history import JobView, ShownAt
 from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
+from generation.params import GenerationParams
 from generation.request import GenerationRequest, parse_aspect, variation_steps
 
 if TYPE_CHECKING:
@@ -575,42 +586,68 @@ class ImagineCog(commands.Cog, name="Imagine"):
         )
 
     async def vary(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
-        """V: variations of image `index` (img2img from it, same prompt), charged to the presser."""
-        await self._from_image(
-            interaction,
-            job_id,
-            index,
-            lambda job, source: JobPlan(
-                self._variation_request(job, source),
+        """V: variations of image `index` (img2img from it, same prompt), charged to the presser.
+        With remix on, the job's owner first gets the editor (`remix` runs the edit)."""
+        if await self._offer_remix(interaction, RemixTarget(RemixAction.VARY, job_id, index)):
+            return
+        await self._vary(interaction, job_id, index)
+
+    async def _vary(
+        self,
+        interaction: discord.Interaction,
+        job_id: str,
+        index: int,
+        edit: ParsedPrompt | None = None,
+    ) -> None:
+        count = self.bot.settings.generation.count
+
+        def plan(job: JobView, source: Image.Image) -> JobPlan:
+            job, count_, seed = self._apply_edit(job, edit, count)
+            return JobPlan(
+                self._variation_request(job, source, count=count_, seed=seed),
                 kind=JobKind.VARIATION,
                 parent_job_id=job_id,
                 image_index=index,
-            ),
-            f"Variations of image #{index}",
-        )
+            )
+
+        await self._from_image(interaction, job_id, index, plan, f"Variations of image #{index}")
 
     async def tool(
         self, interaction: discord.Interaction, job_id: str, index: int, kind: JobKind
     ) -> None:
         """A creative tool on image `index` (upscale, vary, zoom, pan): a new job of `kind`
-        from that image, charged to the presser per image it makes."""
+        from that image, charged to the presser per image it makes. With remix on, Vary
+        (Subtle/Strong) first gives the job's owner the editor."""
+        if kind in _REMIX_TOOLS and await self._offer_remix(
+            interaction, RemixTarget(RemixAction.TOOL, job_id, index, kind)
+        ):
+            return
+        await self._tool(interaction, job_id, index, kind)
+
+    async def _tool(
+        self,
+        interaction: discord.Interaction,
+        job_id: str,
+        index: int,
+        kind: JobKind,
+        edit: ParsedPrompt | None = None,
+    ) -> None:
         tool = TOOLS[kind]
         title = TOOL_LOOKS[kind].title
         if not self.bot.generation.supports(tool.operation):
             raise MemberError(f"{title} is not available: this bot has no model for it.")
         limits, count = self.bot.generation.limits, self.bot.settings.generation.count
-        await self._from_image(
-            interaction,
-            job_id,
-            index,
-            lambda job, source: JobPlan(
-                tool_request(tool, job, source, limits, count=count),
+
+        def plan(job: JobView, source: Image.Image) -> JobPlan:
+            job, count_, seed = self._apply_edit(job, edit, count)
+            return JobPlan(
+                tool_request(tool, job, source, limits, count=count_, seed=seed),
                 kind=kind,
                 parent_job_id=job_id,
                 image_index=index,
-            ),
-            f"{title} of image #{index}",
-        )
+            )
+
+        await self._from_image(interaction, job_id, index, plan, f"{title} of image #{index}")
 
     async def _from_image(
         self,
@@ -646,7 +683,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """Reroll: the same parameters with new seeds (a variation or a tool's result rerolls
-        from its source image)."""
+        from its source image). With remix on, the job's owner first gets the editor."""
+        if await self._offer_remix(interaction, RemixTarget(RemixAction.REROLL, job_id)):
+            return
         job = await self._job(interaction, job_id)
         tool = TOOLS.get(job.kind)
         from_parent = tool is not None or job.kind is JobKind.VARIATION
@@ -732,6 +771,109 @@ class ImagineCog(commands.Cog, name="Imagine"):
             interaction, "Cancelled. Nothing was counted against your quota.", ephemeral=True
         )
 
+    # -- remix (an editor of the prompt before reroll, V and Vary) ------------------------
+
+    async def _offer_remix(self, interaction: discord.Interaction, target: RemixTarget) -> bool:
+        """Open the remix editor instead of running the button, when the presser owns the
+        job and has remix on; True if it was opened (the press is then answered).
+
+        The editor must be the press's first answer, within Discord's 3 seconds: two small
+        reads come first (the preference, the job), nothing is reserved or queued."""
+        preferences = await self.bot.services.preferences.get(interaction.user.id)
+        if not preferences.remix:
+            return False
+        job = await self._job(interaction, target.job_id)
+        if job.user_id != interaction.user.id:
+            return False  # another member's job: the button works as without remix
+        scope = _remix_scope(job, target.action)
+        if scope is None:
+            return False  # a reroll of a job remix does not edit (zoom, pan, upscale)
+        if target.index is not None:
+            _check_image(job, target.index)
+        text = remix_text(job.params, self._defaults(), scope)
+        await interaction.response.send_modal(remix_modal(target, text))
+        return True
+
+    @commands.Cog.listener("on_interaction")
+    async def on_remix_submit(self, interaction: discord.Interaction) -> None:
+        """A submitted remix editor: run its button with the edit. Read from the interaction
+        alone (see `bot.presentation.remix`), so it works after a restart too."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: Any = interaction.data or {}
+        target = RemixTarget.from_custom_id(str(data.get("custom_id", "")))
+        if target is None:
+            return
+        arm(interaction, DeferStyle.PUBLIC)  # the answer is the job's public message
+        try:
+            await self.remix(interaction, target, submitted_text(data))
+        except Exception as exc:
+            await self.bot.report_interaction_error(interaction, exc)
+
+    async def remix(
+        self, interaction: discord.Interaction, target: RemixTarget, text: str
+    ) -> None:
+        """Run `target`'s button with the member's edited prompt and flags, read by the one
+        parser and checked like `/imagine` (moderation, limits, quota) by the same gate: a
+        refused edit is answered with the reason and nothing is charged."""
+        job = await self._job(interaction, target.job_id)
+        if job.user_id != interaction.user.id:
+            raise MemberError("Only the member who asked for these images can remix them.")
+        scope = _remix_scope(job, target.action)
+        if scope is None:
+            raise MemberError("This job cannot be remixed.")
+        edit = parse_remix(text, scope)
+        if target.action is RemixAction.VARY:
+            assert target.index is not None
+            await self._vary(interaction, job.id, target.index, edit)
+        elif target.action is RemixAction.TOOL:
+            assert target.index is not None and target.kind is not None
+            await self._tool(interaction, job.id, target.index, target.kind, edit)
+        elif job.kind in _REMIX_TOOLS or job.kind is JobKind.VARIATION:
+            # Rerolling a variation is varying its source image again.
+            assert job.parent_job_id is not None and job.image_index is not None
+            index = job.image_index + 1
+            if job.kind is JobKind.VARIATION:
+                await self._vary(interaction, job.parent_job_id, index, edit)
+            else:
+                await self._tool(interaction, job.parent_job_id, index, job.kind, edit)
+        elif job.kind is JobKind.IMAGE_PROMPT:
+            source = await self.bot.orchestrator.image_prompt_source(job.id)
+            plan = JobPlan(
+                self._request(edit.prompt, edit.options, source),
+                kind=JobKind.IMAGE_PROMPT,
+                parent_job_id=job.id,
+                source_image=source,
+            )
+            await self._start(
+                interaction,
+                plan,
+                label="image prompt",
+                guild_id=job.guild_id,
+                channel_id=job.channel_id,
+            )
+        else:
+            plan = JobPlan(
+                self._request(edit.prompt, edit.options), kind=JobKind.REROLL, parent_job_id=job.id
+            )
+            await self._start(
+                interaction, plan, label="Reroll", guild_id=job.guild_id, channel_id=job.channel_id
+            )
+
+    def _apply_edit(
+        self, job: JobView, edit: ParsedPrompt | None, count: int
+    ) -> tuple[JobView, int, int | None]:
+        """`job` with a remix `edit` applied for a variation of its image, the grid size and
+        the seed; unchanged (`count`, a new seed) without one."""
+        if edit is None:
+            return job, count, None
+        params = edited_params(job.params, edit, self._defaults())
+        return replace(job, params=params), edit.options.count or count, edit.options.seed
+
+    def _defaults(self) -> GenerationParams:
+        """The configured parameters (what a flag left out means)."""
+        return self.bot.settings.generation.params("")
+
     # -- helpers --------------------------------------------------------------------------
 
     async def _job(self, interaction: discord.Interaction, job_id: str) -> JobView:
@@ -762,9 +904,11 @@ class ImagineCog(commands.Cog, name="Imagine"):
         await _defer(interaction)
         return await self.bot.orchestrator.source_image(job_id, index, requester)
 
-    def _variation_request(self, job: JobView, source: Image.Image) -> GenerationRequest:
-        """Variations of `source` (an image of `job`): its prompt, the configured count and
-        strength, at the source's size."""
+    def _variation_request(
+        self, job: JobView, source: Image.Image, *, count: int, seed: int | None = None
+    ) -> GenerationRequest:
+        """`count` variations of `source` (an image of `job`): its prompt, the configured
+        strength, at the source's size, from `seed` (None: a new one)."""
         gen = self.bot.settings.generation
         return request_from_job(
             job,
@@ -774,7 +918,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
             ),
             width=source.width,
             height=source.height,
-            count=gen.count,
+            count=count,
+            seed=seed,
             strength=gen.variation_strength,
             init_image=source,
         )
@@ -805,6 +950,25 @@ def _label(job: JobView) -> str:
     if job.kind is JobKind.REROLL:
         return "Reroll"
     return ""
+
+
+#: The tools remix edits (Midjourney's Remix: Vary Subtle and Strong).
+_REMIX_TOOLS = frozenset({JobKind.VARY_SUBTLE, JobKind.VARY_STRONG})
+
+
+def _remix_scope(job: JobView, action: RemixAction) -> RemixScope | None:
+    """What a remix of `job` through `action` may edit; None where remix does not apply
+    (a reroll of a zoom, a pan or an upscale: their prompt is not what makes them)."""
+    if action is not RemixAction.REROLL:
+        return RemixScope()
+    if job.kind in (JobKind.TXT2IMG, JobKind.REROLL):
+        return RemixScope(aspect=True, count=True)
+    if job.kind is JobKind.IMAGE_PROMPT:
+        return RemixScope(aspect=True, count=True, image_weight=True)
+    if job.kind in _REMIX_TOOLS or job.kind is JobKind.VARIATION:
+        if job.parent_job_id is not None and job.image_index is not None:
+            return RemixScope(count=True)
+    return None
 
 
 def _check_image(job: JobView, index: int) -> bool:

@@ -334,3 +334,18 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
+
+
+class MemberSettings(Base):
+    """One Discord user's own preferences, the same in every server (as Midjourney's
+    `/prefer` and `/settings` are per account): one row per user, created on the first change.
+    A later preference is a new column with a server default, so existing rows need no backfill.
+    """
+
+    __tablename__ = "member_settings"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: Remix mode: reroll and the variation buttons open an editor of the prompt first.
+    remix: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

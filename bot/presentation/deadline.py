@@ -28,11 +28,13 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from bot.errors import MemberError
 from bot.presentation.delivery import interaction_expired, is_dead, mark_dead
 
 __all__ = [
     "ACK_WITHIN",
     "DEFER_STYLE",
+    "MODAL_TOO_LATE",
     "DeadlineTree",
     "DeferStyle",
     "GuardedResponse",
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 ACK_WITHIN = 2.0
 #: The key in a command's `extras` naming its `DeferStyle` (default: private).
 DEFER_STYLE = "defer_style"
+#: Said when a modal could not be opened in time (Discord allows one only as a first answer).
+MODAL_TOO_LATE = (
+    "I took too long to open the editor (Discord allows 3 seconds). Nothing was run or "
+    "counted: press the button again."
+)
 _ARMED_AT = "deadline_armed_at"
 _TASK = "deadline_task"
 
@@ -102,6 +109,14 @@ class GuardedResponse(discord.InteractionResponse):  # type: ignore[type-arg]
                 return await self._first(super().edit_message(**kwargs))
         extra = {k: v for k, v in kwargs.items() if k in _EDIT_KEYS}
         return await self._parent.edit_original_response(**extra)
+
+    async def send_modal(self, modal: Any) -> Any:
+        """A modal is only ever a first callback: once the guard has deferred, it cannot be
+        opened any more, and the member is told to press again (nothing was run)."""
+        async with self._lock:
+            if self.deferred_by_guard or self.is_done():
+                raise MemberError(MODAL_TOO_LATE)
+            return await self._first(super().send_modal(modal))
 
     async def _first(self, call: Any) -> Any:
         """Await a first callback; one refused as too late (10062) marks the interaction

@@ -1,4 +1,5 @@
-"""The bot's domain services over the database: quotas, history, moderation, audit.
+"""The bot's domain services over the database: quotas, history, moderation, audit and
+members' preferences.
 
 No Discord here: the cogs translate interactions into these calls and `ServiceError`s
 back into messages. Build them once at start-up with `build_services`.
@@ -15,6 +16,7 @@ from bot.services.audit import AuditService
 from bot.services.clock import Clock, utcnow
 from bot.services.history import HistoryService
 from bot.services.moderation import ModerationService
+from bot.services.preferences import MemberPreferences, PreferencesService
 from bot.services.quota import QuotaService
 
 __all__ = [
@@ -22,9 +24,11 @@ __all__ = [
     "HistoryService",
     "JobKind",
     "JobStatus",
+    "MemberPreferences",
     "ModerationService",
     "NsfwPolicy",
     "Period",
+    "PreferencesService",
     "QuotaScope",
     "QuotaService",
     "Services",
@@ -40,6 +44,7 @@ class Services:
     history: HistoryService
     moderation: ModerationService
     audit: AuditService
+    preferences: PreferencesService
 
 
 def build_services(
@@ -55,4 +60,5 @@ def build_services(
         history=HistoryService(sessions, clock=now),
         moderation=ModerationService(sessions, clock=now),
         audit=AuditService(sessions, clock=now),
+        preferences=PreferencesService(sessions, clock=now),
     )

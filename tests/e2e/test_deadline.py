@@ -86,6 +86,7 @@ async def test_every_command_and_button_answers_in_time_on_a_slow_database(
     plan: dict[str, tuple[Any, dict[str, Any], Check | None]] = {
         "imagine": (world.bob, {"prompt": "a slow lighthouse", "count": 1}, None),
         "info": (world.bob, {}, lambda ix: "Your images" in answer_text(ix)),
+        "prefer remix": (world.bob, {"mode": "on"}, lambda ix: "**on**" in answer_text(ix)),
         "quota set": (world.admin, {"scope": "member", "target": world.bob, "limit": 50}, None),
         "quota clear": (world.admin, {"scope": "cap"}, None),
         "quota list": (world.admin, {}, None),

@@ -199,7 +199,8 @@ def _check_interactive(comp: dict[str, Any], path: Path) -> Iterator[FieldError]
 
 
 def check_modal(data: dict[str, Any], path: Path) -> list[FieldError]:
-    """Modal (callback type 9): title <= 45, custom_id <= 100, 1..5 components."""
+    """Modal (callback type 9): title <= 45, custom_id <= 100, 1..5 components; each label and
+    text input within Discord's bounds (`_check_label`, `_check_text_input`)."""
     errors: list[FieldError] = []
     title = data.get("title")
     if not title:
@@ -215,12 +216,69 @@ def check_modal(data: dict[str, Any], path: Path) -> list[FieldError]:
     if not 1 <= len(comps) <= 5:
         errors.append(FieldError((*path, "components"), "BASE_TYPE_BAD_LENGTH",
                                  "Must be between 1 and 5 in length."))
-    for comp in iter_components(comps):
-        if comp.get("type") == 4:
-            inner = comp.get("custom_id")
-            if not inner or len(inner) > MAX_CUSTOM_ID:
-                errors.append(_too_long((*path, "components"), MAX_CUSTOM_ID))
+    for k, comp in enumerate(comps):
+        where = (*path, "components", k)
+        if comp.get("type") == 18:  # a label around one input
+            errors.extend(_check_label(comp, where))
+            errors.extend(_check_text_input(comp.get("component") or {}, (*where, "component"),
+                                            labelled=True))
+        elif comp.get("type") == 1:  # legacy: an action row holding one text input
+            for j, inner in enumerate(comp.get("components") or []):
+                errors.extend(_check_text_input(inner, (*where, "components", j),
+                                                labelled=False))
     return errors
+
+
+#: Text input bounds (Discord: value, min_length and max_length within 0..4000).
+MAX_TEXT_INPUT = 4000
+
+
+def _check_label(comp: dict[str, Any], path: Path) -> Iterator[FieldError]:
+    """Label (type 18): label 1..45, description <= 100."""
+    label = comp.get("label")
+    if not label:
+        yield _required((*path, "label"))
+    elif len(label) > 45:
+        yield _too_long((*path, "label"), 45)
+    description = comp.get("description")
+    if description is not None and len(description) > 100:
+        yield _too_long((*path, "description"), 100)
+
+
+def _check_text_input(comp: dict[str, Any], path: Path, *, labelled: bool) -> Iterator[FieldError]:
+    """Text input (type 4) in a modal: custom_id 1..100, style 1 or 2, label 1..45 when not in
+    a Label, min_length 0..4000, max_length 1..4000 (min <= max), placeholder <= 100, and a
+    pre-filled value of at most max_length (4000) characters."""
+    if comp.get("type") != 4:
+        return
+    cid = comp.get("custom_id")
+    if not cid:
+        yield _required((*path, "custom_id"))
+    elif len(cid) > MAX_CUSTOM_ID:
+        yield _too_long((*path, "custom_id"), MAX_CUSTOM_ID)
+    if comp.get("style") not in (1, 2):
+        yield FieldError((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2).")
+    label = comp.get("label")
+    if label is None and not labelled:
+        yield _required((*path, "label"))
+    elif label is not None and len(label) > 45:
+        yield _too_long((*path, "label"), 45)
+    low, high = comp.get("min_length"), comp.get("max_length")
+    if low is not None and not 0 <= low <= MAX_TEXT_INPUT:
+        yield FieldError((*path, "min_length"), "NUMBER_TYPE_MAX",
+                         f"int value should be between 0 and {MAX_TEXT_INPUT}.")
+    if high is not None and not 1 <= high <= MAX_TEXT_INPUT:
+        yield FieldError((*path, "max_length"), "NUMBER_TYPE_MAX",
+                         f"int value should be between 1 and {MAX_TEXT_INPUT}.")
+    if low is not None and high is not None and low > high:
+        yield FieldError((*path, "min_length"), "BASE_TYPE_BAD_LENGTH",
+                         "min_length must be less than or equal to max_length.")
+    placeholder = comp.get("placeholder")
+    if placeholder is not None and len(placeholder) > 100:
+        yield _too_long((*path, "placeholder"), 100)
+    value = comp.get("value")
+    if value is not None and len(value) > min(high or MAX_TEXT_INPUT, MAX_TEXT_INPUT):
+        yield _too_long((*path, "value"), min(high or MAX_TEXT_INPUT, MAX_TEXT_INPUT))
 
 
 def _check_allowed_mentions(mentions: Any, path: Path) -> Iterator[FieldError]:

@@ -1,0 +1,173 @@
+"""End to end: remix mode (`/prefer remix`), the editor before reroll, V and Vary, and what it
+costs (tiny random-weight model: the images are noise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.app import ImagineBot
+from bot.config import Settings
+from bot.db.models import JobKind
+from tests.e2e.conftest import TIMEOUT, World, has_image, running
+from tests.e2e.test_buttons import job_of, make_grid
+from tests.fakediscord import FakeDiscord
+from tests.fakediscord.interactions import Interaction
+from tests.fakediscord.models import Message
+
+MODAL = 9
+
+
+async def used(bot: ImagineBot, world: World) -> int:
+    return (await bot.services.quota.status(world.guild.id, world.alice.id, ())).used
+
+
+async def prefer_remix(fake: FakeDiscord, world: World, **options: Any) -> str:
+    ix = await fake.invoke(world.channel, world.alice, "prefer remix", options=options)
+    answer = await ix.wait_original(lambda m: not m.loading, timeout=TIMEOUT)
+    assert ix.ephemeral
+    return answer.content
+
+
+def prefill(ix: Interaction) -> str:
+    """The text the remix editor opened with."""
+    assert ix.modal is not None
+    return ix.modal["components"][0]["component"]["value"]
+
+
+async def job_ids(bot: ImagineBot, world: World) -> list[str]:
+    return [job.id for job in (await bot.services.history.list(world.guild.id, limit=50)).items]
+
+
+async def open_editor(
+    fake: FakeDiscord, message: Message, custom_id: str, user: Any
+) -> Interaction:
+    click = await fake.click(message, custom_id, user)
+    await click.wait_response(timeout=5)
+    assert click.response_type == MODAL, "the press did not open the remix editor"
+    return click
+
+
+async def test_prefer_remix_toggles_and_off_means_no_editor(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """Off by default (buttons run at once); `/prefer remix` switches it over, saying the new
+    state; `mode:` sets it outright."""
+    grid = await make_grid(fake, world, count=1)
+    click = await fake.click(grid, f"imagine:r:{job_of(grid)}", world.alice)
+    await click.wait_response(timeout=5)
+    assert click.response_type == 4 and click.modal is None
+
+    assert "Remix mode is **on**" in await prefer_remix(fake, world)
+    assert (await bot.services.preferences.get(world.alice.id)).remix
+    assert "Remix mode is **off**" in await prefer_remix(fake, world)
+    assert "Remix mode is **on**" in await prefer_remix(fake, world, mode="on")
+    assert "Remix mode is **on**" in await prefer_remix(fake, world, mode="on")
+    assert not (await bot.services.preferences.get(world.bob.id)).remix
+    await click.wait_original(has_image, timeout=TIMEOUT)
+    assert fake.violations == []
+
+
+async def test_remix_reroll_runs_the_edited_prompt(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """Reroll with remix on: the editor holds the job's prompt and flags; opening it costs
+    nothing; the edit runs as a new grid recorded with its parent, charged like a reroll.
+    Another member's press on the same grid is not a remix (only the owner edits)."""
+    grid = await make_grid(fake, world, count=2, negative="fog")
+    job_id = job_of(grid)
+    before = await used(bot, world)
+    await prefer_remix(fake, world, mode="on")
+
+    editor = await open_editor(fake, grid, f"imagine:r:{job_id}", world.alice)
+    assert editor.modal is not None and editor.modal["title"] == "Remix: Reroll"
+    assert prefill(editor) == "a lighthouse --no fog --n 2"
+    assert await used(bot, world) == before  # an open (or closed) editor costs nothing
+
+    submit = await fake.submit_modal(editor, {"prompt": "a red barn --no snow --n 1 --ar 2:1"})
+    result = await submit.wait_original(has_image, timeout=TIMEOUT)
+    assert not submit.ephemeral and "a red barn" in result.content
+    job = await bot.services.history.require(job_of(result))
+    assert (job.kind, job.parent_job_id) == (JobKind.REROLL, job_id)
+    assert (job.params.prompt, job.params.negative_prompt, job.params.count) == (
+        "a red barn", "snow", 1
+    )
+    assert job.params.width == 2 * job.params.height
+    assert await used(bot, world) == before + 1
+
+    # Bob has remix on too, but the grid is Alice's: his V2 runs at once.
+    await fake.invoke(world.channel, world.bob, "prefer remix", mode="on")
+    click = await fake.click(grid, f"imagine:v:{job_id}:2", world.bob)
+    await click.wait_response(timeout=5)
+    assert click.response_type == 4
+    await click.wait_original(has_image, timeout=TIMEOUT)
+    assert fake.violations == []
+
+
+async def test_bad_edits_are_refused_and_cost_nothing(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """An edit `/imagine` would refuse (an out-of-range flag, a flag the button cannot use,
+    a step count over the server's limit) gets `/imagine`'s message, privately; nothing is
+    charged, queued or recorded."""
+    grid = await make_grid(fake, world, count=1)
+    job_id = job_of(grid)
+    await prefer_remix(fake, world, mode="on")
+    before = await used(bot, world)
+    jobs = await job_ids(bot, world)
+    limit = bot.settings.generation.max_steps
+
+    for custom_id, edit, reason in (
+        (f"imagine:v:{job_id}:1", "a lighthouse --n 9", "`--n` must be between 1 and 4"),
+        (f"imagine:v:{job_id}:1", "a lighthouse --ar 16:9", "`--ar` cannot change"),
+        (f"imagine:r:{job_id}", f"a lighthouse --steps {limit + 1}", str(limit)),
+        (f"imagine:r:{job_id}", "a lighthouse --wat", "is not a flag I know"),
+    ):
+        editor = await open_editor(fake, grid, custom_id, world.alice)
+        submit = await fake.submit_modal(editor, {"prompt": edit})
+        answer = await submit.wait_original(lambda m: not m.loading, timeout=TIMEOUT)
+        assert submit.ephemeral and not answer.attachments, edit
+        assert reason in answer.content, (edit, answer.content)
+
+    assert await used(bot, world) == before
+    assert await job_ids(bot, world) == jobs
+    assert fake.violations == []
+
+
+async def test_remix_vary_subtle_edits_the_variation(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """Vary (Subtle) under a single image opens the editor too; the edit's prompt drives the
+    variations of that image, recorded as Vary (Subtle) of it."""
+    grid = await make_grid(fake, world, count=2)
+    job_id = job_of(grid)
+    upscale = await fake.click(grid, f"imagine:u:{job_id}:2", world.alice)
+    single = await upscale.wait_original(has_image, timeout=TIMEOUT)
+    await prefer_remix(fake, world, mode="on")
+
+    editor = await open_editor(fake, single, f"imagine:t:vary_subtle:{job_id}:2", world.alice)
+    assert prefill(editor) == "a lighthouse"  # a variation keeps its image's size and grid
+    submit = await fake.submit_modal(editor, {"prompt": "a lighthouse in a storm --seed 7"})
+    result = await submit.wait_original(has_image, timeout=TIMEOUT)
+    job = await bot.services.history.require(job_of(result))
+    assert (job.kind, job.parent_job_id, job.image_index) == (JobKind.VARY_SUBTLE, job_id, 1)
+    assert job.params.prompt == "a lighthouse in a storm" and job.params.seed == 7
+    assert fake.violations == []
+
+
+async def test_an_editor_opened_before_a_restart_runs_after_it(
+    fake: FakeDiscord, world: World, settings: Settings
+) -> None:
+    """The editor's state is in its custom_id: submitted to a restarted bot, it still runs."""
+    async with running(settings, fake):
+        await fake.wait_for_commands(["imagine", "prefer"], guild=world.guild, timeout=TIMEOUT)
+        grid = await make_grid(fake, world, count=1)
+        await prefer_remix(fake, world, mode="on")
+        editor = await open_editor(fake, grid, f"imagine:v:{job_of(grid)}:1", world.alice)
+    await fake.wait_identify_window()  # a restart within 5 s is refused by Discord
+    async with running(settings, fake) as bot:
+        submit = await fake.submit_modal(editor, {"prompt": "a lighthouse at night"})
+        result = await submit.wait_original(has_image, timeout=TIMEOUT)
+        job = await bot.services.history.require(job_of(result))
+        assert (job.kind, job.parent_job_id) == (JobKind.VARIATION, job_of(grid))
+        assert job.params.prompt == "a lighthouse at night"
+    assert fake.violations == []
