@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.db.models import JobKind
-from tests.e2e.conftest import TIMEOUT, World, has_image, running
+from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, has_image, running
 from tests.e2e.test_buttons import job_of, make_grid
+from tests.e2e.test_image_prompts import png
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.interactions import Interaction
 from tests.fakediscord.models import Message
@@ -151,6 +154,40 @@ async def test_remix_vary_subtle_edits_the_variation(
     job = await bot.services.history.require(job_of(result))
     assert (job.kind, job.parent_job_id, job.image_index) == (JobKind.VARY_SUBTLE, job_id, 1)
     assert job.params.prompt == "a lighthouse in a storm" and job.params.seed == 7
+
+    # Rerolling those variations edits them again: Vary (Subtle) of the same image.
+    editor = await open_editor(fake, result, f"imagine:r:{job.id}", world.alice)
+    assert prefill(editor) == "a lighthouse in a storm"
+    submit = await fake.submit_modal(editor, {"prompt": "a calm sea --no boats"})
+    again = await submit.wait_original(has_image, timeout=TIMEOUT)
+    rerolled = await bot.services.history.require(job_of(again))
+    assert (rerolled.kind, rerolled.parent_job_id, rerolled.image_index) == (
+        JobKind.VARY_SUBTLE, job_id, 1
+    )
+    assert (rerolled.params.prompt, rerolled.params.negative_prompt) == ("a calm sea", "boats")
+    assert fake.violations == []
+
+
+async def test_remix_reroll_of_an_image_prompt_keeps_its_image(
+    fake: FakeDiscord, world: World, make_settings: SettingsFactory
+) -> None:
+    """An image prompt's editor carries its `--iw`; the edit starts from the same image."""
+    settings = make_settings(image_prompts={"origins": [fake.base_url]})
+    async with running(settings, fake) as bot:
+        await fake.wait_for_commands(["imagine", "prefer"], guild=world.guild, timeout=TIMEOUT)
+        image = fake.make_attachment("cat.png", png(128, 64))
+        ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="a cat --iw 2 --n 1",
+                               image=image)
+        grid = await ix.wait_original(has_image, timeout=TIMEOUT)
+        await prefer_remix(fake, world, mode="on")
+        editor = await open_editor(fake, grid, f"imagine:r:{job_of(grid)}", world.alice)
+        assert prefill(editor).startswith("a cat --ar 2:1") and prefill(editor).endswith("--iw 2")
+        submit = await fake.submit_modal(editor, {"prompt": "a dog --iw 0.5 --n 1"})
+        result = await submit.wait_original(has_image, timeout=TIMEOUT)
+        job = await bot.services.history.require(job_of(result))
+        assert (job.kind, job.parent_job_id) == (JobKind.IMAGE_PROMPT, job_of(grid))
+        assert job.params.prompt == "a dog" and job.params.strength == pytest.approx(0.85)
+        assert job.params.width > job.params.height  # still the image's shape
     assert fake.violations == []
 
 
