@@ -191,6 +191,11 @@ def _check_interactive(comp: dict[str, Any], path: Path) -> Iterator[FieldError]
         return
     else:
         return
+    yield from _check_custom_id(comp, path)
+
+
+def _check_custom_id(comp: dict[str, Any], path: Path) -> Iterator[FieldError]:
+    """An interactive component's custom_id: 1..100 characters."""
     cid = comp.get("custom_id")
     if not cid:
         yield _required((*path, "custom_id"))
@@ -251,11 +256,7 @@ def _check_text_input(comp: dict[str, Any], path: Path, *, labelled: bool) -> It
     pre-filled value of at most max_length (4000) characters."""
     if comp.get("type") != 4:
         return
-    cid = comp.get("custom_id")
-    if not cid:
-        yield _required((*path, "custom_id"))
-    elif len(cid) > MAX_CUSTOM_ID:
-        yield _too_long((*path, "custom_id"), MAX_CUSTOM_ID)
+    yield from _check_custom_id(comp, path)
     if comp.get("style") not in (1, 2):
         yield FieldError((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of (1, 2).")
     label = comp.get("label")
