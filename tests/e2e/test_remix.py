@@ -10,7 +10,15 @@ import pytest
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.db.models import JobKind
-from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, has_image, running
+from bot.presentation.deadline import MODAL_TOO_LATE
+from tests.e2e.conftest import (
+    TIMEOUT,
+    SettingsFactory,
+    SlowSessions,
+    World,
+    has_image,
+    running,
+)
 from tests.e2e.test_buttons import job_of, make_grid
 from tests.e2e.test_image_prompts import png
 from tests.fakediscord import FakeDiscord
@@ -207,4 +215,26 @@ async def test_an_editor_opened_before_a_restart_runs_after_it(
         job = await bot.services.history.require(job_of(result))
         assert (job.kind, job.parent_job_id) == (JobKind.VARIATION, job_of(grid))
         assert job.params.prompt == "a lighthouse at night"
+    assert fake.violations == []
+
+
+async def test_an_editor_too_slow_to_open_asks_to_press_again(
+    slowed: tuple[ImagineBot, list[SlowSessions]], fake: FakeDiscord, world: World
+) -> None:
+    """A database too slow for Discord's 3 seconds: the guard acknowledges the press in time,
+    after which no editor can open; the member is told privately to press again, and nothing
+    runs or is charged."""
+    bot, [sessions] = slowed
+    grid = await make_grid(fake, world, count=1)
+    await prefer_remix(fake, world, mode="on")
+    before, jobs = await used(bot, world), await job_ids(bot, world)
+    sessions.delay, sessions.slow = 3.5, True
+    click = await fake.click(grid, f"imagine:r:{job_of(grid)}", world.alice)
+    await click.wait_response(timeout=10)
+    assert click.response_type == 5 and click.modal is None
+    answer = await click.wait_followup(lambda m: not m.loading, timeout=TIMEOUT)
+    assert answer.ephemeral and MODAL_TOO_LATE in answer.content
+    sessions.slow = False
+    assert await used(bot, world) == before and await job_ids(bot, world) == jobs
+    assert [m for m in fake.messages(world.channel) if m.loading and not m.deleted] == []
     assert fake.violations == []
