@@ -114,6 +114,7 @@ async def test_remix_reroll_runs_the_edited_prompt(
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # the parser's and the gate's answer, not the database's
 async def test_bad_edits_are_refused_and_cost_nothing(
     bot: ImagineBot, fake: FakeDiscord, world: World
 ) -> None:
@@ -144,6 +145,7 @@ async def test_bad_edits_are_refused_and_cost_nothing(
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # which job an edit makes, not the database's part
 async def test_remix_vary_subtle_edits_the_variation(
     bot: ImagineBot, fake: FakeDiscord, world: World
 ) -> None:
@@ -176,6 +178,7 @@ async def test_remix_vary_subtle_edits_the_variation(
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # which job an edit makes, not the database's part
 async def test_remix_reroll_of_an_image_prompt_keeps_its_image(
     fake: FakeDiscord, world: World, make_settings: SettingsFactory
 ) -> None:
@@ -218,6 +221,7 @@ async def test_an_editor_opened_before_a_restart_runs_after_it(
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # Discord's deadline, not the database's answer
 async def test_an_editor_too_slow_to_open_asks_to_press_again(
     slowed: tuple[ImagineBot, list[SlowSessions]], fake: FakeDiscord, world: World
 ) -> None:
