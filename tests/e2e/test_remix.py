@@ -119,20 +119,22 @@ async def test_bad_edits_are_refused_and_cost_nothing(
     bot: ImagineBot, fake: FakeDiscord, world: World
 ) -> None:
     """An edit `/imagine` would refuse (an out-of-range flag, a flag the button cannot use,
-    a step count over the server's limit) gets `/imagine`'s message, privately; nothing is
-    charged, queued or recorded."""
+    a step count over the server's limit, a blocked word) gets `/imagine`'s message,
+    privately; nothing is charged, queued or recorded."""
     grid = await make_grid(fake, world, count=1)
     job_id = job_of(grid)
     await prefer_remix(fake, world, mode="on")
     before = await used(bot, world)
     jobs = await job_ids(bot, world)
     limit = bot.settings.generation.max_steps
+    await bot.services.moderation.add_blocked_word(world.guild.id, "kraken", world.admin.id)
 
     for custom_id, edit, reason in (
         (f"imagine:v:{job_id}:1", "a lighthouse --n 9", "`--n` must be between 1 and 4"),
         (f"imagine:v:{job_id}:1", "a lighthouse --ar 16:9", "`--ar` cannot change"),
         (f"imagine:r:{job_id}", f"a lighthouse --steps {limit + 1}", str(limit)),
         (f"imagine:r:{job_id}", "a lighthouse --wat", "is not a flag I know"),
+        (f"imagine:v:{job_id}:1", "a lighthouse and a kraken", "which is blocked"),
     ):
         editor = await open_editor(fake, grid, custom_id, world.alice)
         submit = await fake.submit_modal(editor, {"prompt": edit})
