@@ -4,7 +4,10 @@ anywhere, and the `db` commands' safety and one-line errors (real subprocesses).
 from __future__ import annotations
 
 import importlib.util
+import shlex
+import shutil
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -171,3 +174,50 @@ def test_upgrade_waits_for_the_migration_lock(tmp_path: Path) -> None:
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
     assert "jobs" in _tables(db)
+
+
+def _complete(script: str, words: list[str]) -> list[str]:
+    """What bash offers after `words` (the last one being completed), with `script` loaded."""
+    quoted = " ".join(shlex.quote(word) for word in words)
+    program = (
+        f'eval "$(cat)"; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; '
+        'COMP_LINE="${COMP_WORDS[*]}"; COMP_POINT=${#COMP_LINE}; _shtab_imagine; '
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    proc = subprocess.run(
+        ["bash", "-c", program], input=script, capture_output=True, text=True, check=True
+    )
+    return proc.stdout.split()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_completion_offers_subcommands_options_and_choices(tmp_path: Path) -> None:
+    """`imagine completion bash` prints a script that bash loads, and that completes the
+    subcommands, each subcommand's own options and an option's choices."""
+    proc = run_imagine(["completion", "bash"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # nothing but the script: it is meant for eval
+    script = proc.stdout
+    assert "complete -o bashdefault -F _shtab_imagine imagine" in script
+    top = _complete(script, ["imagine", ""])
+    assert {"generate", "bench", "db", "run", "worker", "completion"} <= set(top)
+    assert _complete(script, ["imagine", "db", ""]) == ["upgrade", "downgrade"]
+    assert _complete(script, ["imagine", "generate", "--sch"]) == ["--scheduler"]
+    assert "--no-warmup" in _complete(script, ["imagine", "worker", "--"])
+    assert "--yes" in _complete(script, ["imagine", "db", "downgrade", "--"])
+    assert "dpmpp_2m_karras" in _complete(script, ["imagine", "generate", "--scheduler", ""])
+
+
+@pytest.mark.parametrize("shell", ["zsh", "tcsh"])
+def test_completion_scripts_for_zsh_and_tcsh(tmp_path: Path, shell: str) -> None:
+    proc = run_imagine(["completion", shell], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # tcsh lists long options without their dashes
+    assert "generate" in proc.stdout and "scheduler" in proc.stdout
+    assert "no-warmup" in proc.stdout and "dpmpp_2m_karras" in proc.stdout
+
+
+def test_completion_for_an_unknown_shell_is_refused(tmp_path: Path) -> None:
+    proc = run_imagine(["completion", "fish"], tmp_path)
+    assert proc.returncode == 2
+    assert "invalid choice: 'fish'" in proc.stderr and "Traceback" not in proc.stderr
