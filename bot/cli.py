@@ -231,16 +231,24 @@ def _load(args: argparse.Namespace, announce: bool) -> Settings:
     return settings
 
 
-def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+def _run_worker(
+    args: argparse.Namespace, settings: Settings, *, verbose: bool, quiet: bool
+) -> int:
     from bot.lifecycle import StartupError, pool_config
-    from generation.pool.runner import run_worker
+    from bot.logs import configure_bot_logging
 
+    # A service, like the bot: structured log lines, start-up stages among them.
+    configure_bot_logging(settings.log.format, settings.log.level, verbose=verbose, quiet=quiet)
     model = settings.model
     try:
         config = pool_config(settings)
     except StartupError as exc:
         print(f"imagine: {exc}", file=sys.stderr)
         return 2
+    from generation.fastpath import FastPath
+    from generation.pool.runner import run_worker
+    from generation.progress import startup_stages
+
     return run_worker(
         config,
         settings.generation.limits(),
@@ -250,6 +258,8 @@ def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
         safety_checker=model.safety_checker,
         cache_dir=model.cache_dir,
         warmup=settings.generation.warmup and not args.no_warmup,
+        fast=FastPath.configured(settings.generation),
+        stages=startup_stages(),
     )
 
 
@@ -267,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before logging and the configuration: the script is all this prints.
         sys.stdout.write(completion_script(parser, args.shell))
         return 0
-    if args.command != "run":
+    if args.command not in ("run", "worker"):  # those two log as services do
         from bot.logs import configure_cli_logging
 
         configure_cli_logging(verbose=verbose, quiet=quiet)
@@ -288,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "db":
         return _run_db(args, settings)
     if args.command == "worker":
-        return _run_worker(args, settings)
+        return _run_worker(args, settings, verbose=verbose, quiet=quiet)
     return _run_bot(settings, verbose=verbose, quiet=quiet)
 
 

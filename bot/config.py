@@ -22,7 +22,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -169,6 +169,19 @@ class GenerationSettings(_Section):
     # GPU fast path (channels_last, fused QKV, torch.compile per batch bucket): "auto" = on
     # for CUDA only.
     fast_path: Literal["auto", "on", "off"] = "auto"
+    # Its parts, each switchable (they apply where the fast path is on).
+    fast_channels_last: bool = True
+    fast_fuse_qkv: bool = True
+    fast_compile_unet: bool = True
+    fast_compile_vae: bool = False
+    # UNet row counts (2 per image with guidance) a step batch is padded to; each is compiled
+    # at start. Empty: no padding (every new batch size compiles when it first runs).
+    fast_buckets: list[Annotated[int, Field(ge=1, le=256)]] = Field(
+        default_factory=lambda: [2, 4, 8, 16, 24, 32]
+    )
+    # Inductor's on-disk cache of compiled graphs, kept between starts (default:
+    # $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/imagine/inductor).
+    compile_cache_dir: Path | None = None
     # Jobs a server may start per turn of the fair queue (default 1), by server id.
     server_shares: dict[str, int] = Field(default_factory=dict)
 
@@ -473,6 +486,11 @@ def _with_absolute_paths(settings: Settings, base: Path) -> Settings:
     model = settings.model
     if model.cache_dir is not None:
         model = model.model_copy(update={"cache_dir": absolute(model.cache_dir)})
+    generation = settings.generation
+    if generation.compile_cache_dir is not None:
+        generation = generation.model_copy(
+            update={"compile_cache_dir": absolute(generation.compile_cache_dir)}
+        )
     database = settings.database
     db_file = sqlite_path(database.url)
     if db_file is not None and not db_file.is_absolute():
@@ -482,7 +500,9 @@ def _with_absolute_paths(settings: Settings, base: Path) -> Settings:
         database = database.model_copy(
             update={"url": url.render_as_string(hide_password=False)}
         )
-    return settings.model_copy(update={"storage": storage, "model": model, "database": database})
+    return settings.model_copy(
+        update={"storage": storage, "model": model, "database": database, "generation": generation}
+    )
 
 
 def _describe_errors(

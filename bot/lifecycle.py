@@ -37,7 +37,9 @@ from bot.services import Services, build_services
 from bot.services.clock import Clock
 from generation.errors import GenerationError, ModelNotFoundError
 from generation.factory import build_service
+from generation.fastpath import FastPath
 from generation.interfaces import GenerationBackend
+from generation.progress import startup_stages
 
 if TYPE_CHECKING:
     from generation.pool.settings import PoolConfig
@@ -100,8 +102,9 @@ def build_generation(settings: Settings) -> GenerationBackend:
         warmup=gen.warmup,
         warmup_size=(gen.width, gen.height),
         continuous=gen.continuous_batching,
-        fast_path=gen.fast_path,
+        fast_path=FastPath.configured(gen),
         server_shares=gen.server_shares,
+        stages=startup_stages(),
     )
 
 

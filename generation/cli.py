@@ -114,6 +114,8 @@ class _Plan:
     device: str
     safety_checker: bool
     cache_dir: Any
+    #: The `[generation]` settings (read for the fast-path switches).
+    settings: Any
     request: GenerationRequest
     limits: Limits
     out: Path
@@ -197,6 +199,7 @@ def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
         device=args.device or model.device,
         safety_checker=bool(model.safety_checker) and not args.no_safety_checker,
         cache_dir=model.cache_dir,
+        settings=gen,
         request=request,
         limits=limits,
         out=out,
@@ -274,7 +277,14 @@ def _check_writable(plan: _Plan) -> None:
 
 async def _generate(plan: _Plan, err: Any) -> int:
     from generation.factory import build_service
+    from generation.fastpath import FastPath
+    from generation.progress import startup_stages
 
+    params = plan.request.params
+    # One job: where the fast path compiles (CUDA), only its own batch shape is compiled (a
+    # bucket of its UNet rows, 2 per image with guidance), shown as it happens, and cached on
+    # disk by inductor for the next run.
+    rows = params.count * (2 if params.guidance > 1 else 1)
     service = build_service(
         plan.model_id,
         variant=plan.variant,
@@ -286,13 +296,18 @@ async def _generate(plan: _Plan, err: Any) -> int:
         max_guidance=plan.limits.max_guidance,
         max_pixels=plan.limits.max_pixels,
         warmup=False,  # one job: warming up would only add time
+        warmup_size=(params.width, params.height),
+        warm_buckets=True,
+        fast_path=FastPath.configured(plan.settings, fast_buckets=(rows,)),
+        stages=startup_stages(console=err),
     )
     try:
         if plan.model_id == TINY_MODEL_ID:
             err.print(f"[yellow]note:[/] {TINY_MODEL_NOTE}.", highlight=False)
-        # No spinner here: huggingface_hub draws its own download bars on stderr.
-        fetch = "" if hub_offline() or plan.model_id == TINY_MODEL_ID else ", downloading if needed"
-        err.print(f"loading {escape(plan.model_id)}{fetch} ...", highlight=False)
+        if not err.is_terminal:  # on a terminal, the stages' display says it
+            local = hub_offline() or plan.model_id == TINY_MODEL_ID
+            fetch = "" if local else ", downloading if needed"
+            err.print(f"loading {escape(plan.model_id)}{fetch} ...", highlight=False)
         await service.start()
         job = service.submit(plan.request, owner="cli")
         result = await _follow(job, err)

@@ -38,7 +38,7 @@ from generation.decoding import (  # noqa: F401  (re-exported: the reasons are p
 )
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
-from generation.fastpath import FastPath
+from generation.fastpath import FastPath, compile_cache_dir
 from generation.interfaces import ProgressCallback, StopCheck
 from generation.loading import (
     LoadedModel,
@@ -50,6 +50,7 @@ from generation.loading import (
 )
 from generation.params import GenerationParams
 from generation.png_info import attach_parameters
+from generation.progress import Stages
 from generation.request import GenerationRequest, Operation
 from generation.text import cut_text, graphemes
 
@@ -72,14 +73,19 @@ class DiffusersEngine:
 
     Two ways to run: `generate` (one pipeline call per batch of requests) and `advance` (the
     step-level batch of `generation.continuous`, which the service prefers for txt2img).
-    `fast` picks the GPU speed-ups (default: `FastPath.for_device`, all on for CUDA only).
+    `fast` picks the GPU speed-ups (default: `FastPath.for_device`, all on for CUDA only;
+    a `FastPath` with `cuda_only` applies on CUDA only). `stages` shows loading, warm-up and
+    bucket compiling as they happen (default: nothing shown; see `generation.progress`).
     The optional inpainting and upscaling pipelines (`ModelSpec.inpaint_id`/`upscaler_id`) are
     loaded on their first request, next to the main one and sharing what it can.
     """
 
-    def __init__(self, spec: ModelSpec, fast: FastPath | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, fast: FastPath | None = None, stages: Stages | None = None
+    ) -> None:
         self.spec = spec
         self._fast = fast
+        self._stages = stages or Stages()
         self._model: LoadedModel | None = None
         self._batch: StepBatch | None = None
         self._inpainter: Any = None
@@ -108,13 +114,20 @@ class DiffusersEngine:
         """The fast-path switches in use (known once loaded, when the device is)."""
         if self._fast is None:
             return FastPath.for_device(self.model.device)
-        return self._fast
+        return self._fast.on_device(self.model.device)
 
     def load(self) -> None:
         if self._model is None:
-            model = load_model(self.spec)
+            model = load_model(self.spec, self._stages)
             self._model = model
-            self.fast.apply(model)
+            fast = self.fast
+            if fast.parts:
+                # Where compiled graphs are kept between starts, said once, with the stage.
+                cache = {}
+                if fast.compile:
+                    cache["cache_dir"] = str(compile_cache_dir(fast.cache_dir))
+                with self._stages.stage("apply fast path", parts=",".join(fast.parts), **cache):
+                    fast.apply(model)
 
     def close(self) -> None:
         device = self._model.device if self._model is not None else None
@@ -125,13 +138,18 @@ class DiffusersEngine:
             torch.cuda.empty_cache()
 
     def warmup(self, width: int = 512, height: int = 512) -> GenerationResult:
+        """One small generation (2 steps, 1 image) so the first job does not pay one-off costs;
+        reported as the stage "warm-up"."""
         params = GenerationParams("warm-up", seed=0, steps=2, count=1, width=width, height=height)
-        return self.generate([GenerationRequest(params)])[0]
+        with self._stages.stage("warm-up", size=f"{width}x{height}"):
+            return self.generate([GenerationRequest(params)])[0]
 
     def warm_buckets(self, width: int, height: int) -> int:
         """Run the UNet once at every batch bucket (compiles each; cached on disk by inductor).
 
-        Returns the number of buckets warmed (0 when compile is off). Progress is logged.
+        Returns the number of buckets warmed (0 when compile is off). Reported as the stage
+        "compile buckets", one step per bucket (87-122 s each on a first start on an H200;
+        much less when inductor's cache has the graphs).
         """
         fast = self.fast
         if not fast.compile or not fast.buckets:
@@ -140,22 +158,22 @@ class DiffusersEngine:
         unet = model.txt2img.unet
         latent = (height // 8, width // 8)
         text = model.txt2img.text_encoder.config.hidden_size
-        for index, rows in enumerate(fast.buckets, start=1):
-            started = time.perf_counter()
-            with torch.inference_mode():
-                sample = torch.zeros(
-                    rows, unet.config.in_channels, *latent, device=model.device, dtype=model.dtype
-                )
-                hidden = torch.zeros(rows, 77, text, device=model.device, dtype=model.dtype)
-                timesteps = torch.full((rows,), 999.0, device=model.device)
-                unet(sample, timesteps, encoder_hidden_states=hidden, return_dict=False)
-            log.info(
-                "compiled UNet bucket %d/%d (%d rows) in %.1f s",
-                index,
-                len(fast.buckets),
-                rows,
-                time.perf_counter() - started,
-            )
+        with self._stages.stage(
+            "compile buckets", total=len(fast.buckets), size=f"{width}x{height}"
+        ) as step:
+            for rows in fast.buckets:
+                with torch.inference_mode():
+                    sample = torch.zeros(
+                        rows,
+                        unet.config.in_channels,
+                        *latent,
+                        device=model.device,
+                        dtype=model.dtype,
+                    )
+                    hidden = torch.zeros(rows, 77, text, device=model.device, dtype=model.dtype)
+                    timesteps = torch.full((rows,), 999.0, device=model.device)
+                    unet(sample, timesteps, encoder_hidden_states=hidden, return_dict=False)
+                step(f"{rows} rows", rows=rows)
         return len(fast.buckets)
 
     def supports_steps(self, request: GenerationRequest) -> bool:

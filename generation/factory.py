@@ -15,6 +15,7 @@ from generation.engine import DiffusersEngine
 from generation.fastpath import FastPath
 from generation.loading import ModelSpec
 from generation.params import Limits
+from generation.progress import Stages
 from generation.queue_policy import FairQueuePolicy
 from generation.service import GenerationService
 
@@ -54,16 +55,20 @@ def build_service(
     warmup_size: tuple[int, int] = (512, 512),
     continuous: bool = True,
     freeze_gc: bool = True,
-    fast_path: str = "auto",
+    fast_path: str | FastPath = "auto",
     server_shares: Mapping[str, int] | None = None,
+    warm_buckets: bool | None = None,
+    stages: Stages | None = None,
 ) -> GenerationService:
     """A service (not started yet: `await service.start()` loads the model) for `model_id`.
 
     `max_batch_images=1` or `batching=False` runs every job in its own pipeline call.
     `continuous` runs txt2img jobs in the step-level batch (`generation.continuous`);
-    `fast_path` is "auto" (the GPU fast path on for CUDA only), "on" or "off";
-    `server_shares` gives servers more than one job per turn of the fair queue; `freeze_gc`:
-    see `GenerationService`.
+    `fast_path` is "auto" (the GPU fast path on for CUDA only), "on" or "off", or the
+    switches themselves (`FastPath.configured`); `warm_buckets` compiles its batch buckets at
+    start (default: `warmup`); `stages` shows loading, warm-up and compiling as they happen
+    (`generation.progress.startup_stages`); `server_shares` gives servers more than one job per
+    turn of the fair queue; `freeze_gc`: see `GenerationService`.
     """
     spec = ModelSpec(
         model_id=model_id,
@@ -89,23 +94,16 @@ def build_service(
         batching=batching,
         server_shares=server_shares,
     )
+    fast = fast_path if isinstance(fast_path, FastPath) else FastPath.configured(
+        None, fast_path=fast_path
+    )
     return GenerationService(
-        DiffusersEngine(spec, _fast_path(fast_path)),
+        DiffusersEngine(spec, fast, stages),
         policy,
         limits=limits,
         warmup=warmup,
         warmup_size=warmup_size,
         continuous=continuous,
         freeze_gc=freeze_gc,
+        warm_buckets=warm_buckets,
     )
-
-
-def _fast_path(choice: str) -> FastPath | None:
-    """None lets the engine decide by device ("auto"); "on" forces every switch on."""
-    if choice == "on":
-        return FastPath.for_device("cuda")
-    if choice == "off":
-        return FastPath()
-    if choice != "auto":
-        raise ValueError(f"fast_path must be auto, on or off, got {choice!r}")
-    return None

@@ -34,6 +34,7 @@ import torch
 from generation.errors import GenerationError, ModelNotFoundError
 from generation.params import SCHEDULERS
 from generation.preflight import check_model_available, hub_offline, model_problem
+from generation.progress import Stages
 from generation.random_models import RANDOM_MODELS, ensure_random_model
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, TinyKind, ensure_tiny_model
 
@@ -167,18 +168,23 @@ def dtype_for(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else torch.float16
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
+def load_model(spec: ModelSpec, stages: Stages | None = None) -> LoadedModel:
     """Load `spec` onto its device; raises `ModelNotFoundError` / `GenerationError`.
 
-    Runs on the worker thread. Download progress bars are huggingface_hub's own (stderr).
+    Runs on the worker thread. Reports the stages "load components" and "move to device" to
+    `stages`; download progress bars are huggingface_hub's own (stderr, on a terminal).
     """
     from diffusers import StableDiffusionImg2ImgPipeline
 
+    stages = stages or Stages()
     quiet_progress_bars()
     device = resolve_device(spec.device)
     dtype = dtype_for(device)
-    source = _resolve_source(spec)
-    pipe = _from_pretrained(spec, source, dtype)
+    with stages.stage(
+        "load components", own_output=may_download(spec.model_id), model=spec.model_id
+    ):
+        source = _resolve_source(spec)
+        pipe = _from_pretrained(spec, source, dtype)
 
     # Keep the checker for `nsfw_flags`; the pipeline itself must not run it (see module doc).
     checker = pipe.safety_checker if spec.safety_checker else None
@@ -188,11 +194,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     pipe.register_modules(safety_checker=None)
     pipe.register_to_config(requires_safety_checker=False)
 
-    pipe.to(device)
-    if spec.vae_float32:
-        decode_in_float32(pipe.vae)
-    if checker is not None:
-        checker.to(device=device, dtype=dtype)
+    with stages.stage("move to device", device=str(device), dtype=str(dtype)[6:]):
+        pipe.to(device)
+        if spec.vae_float32:
+            decode_in_float32(pipe.vae)
+        if checker is not None:
+            checker.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
@@ -220,15 +227,32 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     )
 
 
+def may_download(model_id: str) -> bool:
+    """Whether loading `model_id` may download files (a Hub id while the Hub may be used):
+    huggingface_hub then draws its download bars on stderr."""
+    if model_id.startswith("builtin:") or hub_offline():
+        return False
+    return not Path(model_id).expanduser().is_dir()
+
+
 def quiet_progress_bars() -> None:
     """Turn off diffusers' and transformers' own progress bars ("Loading pipeline components",
     "Loading weights", "Writing model shards"): local steps of a second that would otherwise
-    scroll the operator's terminal. Process-wide; huggingface_hub's download bars stay."""
+    scroll the operator's terminal. Process-wide.
+
+    huggingface_hub's download bars stay as they were (shown on a terminal, by its own TTY
+    check, unless the operator turned them off): transformers' switch turns them off too, so
+    their state is put back after it.
+    """
     from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
     from transformers.utils import logging as transformers_logging
 
+    downloads_shown = not are_progress_bars_disabled()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    if downloads_shown:
+        enable_progress_bars()
 
 
 def build_scheduler(name: str, config: dict[str, Any]) -> SchedulerMixin:

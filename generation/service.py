@@ -93,6 +93,8 @@ class GenerationService:
     most `max_batch_images` images in the running batch (default: the policy's
     `max_batch_images`, 8; 1 job at a time when the policy's `batching` is off). `freeze_gc`
     freezes the objects alive after warm-up out of the garbage collector's way.
+    `warm_buckets` (default: `warmup`) compiles the engine's batch buckets at start (engines
+    with a `warm_buckets(width, height)` method; a no-op where nothing is compiled).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class GenerationService:
         continuous: bool = True,
         max_batch_images: int | None = None,
         freeze_gc: bool = True,
+        warm_buckets: bool | None = None,
     ) -> None:
         self._engine = engine
         self._steps: StepEngine | None = (
@@ -120,6 +123,7 @@ class GenerationService:
         self._one_job = not getattr(self._policy, "batching", True)
         self._limits = limits or Limits()
         self._warmup = warmup
+        self._warm_buckets = warmup if warm_buckets is None else warm_buckets
         self._warmup_size = warmup_size
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-gpu")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -205,16 +209,16 @@ class GenerationService:
         await self._on_worker(self._engine.load)
         seconds = round(time.perf_counter() - started, 1)
         log.info("model ready", extra={"model": self.model_id, "seconds": seconds})
+        width, height = self._warmup_size
         if self._warmup:
-            width, height = self._warmup_size
-            result = await self._on_worker(self._engine.warmup, width, height)
-            # Not fed to the speed estimate: first calls pay one-off set-up costs.
-            log.info("warm-up done", extra={"seconds": round(result.gpu_seconds, 2)})
-            warm = getattr(self._engine, "warm_buckets", None)
-            if warm is not None:
-                await self._on_worker(warm, width, height)
-            if self._steps is not None:
-                await self._calibrate(self._steps, width, height)
+            # Not fed to the speed estimate: first calls pay one-off set-up costs. The engine
+            # reports the stage (see `generation.progress`).
+            await self._on_worker(self._engine.warmup, width, height)
+        warm = getattr(self._engine, "warm_buckets", None)
+        if self._warm_buckets and warm is not None:
+            await self._on_worker(warm, width, height)
+        if self._warmup and self._steps is not None:
+            await self._calibrate(self._steps, width, height)
         if self._freeze_gc:
             # Everything alive now (model, modules, tokenizer) lives until shutdown.
             gc.collect()

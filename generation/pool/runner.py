@@ -10,10 +10,12 @@ from pathlib import Path
 
 from generation.engine import DiffusersEngine
 from generation.errors import GenerationError
+from generation.fastpath import FastPath
 from generation.loading import ModelSpec, resolve_device
 from generation.params import Limits
 from generation.pool.settings import PoolConfig
 from generation.pool.worker import PoolWorker
+from generation.progress import Stages
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,25 @@ def describe_device(name: str) -> tuple[str, str]:
 
 
 async def serve_worker(
-    spec: ModelSpec, config: PoolConfig, limits: Limits, *, warmup: bool = True
+    spec: ModelSpec,
+    config: PoolConfig,
+    limits: Limits,
+    *,
+    warmup: bool = True,
+    fast: FastPath | None = None,
+    stages: Stages | None = None,
 ) -> None:
-    """Load the model and serve the pool until SIGINT/SIGTERM, finishing the running batch."""
+    """Load the model and serve the pool until SIGINT/SIGTERM, finishing the running batch.
+
+    `fast`: the GPU fast path (default: on for CUDA only); `stages`: the start-up display."""
     device, gpu = describe_device(spec.device)
     worker = PoolWorker(
-        DiffusersEngine(spec), config, device=device, gpu=gpu, limits=limits, warmup=warmup
+        DiffusersEngine(spec, fast, stages),
+        config,
+        device=device,
+        gpu=gpu,
+        limits=limits,
+        warmup=warmup,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,6 +68,8 @@ def run_worker(
     safety_checker: bool,
     cache_dir: str | os.PathLike[str] | None,
     warmup: bool = True,
+    fast: FastPath | None = None,
+    stages: Stages | None = None,
 ) -> int:
     """`serve_worker` for the model described by plain values, in a fresh event loop; returns
     the process exit code (1: model or database unusable, with one line saying why)."""
@@ -67,7 +84,7 @@ def run_worker(
     )
 
     try:
-        asyncio.run(serve_worker(spec, config, limits, warmup=warmup))
+        asyncio.run(serve_worker(spec, config, limits, warmup=warmup, fast=fast, stages=stages))
     except GenerationError as exc:
         log.error("cannot load the model %r: %s", spec.model_id, exc)
         return 1

@@ -108,6 +108,10 @@ class PoolWorker:
         await loop.run_in_executor(self._gpu, self._engine.load)
         if self._warmup:
             await loop.run_in_executor(self._gpu, self._engine.warmup, 512, 512)
+            # The fast path's batch buckets, compiled now rather than under the first jobs.
+            warm = getattr(self._engine, "warm_buckets", None)
+            if warm is not None:
+                await loop.run_in_executor(self._gpu, warm, 512, 512)
         dsn = self._config.dsn
         async with (
             await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,

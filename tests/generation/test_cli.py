@@ -222,6 +222,8 @@ def test_inline_flags_are_read_by_the_same_parser_as_the_bot(
     )
     assert proc.returncode == 0, proc.stderr
     assert "seeds: 9, 10" in proc.stdout  # --n 2 on the command line beats the typed --n 1
+    # Not a terminal and no -v: no start-up display, no stage log lines.
+    assert "load components" not in proc.stderr and "\x1b[" not in proc.stderr
     with Image.open(out) as image:
         assert image.size == (2 * 768, 384)
 
