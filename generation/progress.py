@@ -33,9 +33,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-__all__ = ["LogStages", "RichStages", "StageStep", "Stages", "startup_stages"]
+__all__ = ["LogStages", "RichStages", "StageStep", "Stages", "Step", "startup_stages"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,25 @@ log = logging.getLogger(__name__)
 StageStep = Callable[..., None]
 
 
+@dataclass(frozen=True)
+class Step:
+    """Step `index` (1-based) of stage `name` (`total` steps, None: not counted) is done,
+    `seconds` after the previous one; `detail` says what it was, `fields` for logs."""
+
+    name: str
+    index: int
+    total: int | None
+    detail: str
+    seconds: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counted(self) -> str:
+        return f"{self.index}/{self.total}" if self.total else str(self.index)
+
+
 class Stages:
     """Reports start-up stages; this base class shows nothing (see the module doc)."""
-
-    #: Whether the display is a terminal (huggingface_hub's download bars belong there).
-    terminal: bool = False
 
     @contextmanager
     def stage(
@@ -70,7 +85,7 @@ class Stages:
                 done[0] += 1
                 seconds, last[0] = now - last[0], now
                 index = done[0]
-            self._step(name, index, total, detail, seconds, step_fields)
+            self._step(Step(name, index, total, detail, seconds, step_fields))
 
         self._begin(name, total, own_output, fields)
         try:
@@ -85,16 +100,8 @@ class Stages:
     ) -> None:
         """A stage starts (hook for subclasses)."""
 
-    def _step(
-        self,
-        name: str,
-        index: int,
-        total: int | None,
-        detail: str,
-        seconds: float,
-        fields: dict[str, Any],
-    ) -> None:
-        """Step `index` (1-based) of `total` is done, after `seconds` (hook for subclasses)."""
+    def _step(self, step: Step) -> None:
+        """A step of a counted stage is done (hook for subclasses)."""
 
     def _end(self, name: str, seconds: float, ok: bool, fields: dict[str, Any]) -> None:
         """A stage ends, `ok` or failed, after `seconds` (hook for subclasses)."""
@@ -113,21 +120,18 @@ class LogStages(Stages):
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self._log = logger or log
 
-    def _step(
-        self,
-        name: str,
-        index: int,
-        total: int | None,
-        detail: str,
-        seconds: float,
-        fields: dict[str, Any],
-    ) -> None:
-        counted = f"{index}/{total}" if total else str(index)
-        extra = {"stage": name, "step": counted, "seconds": round(seconds, 2), **fields}
-        if detail:
-            extra["detail"] = detail
-        about = f" ({detail})" if detail else ""
-        self._log.info(f"{name} {counted}{about} done in {seconds:.1f} s", extra=extra)
+    def _step(self, step: Step) -> None:
+        extra = {
+            "stage": step.name,
+            "step": step.counted,
+            "seconds": round(step.seconds, 2),
+            **step.fields,
+        }
+        if step.detail:
+            extra["detail"] = step.detail
+        about = f" ({step.detail})" if step.detail else ""
+        message = f"{step.name} {step.counted}{about} done in {step.seconds:.1f} s"
+        self._log.info(message, extra=extra)
 
     def _end(self, name: str, seconds: float, ok: bool, fields: dict[str, Any]) -> None:
         extra = {"stage": name, "seconds": round(seconds, 2), **fields}
@@ -144,8 +148,6 @@ class RichStages(Stages):
     nothing else (log lines, huggingface_hub's bars) is ever drawn while a live display holds
     the terminal between stages; a stage with ``own_output`` gets a plain line instead.
     """
-
-    terminal = True
 
     def __init__(self, console: Any) -> None:
         self._console = console
@@ -179,19 +181,12 @@ class RichStages(Stages):
         self._task = self._progress.add_task(label, total=total)
         self._progress.start()
 
-    def _step(
-        self,
-        name: str,
-        index: int,
-        total: int | None,
-        detail: str,
-        seconds: float,
-        fields: dict[str, Any],
-    ) -> None:
+    def _step(self, step: Step) -> None:
         if self._progress is not None:
-            label = _label(name, {})
-            description = f"{label}: {detail} ({seconds:.1f} s)" if detail else label
-            self._progress.update(self._task, completed=index, description=description)
+            label = step.name
+            if step.detail:
+                label += f": {step.detail} ({step.seconds:.1f} s)"
+            self._progress.update(self._task, completed=step.index, description=label)
 
     def _end(self, name: str, seconds: float, ok: bool, fields: dict[str, Any]) -> None:
         progress, self._progress = self._progress, None
