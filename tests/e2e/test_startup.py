@@ -160,6 +160,14 @@ async def test_imagine_run_serves_and_stops_cleanly_on_sigterm(
     for event in ("msg=starting", "msg=\"invite the bot\"", "msg=\"job settled\""):
         assert event in events, log
     assert "permissions=274877959168" in events and "scope=bot+applications.commands" in events
+    # Start-up stages off a terminal: one structured line each, in order, nothing drawn.
+    stages = [line for line in lines if " stage=" in line]
+    assert [line.split(" stage=")[1].split(" seconds=")[0] for line in stages][:2] == [
+        '"load components"',
+        '"move to device"',
+    ], log
+    assert "model=builtin:tiny-random" in stages[0] and "device=cpu" in stages[1]
+    assert "\x1b[" not in log
     assert str(settings.storage.images_dir) in events
     for noise in ("PyNaCl", "voice", "Loading pipeline"):
         assert noise not in log
