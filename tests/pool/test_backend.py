@@ -74,6 +74,9 @@ async def test_jobs_wait_for_a_worker_then_run_with_events_and_result(
     assert (worker.device, worker.gpu, worker.model_id) == ("cpu", "cpu", "builtin:tiny-random")
     assert not backend.waiting_for_gpu
     assert backend.queue_length() == 0 and backend.pending_for("1:10") == 0
+    # `imagine worker` logs as a service: its start-up stages as structured lines.
+    logs = workers.logs()
+    assert 'stage="load components"' in logs and 'stage="move to device"' in logs, logs
 
 
 async def test_compatible_jobs_of_several_members_share_one_call(
