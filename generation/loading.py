@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,9 @@ def quiet_progress_bars() -> None:
 
     downloads_shown = not are_progress_bars_disabled()
     diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    with warnings.catch_warnings():  # huggingface_hub's "cannot disable" when the operator
+        warnings.simplefilter("ignore")  # pinned HF_HUB_DISABLE_PROGRESS_BARS=0: as wished
+        transformers_logging.disable_progress_bar()
     if downloads_shown:
         enable_progress_bars()
 
