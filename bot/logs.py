@@ -81,7 +81,7 @@ def configure_cli_logging(
     """Command-line logging: warnings and errors only (`verbose`: all, `quiet`: errors)."""
     quiet_libraries(verbose)
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(_CliFormatter())
     _install(handler, level)
 
@@ -96,9 +96,26 @@ def configure_bot_logging(
     """Bot logging: one structured line per record (`fmt` "text" = key=value, or "json")."""
     quiet_libraries(verbose)
     name = "debug" if verbose else "warning" if quiet else level
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     _install(handler, logging.getLevelNamesMapping()[name.upper()])
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes: a progress display on the
+    terminal (the start-up stages, `generation.progress`) redirects it to print lines above
+    itself, so log lines never tear through it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """Ignored: the stream is always the current sys.stderr."""
 
 
 def _install(handler: logging.Handler, level: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +73,13 @@ def test_cli_shows_warnings_only_unless_verbose() -> None:
     configure_cli_logging(verbose=True, stream=stream)
     logging.getLogger("generation.x").info("model loaded")
     assert "model loaded" in stream.getvalue()
+
+
+def test_log_lines_follow_a_redirected_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a given stream, records go to sys.stderr as it is when they come (a rich
+    progress display redirects it to print lines above itself)."""
+    configure_bot_logging("text", "info")
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    logging.getLogger("generation.x").info("after the redirect")
+    assert "after the redirect" in later.getvalue()
