@@ -23,7 +23,13 @@ whose UNet needs a guidance embedding (LCM) are not run here; the service sends 
 the pipeline call instead (`supports`).
 
 An out-of-memory error in the UNet or the VAE splits the members in halves and retries; a single
-job that still does not fit fails alone. Everything here runs on the worker thread.
+job that still does not fit fails alone. Everything here runs on the worker thread, except, with
+`overlap_decode`, the finished members' decode (VAE, NaN/black checks, safety checker): it is
+handed to one decoder thread so the next denoising steps of the others do not wait for it (torch
+releases the GIL in its kernels; on CUDA the decode runs on its own stream, after an event
+recorded on the denoising stream, with `record_stream` on the latents it reads). Its results come
+back in the outcome of a later `advance`, which blocks for them only when no member is left to
+step.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +106,12 @@ class StepOutcome:
     """What one `StepBatch.advance` did, for the service to publish.
 
     `progress`: key -> (step, total) for members that ran a step. `finished`: key -> result.
-    `failed`: key -> error (only that job failed; the others go on). `seconds`: worker time.
+    `failed`: key -> error (only that job failed; the others go on). `seconds`: worker time,
+    of which `admit_seconds` admitting the joins and `finish_seconds` decoding (or handing to
+    the decoder thread) the members whose steps ended; `images`: images in the batch;
+    `rows`: UNet rows the step ran (padding included; 0 when no step ran); `left_rows`: UNet
+    rows of the members whose steps ended; `pixels`: width x height of the batch's images.
+    The ETA's cost model (`generation.eta`) learns from these.
     """
 
     progress: dict[str, tuple[int, int]]
@@ -107,6 +119,11 @@ class StepOutcome:
     failed: dict[str, GenerationError]
     seconds: float
     images: int
+    admit_seconds: float = 0.0
+    finish_seconds: float = 0.0
+    rows: int = 0
+    left_rows: int = 0
+    pixels: int = 0
 
 
 def supports(model: LoadedModel, request: GenerationRequest) -> bool:
@@ -125,6 +142,8 @@ class StepBatch:
 
     `pad_to` (optional) maps a UNet row count to the row count to run (batch buckets for
     compiled UNets: padding rows are copies of row 0 whose outputs are dropped).
+    `overlap_decode` decodes finished members on a decoder thread (see module doc); call
+    `close` to end that thread.
     """
 
     def __init__(
@@ -132,11 +151,22 @@ class StepBatch:
         model: LoadedModel,
         warn: Callable[[GenerationRequest], list[str]],
         pad_to: Callable[[int], int] | None = None,
+        overlap_decode: bool = False,
     ) -> None:
         self._model = model
         self._warn = warn
         self._pad_to = pad_to
         self._members: dict[str, Member] = {}
+        self._decoder: ThreadPoolExecutor | None = None
+        self._stream: Any = None
+        if overlap_decode:
+            self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagine-decode")
+            if model.device.type == "cuda":
+                self._stream = torch.cuda.Stream(device=model.device)
+        #: Hand-offs in flight: (their keys, the decode's future), oldest first.
+        self._decoding: list[tuple[list[str], Future[_Decoded]]] = []
+        #: Keys that left while their images were being decoded: their results are dropped.
+        self._gone: set[str] = set()
         pipe = model.txt2img
         self._pipe = pipe
         self._vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
@@ -155,21 +185,31 @@ class StepBatch:
         return None
 
     def __len__(self) -> int:
-        return len(self._members)
+        """Members still stepping or being decoded."""
+        return len(self._members) + sum(len(keys) for keys, _ in self._decoding)
 
     def keys(self) -> list[str]:
         return list(self._members)
+
+    def close(self) -> None:
+        """Wait for the decodes in flight and end the decoder thread (results are dropped)."""
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True)
+            self._decoding.clear()
 
     # -- one call from the service ------------------------------------------------------
 
     def advance(
         self, joins: Sequence[tuple[str, GenerationRequest]], leaves: Sequence[str]
     ) -> StepOutcome:
-        """Drop `leaves`, add `joins`, run one denoising step, decode the members now done."""
+        """Drop `leaves`, add `joins`, run one denoising step, decode the members now done
+        (or hand them to the decoder thread and collect the decodes that are ready)."""
         started = time.perf_counter()
         failed: dict[str, GenerationError] = {}
+        decoding = {key for keys, _ in self._decoding for key in keys}
         for key in leaves:
-            self._members.pop(key, None)
+            if self._members.pop(key, None) is None and key in decoding:
+                self._gone.add(key)
         for key, request in joins:
             if self.size is not None and self.size != (request.params.width, request.params.height):
                 failed[key] = GenerationError("internal: a job of another size joined the batch")
@@ -185,10 +225,15 @@ class StepBatch:
                     failed[key] = GenerationError(
                         f"Generation failed: {type(exc).__name__}: {exc}"
                     )
+        admitted = time.perf_counter()
         images = self.images
+        pixels = self._pixels()
         progress: dict[str, tuple[int, int]] = {}
         running = [m for m in self._members.values() if not m.done]
+        rows = 0
         if running:
+            rows = sum(m.rows for m in running)
+            rows = self._pad_to(rows) if self._pad_to is not None else rows
             step_started = time.perf_counter()
             self._step(running)
             share = (time.perf_counter() - step_started) / max(1, images)
@@ -199,8 +244,82 @@ class StepBatch:
                     continue
                 member.seconds += share * member.request.params.count
                 progress[member.key] = (member.index, member.total)
-        finished = self._finish([m for m in self._members.values() if m.done], failed)
-        return StepOutcome(progress, finished, failed, time.perf_counter() - started, images)
+        done = [m for m in self._members.values() if m.done]
+        for member in done:
+            del self._members[member.key]
+        finishing = time.perf_counter()
+        if self._decoder is None:
+            finished = self._finish(done, failed)
+        else:
+            if done:
+                self._hand_off(done)
+            finished = self._collect(failed, block=not running)
+        ended = time.perf_counter()
+        return StepOutcome(
+            progress,
+            finished,
+            failed,
+            ended - started,
+            images,
+            admit_seconds=admitted - started,
+            finish_seconds=ended - finishing,
+            rows=rows,
+            left_rows=sum(m.rows for m in done),
+            pixels=pixels,
+        )
+
+    def _pixels(self) -> int:
+        size = self.size
+        return size[0] * size[1] if size is not None else 0
+
+    # -- decoding off the step loop -------------------------------------------------------
+
+    def _hand_off(self, members: list[Member]) -> None:
+        """Queue `members`' decode on the decoder thread, after the steps that made their
+        latents (an event on the denoising stream; `record_stream` keeps the latents' memory
+        from being reused before the decode stream is done with it)."""
+        event = None
+        if self._stream is not None:
+            event = torch.cuda.Event()
+            event.record()
+            for member in members:
+                member.latents.record_stream(self._stream)
+        assert self._decoder is not None
+        future = self._decoder.submit(self._finish_off_loop, members, event)
+        self._decoding.append(([m.key for m in members], future))
+
+    def _finish_off_loop(self, members: list[Member], event: Any) -> _Decoded:
+        """Decoder thread: `_finish` on the decode stream (CUDA) once `event` has passed."""
+        failed: dict[str, GenerationError] = {}
+        with torch.inference_mode():
+            if self._stream is None:
+                return self._finish(members, failed), failed
+            with torch.cuda.stream(self._stream):
+                self._stream.wait_event(event)
+                finished = self._finish(members, failed)
+            self._stream.synchronize()
+            return finished, failed
+
+    def _collect(
+        self, failed: dict[str, GenerationError], block: bool
+    ) -> dict[str, GenerationResult]:
+        """The results of the hand-offs that are done (waiting for one first when `block`);
+        an exception of a decode is raised here, as the decode in `advance` would raise it."""
+        if block and self._decoding and not any(f.done() for _, f in self._decoding):
+            wait([f for _, f in self._decoding], return_when=FIRST_COMPLETED)
+        finished: dict[str, GenerationResult] = {}
+        done = [(keys, future) for keys, future in self._decoding if future.done()]
+        self._decoding = [item for item in self._decoding if not item[1].done()]
+        for _, future in done:
+            results, errors = future.result()
+            finished.update(results)
+            failed.update(errors)
+        for key in list(self._gone):
+            if key in finished or key in failed:
+                finished.pop(key, None)
+                failed.pop(key, None)
+                self._gone.discard(key)
+        return finished
 
     # -- joining ------------------------------------------------------------------------
 
@@ -315,7 +434,6 @@ class StepBatch:
         total = sum(m.request.params.count for m in members)
         share = (time.perf_counter() - started) / total
         for member in members:
-            self._members.pop(member.key, None)
             if member.key not in decoded:
                 failed[member.key] = member.failed or GenerationError("decoding failed")
                 continue
@@ -392,6 +510,10 @@ class StepBatch:
     def _free(self) -> None:
         if self._model.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+#: What a decode on the decoder thread gives back: results and failures by key.
+_Decoded = tuple[dict[str, GenerationResult], dict[str, GenerationError]]
 
 
 def _oom_error(request: GenerationRequest, exc: BaseException) -> OutOfMemoryError:

@@ -131,6 +131,8 @@ class DiffusersEngine:
 
     def close(self) -> None:
         device = self._model.device if self._model is not None else None
+        if self._batch is not None:
+            self._batch.close()
         self._model = self._inpainter = self._upscaler = None
         self._batch = None
         gc.collect()
@@ -188,7 +190,10 @@ class DiffusersEngine:
     ) -> StepOutcome:
         """One step of the step-level batch: see `generation.continuous.StepBatch.advance`."""
         if self._batch is None:
-            self._batch = StepBatch(self.model, self._prompt_warnings, self.fast.bucket)
+            fast = self.fast
+            self._batch = StepBatch(
+                self.model, self._prompt_warnings, fast.bucket, fast.overlap_decode
+            )
         return self._batch.advance(joins, leaves)
 
     def generate(

@@ -58,12 +58,21 @@ class FastPath:
     cache_dir: Path | None = None
     #: Apply only on CUDA (the "auto" setting): `on_device` turns everything off elsewhere.
     cuda_only: bool = False
+    #: Decode finished jobs (VAE, NaN/black checks, safety checker) on a decoder thread, on
+    #: its own CUDA stream, while the step batch goes on (`generation.continuous`).
+    overlap_decode: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device | str) -> FastPath:
         """Everything on for CUDA, everything off elsewhere."""
         if torch.device(device).type == "cuda":
-            return cls(channels_last=True, fuse_qkv=True, compile=True, buckets=DEFAULT_BUCKETS)
+            return cls(
+                channels_last=True,
+                fuse_qkv=True,
+                compile=True,
+                buckets=DEFAULT_BUCKETS,
+                overlap_decode=True,
+            )
         return cls()
 
     @classmethod
@@ -73,8 +82,8 @@ class FastPath:
 
         Keys: `fast_path` ("auto": on for CUDA only, the default; "on"; "off"),
         `fast_channels_last`, `fast_fuse_qkv`, `fast_compile_unet`, `fast_compile_vae`,
-        `fast_buckets` (UNet row counts) and `compile_cache_dir`. Raises ValueError for an
-        unknown `fast_path`.
+        `fast_buckets` (UNet row counts), `fast_overlap_decode` and `compile_cache_dir`.
+        Raises ValueError for an unknown `fast_path`.
         """
         values = {
             "fast_path": "auto",
@@ -83,6 +92,7 @@ class FastPath:
             "fast_compile_unet": True,
             "fast_compile_vae": False,
             "fast_buckets": DEFAULT_BUCKETS,
+            "fast_overlap_decode": True,
             "compile_cache_dir": None,
         }
         for key, default in values.items():
@@ -102,6 +112,7 @@ class FastPath:
             buckets=tuple(sorted({int(rows) for rows in values["fast_buckets"]})),  # type: ignore[attr-defined]
             cache_dir=Path(str(cache_dir)) if cache_dir is not None else None,
             cuda_only=choice == "auto",
+            overlap_decode=bool(values["fast_overlap_decode"]),
         )
 
     def on_device(self, device: torch.device | str) -> FastPath:
@@ -118,6 +129,7 @@ class FastPath:
             "fused_qkv": self.fuse_qkv,
             "compiled_unet": self.compile,
             "compiled_vae": self.compile and self.compile_vae,
+            "overlapped_decode": self.overlap_decode,
         }
         return tuple(name for name, on in named.items() if on)
 

@@ -45,6 +45,7 @@ from generation.errors import (
     QueueFullError,
     RequestError,
 )
+from generation.eta import EtaEstimator, Work
 from generation.events import (
     GenerationResult,
     JobCancelled,
@@ -71,15 +72,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Seconds per "work unit" (one image, one denoising step, at the native pixel count) assumed
-#: before anything was measured.
-_DEFAULT_UNIT_SECONDS = 0.1
-#: Weight of the newest measurement in the moving average.
-_EMA_ALPHA = 0.3
-#: A decode plus the safety check cost about as much as this many steps.
-_FIXED_STEPS = 2
-
-
 class ServiceClosedError(QueueFullError):
     """The service is shutting down (or not started) and takes no new jobs."""
 
@@ -94,7 +86,9 @@ class GenerationService:
     `max_batch_images`, 8; 1 job at a time when the policy's `batching` is off). `freeze_gc`
     freezes the objects alive after warm-up out of the garbage collector's way.
     `warm_buckets` (default: `warmup`) compiles the engine's batch buckets at start (engines
-    with a `warm_buckets(width, height)` method; a no-op where nothing is compiled).
+    with a `warm_buckets(width, height)` method; a no-op where nothing is compiled). `eta`
+    learns step costs and estimates the waits shown to members (default: `EtaEstimator()`;
+    tests pass one with a fake clock).
     """
 
     def __init__(
@@ -109,6 +103,7 @@ class GenerationService:
         max_batch_images: int | None = None,
         freeze_gc: bool = True,
         warm_buckets: bool | None = None,
+        eta: EtaEstimator | None = None,
     ) -> None:
         self._engine = engine
         self._steps: StepEngine | None = (
@@ -135,7 +130,7 @@ class GenerationService:
         self._live: dict[str, QueuedJob] = {}
         self._running: list[QueuedJob] = []
         self._progress: dict[str, tuple[int, int]] = {}
-        self._unit_seconds: float | None = None
+        self._eta = eta if eta is not None else EtaEstimator()
 
     # -- information ----------------------------------------------------------------------
 
@@ -227,26 +222,30 @@ class GenerationService:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatch")
 
     async def _calibrate(self, engine: StepEngine, width: int, height: int) -> None:
-        """Time one small job through the (now warm) step batch, so the first ETAs shown come
-        from this machine's speed rather than a constant guess."""
-        try:
-            params = GenerationParams(
-                "calibration", seed=0, steps=3, count=1, width=width, height=height
-            )
-            request = GenerationRequest(params).validated(self._limits)
-        except RequestError:  # a warm-up size outside the limits: keep the default guess
-            return
-        seconds, units, joins = 0.0, 0.0, [("calibration", request)]
-        area = width * height / self._limits.native_pixels
-        while True:
-            outcome = await self._on_worker(engine.advance, joins, [])
-            joins = []
-            seconds += outcome.seconds
-            units += (outcome.images + _FIXED_STEPS * len(outcome.finished)) * area
-            if outcome.finished or outcome.failed or not outcome.progress:
-                break
-        self._update_speed(seconds, units)
-        log.info("speed: %.3f s per image-step at %dx%d", seconds / units * area, width, height)
+        """Time a 1-image job and a largest job through the (now warm) step batch, so the first
+        ETAs come from this machine's step cost at two batch sizes, not from a guess."""
+        for count in sorted({1, self._limits.max_count}):
+            try:
+                params = GenerationParams(
+                    "calibration", seed=0, steps=3, count=count, width=width, height=height
+                )
+                request = GenerationRequest(params).validated(self._limits)
+            except RequestError:  # a warm-up size outside the limits: keep the default guess
+                return
+            joins = [("calibration", request)]
+            for _ in range(2 * params.steps + 2):  # until it is back (decode overlap included)
+                self._eta.advance_started(count if joins else 0)
+                outcome = await self._on_worker(engine.advance, joins, [])
+                self._observe(outcome, joins)
+                joins = []
+                if outcome.finished or outcome.failed:
+                    break
+        log.info(
+            "speed: %.3f s per step of one image at %dx%d",
+            self._eta.cost.step(2 * width * height / self._limits.native_pixels),
+            width,
+            height,
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs, cancel the waiting ones and let the running batch finish.
@@ -368,6 +367,7 @@ class GenerationService:
             self._running = list(running.values())
             requests = [(job.id, job.request) for job in joins if job.id in running]
             try:
+                self._eta.advance_started(sum(r.params.count for _, r in requests))
                 outcome = await self._on_worker(engine.advance, requests, leaves)
             except Exception as exc:  # a bug or a device failure: fail this batch, go on
                 log.exception("step batch failed")
@@ -376,6 +376,7 @@ class GenerationService:
                 running.clear()
                 self._running = []
                 continue
+            self._observe(outcome, requests)
             self._settle(outcome, running)
 
     def _admit(self, engine: StepEngine, running: dict[str, QueuedJob]) -> list[QueuedJob]:
@@ -383,9 +384,11 @@ class GenerationService:
 
         Stops at the first job that does not fit (another size, too many images, a variation)
         so that the job whose turn it is never gets overtaken: the batch drains for it instead.
+        Jobs whose steps are done (their images being decoded) take no room.
         """
-        images = sum(job.request.params.count for job in running.values())
-        size = next((_size(j.request) for j in running.values()), None)
+        stepping = [job for job in running.values() if not self._steps_done(job)]
+        images = sum(job.request.params.count for job in stepping)
+        size = next((_size(j.request) for j in stepping), None)
         joins: list[QueuedJob] = []
         while True:
             head = next(iter(self._policy.order()), None)
@@ -410,29 +413,21 @@ class GenerationService:
         return joins
 
     def _settle(self, outcome: StepOutcome, running: dict[str, QueuedJob]) -> None:
-        """Publish one step's progress, results and failures; record the speed."""
+        """Publish one step's progress, results and failures."""
         for key, (step, total) in outcome.progress.items():
             job = running.get(key)
             if job is not None and not job.cancel_requested:
                 self._progress[key] = (step, total)
                 job.publish(JobStep(step, total))
-        finished_images = 0
         for key, result in outcome.finished.items():
             job = running.pop(key, None)
             if job is not None:
-                finished_images += result.request.params.count
                 self._deliver(job, result)
         for key, error in outcome.failed.items():
             job = running.pop(key, None)
             if job is not None:
                 self._fail([job], error)
         self._running = list(running.values())
-        native = self._limits.native_pixels
-        sizes = [r.request for r in outcome.finished.values()]
-        sizes += [job.request for job in running.values()]
-        area = _weight(sizes[0], native) / sizes[0].params.count if sizes else 1.0
-        units = (outcome.images + _FIXED_STEPS * finished_images) * area
-        self._update_speed(outcome.seconds, units)
         if outcome.finished or outcome.failed:
             self._publish_positions()
 
@@ -495,7 +490,8 @@ class GenerationService:
             log.exception("generation failed")
             self._fail(live, GenerationError(f"Generation failed: {type(exc).__name__}: {exc}"))
         else:
-            self._record_speed(results)
+            for result in results:
+                self._eta.pipeline_done(self._work(result.request), result.gpu_seconds)
             for job, result in zip(live, results, strict=True):
                 self._deliver(job, result)
 
@@ -523,53 +519,41 @@ class GenerationService:
                 job.publish(JobQueued(position, eta))
 
     def _waits(self, extra: bool = False) -> list[tuple[QueuedJob | None, float]]:
-        """Each waiting job (policy order) with the seconds until it starts, roughly.
-
-        Simulates the worker from now on with the measured seconds per image-step (a moving
-        average at the current batch mix, scaled by pixel count): with step-level batching a job
-        starts as soon as the running batch has room for it (same size, images within the
-        limit); otherwise after every earlier job. `extra` appends (None, wait after all).
-        """
-        unit = self._unit_seconds if self._unit_seconds is not None else _DEFAULT_UNIT_SECONDS
-        native = self._limits.native_pixels
-        # [steps left per image, weight = images x relative area, images, size]
-        batch: list[list[Any]] = []
+        """Each waiting job (policy order) with the seconds until it starts, estimated by
+        `generation.eta` (the dispatcher replayed with step costs measured at each batch
+        load); `extra` appends (None, the wait of a job queued after all of them)."""
+        running = []
         for job in self._running:
-            request = job.request
-            step, total = self._progress.get(job.id, (0, 1))
-            steps = _work_units(request, native) / _weight(request, native)
-            left = steps * (1.0 - step / total if total else 1.0)
-            batch.append([left, _weight(request, native), request.params.count, _size(request)])
-        clock = 0.0
+            step, total = self._progress.get(job.id, (0, 0))
+            running.append(self._work(job.request, step, total or None))
+        order = self._policy.order()
+        waits = self._eta.waits(
+            running,
+            [self._work(job.request) for job in order],
+            max_images=self._max_images,
+            stepwise=self._steps is not None,
+            one_job=self._one_job,
+        )
+        pairs: list[tuple[QueuedJob | None, float]] = list(zip(order, waits, strict=False))
+        if extra:
+            pairs.append((None, waits[-1]))
+        return pairs
 
-        def run_until_one_ends() -> float:
-            least = min(member[0] for member in batch)
-            spent = least * unit * sum(member[1] for member in batch)
-            for member in batch:
-                member[0] -= least
-            batch[:] = [member for member in batch if member[0] > 1e-9]
-            return spent
+    def _work(self, request: GenerationRequest, step: int = 0, total: int | None = None) -> Work:
+        """`request` as the ETA sees it, `step` of `total` steps done (None: not started)."""
+        params = request.params
+        if total is None:
+            strength = params.strength if params.strength is not None else 1.0
+            total = max(1, round(params.steps * strength))
+        rows = params.count * (2 if params.guidance > 1.0 else 1)
+        area = params.width * params.height / self._limits.native_pixels
+        stepwise = self._steps is not None and self._steps.supports_steps(request)
+        return Work(params.count, rows * area, max(0, total - step), _size(request), stepwise)
 
-        stepwise = self._steps is not None
-        waits: list[tuple[QueuedJob | None, float]] = []
-        for job in [*self._policy.order(), None]:
-            request = job.request if job is not None else None
-            while batch:
-                if request is not None and stepwise and not self._one_job:
-                    images = sum(member[2] for member in batch)
-                    fits = images + request.params.count <= self._max_images
-                    if fits and batch[0][3] == _size(request):
-                        break
-                clock += run_until_one_ends()
-            if job is None:
-                if extra:
-                    waits.append((None, clock))
-                break
-            waits.append((job, clock))
-            weight = _weight(job.request, native)
-            steps = _work_units(job.request, native) / weight
-            batch.append([steps, weight, job.request.params.count, _size(job.request)])
-        return waits
+    def _steps_done(self, job: QueuedJob) -> bool:
+        """Whether `job` ran all its steps in the step batch (its images are being decoded)."""
+        step, total = self._progress.get(job.id, (0, 0))
+        return total > 0 and step >= total
 
     def _end(self, job: QueuedJob, event: JobFinished | JobCancelled) -> None:
         job.publish(event)
@@ -586,20 +570,17 @@ class GenerationService:
 
     # -- speed estimate -------------------------------------------------------------------
 
-    def _record_speed(self, results: Sequence[GenerationResult]) -> None:
-        seconds = sum(result.gpu_seconds for result in results)
-        native = self._limits.native_pixels
-        units = sum(_work_units(result.request, native) for result in results)
-        self._update_speed(seconds, units)
-
-    def _update_speed(self, seconds: float, units: float) -> None:
-        """Feed `seconds` spent on `units` image-steps (at native size) into the average."""
-        if units <= 0 or seconds <= 0:
-            return
-        measured = seconds / units
-        previous = self._unit_seconds
-        self._unit_seconds = (
-            measured if previous is None else previous + _EMA_ALPHA * (measured - previous)
+    def _observe(
+        self, outcome: StepOutcome, joins: Sequence[tuple[str, GenerationRequest]]
+    ) -> None:
+        """Feed one advance's timings to the ETA's cost model (loads in native-area rows)."""
+        area = outcome.pixels / self._limits.native_pixels
+        self._eta.advance_done(
+            load=outcome.rows * area,
+            joined_images=sum(request.params.count for _, request in joins),
+            admit_seconds=outcome.admit_seconds,
+            finished_load=outcome.left_rows * area,
+            finish_seconds=outcome.finish_seconds,
         )
 
     # -- crossing into threads ------------------------------------------------------------
@@ -614,18 +595,5 @@ class GenerationService:
         return await loop.run_in_executor(self._gpu, functools.partial(fn, *args))
 
 
-def _weight(request: GenerationRequest, native_pixels: int) -> float:
-    """Images x relative area: what one step of `request` costs in image-steps."""
-    return request.params.count * request.params.width * request.params.height / native_pixels
-
-
 def _size(request: GenerationRequest) -> tuple[int, int]:
     return request.params.width, request.params.height
-
-
-def _work_units(request: GenerationRequest, native_pixels: int) -> float:
-    params = request.params
-    steps = params.steps * (params.strength if params.strength is not None else 1.0)
-    area = params.width * params.height / native_pixels
-    return params.count * (steps + _FIXED_STEPS) * area
-
