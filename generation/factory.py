@@ -6,6 +6,7 @@ caller maps its configuration onto these names.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from generation.engine import DiffusersEngine
 from generation.fastpath import FastPath
-from generation.loading import ModelSpec
+from generation.loading import ModelSpec, resolve_device
 from generation.params import Limits
 from generation.progress import Stages
 from generation.queue_policy import FairQueuePolicy
@@ -56,6 +57,7 @@ def build_service(
     continuous: bool = True,
     freeze_gc: bool = True,
     fast_path: str | FastPath = "auto",
+    overlap_decode: bool | None = None,
     server_shares: Mapping[str, int] | None = None,
     warm_buckets: bool | None = None,
     stages: Stages | None = None,
@@ -65,7 +67,8 @@ def build_service(
     `max_batch_images=1` or `batching=False` runs every job in its own pipeline call.
     `continuous` runs txt2img jobs in the step-level batch (`generation.continuous`);
     `fast_path` is "auto" (the GPU fast path on for CUDA only), "on" or "off", or the
-    switches themselves (`FastPath.configured`); `warm_buckets` compiles its batch buckets at
+    switches themselves (`FastPath.configured`); `overlap_decode` overrides that choice for the
+    decode overlap alone (None: keep it); `warm_buckets` compiles its batch buckets at
     start (default: `warmup`); `stages` shows loading, warm-up and compiling as they happen
     (`generation.progress.startup_stages`); `server_shares` gives servers more than one job per
     turn of the fair queue; `freeze_gc`: see `GenerationService`.
@@ -97,6 +100,10 @@ def build_service(
     fast = fast_path if isinstance(fast_path, FastPath) else FastPath.configured(
         None, fast_path=fast_path
     )
+    if overlap_decode is not None:
+        fast = dataclasses.replace(
+            fast.on_device(resolve_device(device)), overlap_decode=overlap_decode
+        )
     return GenerationService(
         DiffusersEngine(spec, fast, stages),
         policy,
