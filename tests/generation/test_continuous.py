@@ -8,6 +8,7 @@ exactly what shows that seeds, prompts and schedules stayed with their job).
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -47,10 +48,12 @@ def alone(engine: DiffusersEngine, req: GenerationRequest) -> list[np.ndarray]:
     return [np.asarray(image, dtype=np.int16) for image in output.images]
 
 
-def mixed(engine: DiffusersEngine, target: GenerationRequest) -> list[np.ndarray]:
+def mixed(
+    engine: DiffusersEngine, target: GenerationRequest, overlap: bool = False
+) -> list[np.ndarray]:
     """`target` joining a running batch of other jobs (other schedulers, steps, guidance,
     prompts), with more jobs joining after it and some leaving before it ends."""
-    batch = StepBatch(engine.model, lambda r: [])
+    batch = StepBatch(engine.model, lambda r: [], overlap_decode=overlap)
     others = [
         request("a lighthouse at dusk", scheduler="euler_a", steps=6, seed=3, count=1),
         request("a red fox", scheduler="ddim", steps=2, guidance=1.0, seed=5, count=3),
@@ -67,6 +70,7 @@ def mixed(engine: DiffusersEngine, target: GenerationRequest) -> list[np.ndarray
             break
     assert images is not None, "the target never finished"
     assert not result.failed
+    batch.close()
     return [np.asarray(image, dtype=np.int16) for image in images]
 
 
@@ -84,6 +88,80 @@ def test_mixed_batch_matches_the_plain_pipeline(engine: DiffusersEngine, schedul
     # The comparison can fail: another seed gives clearly different noise.
     other = alone(engine, request("a castle on a hill", scheduler=scheduler, seed=12))
     assert np.abs(got[0] - other[0]).max() > 10
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp_2m_karras", "euler_a"])
+def test_decode_overlap_keeps_every_image(engine: DiffusersEngine, scheduler: str) -> None:
+    """Decoding on the decoder thread while the others step on: the same images as the
+    plain pipeline (an ancestral scheduler included: its generators stay with the job)."""
+    target = request("a castle on a hill", scheduler=scheduler, guidance=6.0, seed=21)
+    got = mixed(engine, target, overlap=True)
+    want = alone(engine, target)
+    for image, reference in zip(got, want, strict=True):
+        assert np.abs(image - reference).max() <= 1
+
+
+class RecordingDecodes(StepBatch):
+    """Records which thread decoded whom; `explode` makes a decode raise."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.threads: dict[str, str] = {}
+        self.explode: set[str] = set()
+
+    def _finish(self, members, failed):  # type: ignore[no-untyped-def]
+        for member in members:
+            self.threads[member.key] = threading.current_thread().name
+            if member.key in self.explode:
+                raise RuntimeError("decoder bug (simulated)")
+        return super()._finish(members, failed)
+
+
+def test_decode_overlap_hands_off_and_delivers_later(engine: DiffusersEngine) -> None:
+    """A job whose steps are done leaves the batch at once (its images come from the decoder
+    thread in a later outcome); the others step on meanwhile; a job cancelled while decoding
+    gets no result; with nobody left to step, `advance` waits for the decode."""
+    batch = RecordingDecodes(engine.model, lambda r: [], overlap_decode=True)
+    try:
+        short = request("short", steps=1, count=1)
+        gone = request("gone", steps=1, count=1, seed=5)
+        long = request("long", steps=3, count=1)
+        first = batch.advance([("short", short), ("gone", gone), ("long", long)], [])
+        assert first.progress["short"] == (1, 1) and first.left_rows == 4
+        assert batch.keys() == ["long"]
+        finished: dict[str, object] = dict(first.finished)
+        outcome = batch.advance([], ["gone"])
+        finished.update(outcome.finished)
+        assert outcome.progress == {"long": (2, 3)}
+        while len(batch):
+            outcome = batch.advance([], [])
+            finished.update(outcome.finished)
+        assert set(finished) == {"short", "long"}
+        assert {batch.threads[k] for k in finished} == {"imagine-decode_0"}
+    finally:
+        batch.close()
+
+
+def drain(batch: StepBatch, joins: list[tuple[str, GenerationRequest]]) -> None:
+    batch.advance(joins, [])
+    while len(batch):
+        batch.advance([], [])
+
+
+def test_decode_overlap_raises_a_decode_error_from_an_advance(
+    engine: DiffusersEngine,
+) -> None:
+    """As without the overlap, an unexpected decode error reaches the service (which fails the
+    batch's jobs); the batch stays usable."""
+    batch = RecordingDecodes(engine.model, lambda r: [], overlap_decode=True)
+    batch.explode = {"bad"}
+    try:
+        with pytest.raises(RuntimeError, match="decoder bug"):
+            drain(batch, [("bad", request("bad", steps=1, count=1))])
+        assert len(batch) == 0
+        assert len(run_alone(batch, request("ok", steps=1, count=1), key="ok")) == 1
+    finally:
+        batch.close()
 
 
 def test_leaving_and_progress_are_per_job(engine: DiffusersEngine) -> None:
@@ -134,11 +212,11 @@ def test_out_of_memory_splits_the_step_and_loses_no_job(engine: DiffusersEngine)
         assert np.abs(got - want).max() <= 1
 
 
-def run_alone(batch: StepBatch, req: GenerationRequest) -> list[np.ndarray]:
-    outcome = batch.advance([("x", req)], [])
-    while "x" not in outcome.finished:
+def run_alone(batch: StepBatch, req: GenerationRequest, key: str = "x") -> list[np.ndarray]:
+    outcome = batch.advance([(key, req)], [])
+    while key not in outcome.finished:
         outcome = batch.advance([], [])
-    return [np.asarray(image, dtype=np.int16) for image in outcome.finished["x"].images]
+    return [np.asarray(image, dtype=np.int16) for image in outcome.finished[key].images]
 
 
 def test_fast_path_is_on_for_cuda_only() -> None:

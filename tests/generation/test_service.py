@@ -22,6 +22,7 @@ from generation.events import (
     JobState,
     JobStep,
 )
+from generation.fastpath import FastPath
 from generation.job import QueuedJob
 from generation.loading import ModelSpec
 from generation.queue_policy import FairQueuePolicy
@@ -314,3 +315,36 @@ async def test_a_job_joins_a_running_batch_between_steps(tiny_spec: ModelSpec) -
         assert_well_ordered(list(long.history), steps=40)
     finally:
         await service.close()
+
+
+async def test_decode_overlap_delivers_each_job_and_frees_its_room(tiny_spec: ModelSpec) -> None:
+    """With the decode on the decoder thread, every job still gets its own result and events in
+    order, a job whose steps are done makes room for the next one at once, and the images are
+    the ones the plain path makes."""
+    overlapped = GenerationService(
+        DiffusersEngine(tiny_spec, FastPath(overlap_decode=True)),
+        FairQueuePolicy(max_batch_images=2),
+        warmup=True,
+        warmup_size=(64, 64),
+    )
+    await overlapped.start()
+    try:
+        jobs = [
+            overlapped.submit(small_request(f"p{i}", seed=10 * i, steps=2 + i), owner=f"u{i}")
+            for i in range(3)
+        ]
+        histories = await asyncio.gather(*(collect(job) for job in jobs))
+        for i, events in enumerate(histories):
+            assert_well_ordered(events, steps=2 + i)
+        results = [await job.result() for job in jobs]
+    finally:
+        await overlapped.close()
+    plain = make_service(tiny_spec, max_batch_images=2)
+    await plain.start()
+    try:
+        for i, result in enumerate(results):
+            again = plain.submit(small_request(f"p{i}", seed=10 * i, steps=2 + i), owner="x")
+            for got, want in zip(result.images, (await again.result()).images, strict=True):
+                assert got.tobytes() == want.tobytes()
+    finally:
+        await plain.close()
