@@ -222,27 +222,39 @@ class GenerationService:
         self._dispatcher = asyncio.create_task(self._dispatch(), name="imagine-dispatch")
 
     async def _calibrate(self, engine: StepEngine, width: int, height: int) -> None:
-        """Time a 1-image job and a largest job through the (now warm) step batch, so the first
-        ETAs come from this machine's step cost at two batch sizes, not from a guess."""
-        for count in sorted({1, self._limits.max_count}):
+        """Time one 1-image job, then a full batch (jobs of up to `max_count` images filling
+        `max_batch_images`), through the (now warm) step batch: the first ETAs then come from
+        this machine's step cost at both ends of the batch sizes, not from a guess."""
+        most = min(self._limits.max_count, self._max_images)
+        full = [most] if self._one_job else [
+            min(most, self._max_images - done) for done in range(0, self._max_images, most)
+        ]
+
+        def calibration(index: int, count: int) -> tuple[str, GenerationRequest]:
+            params = GenerationParams(
+                "calibration", seed=0, steps=3, count=count, width=width, height=height
+            )
+            return f"calibration-{index}", GenerationRequest(params).validated(self._limits)
+
+        for counts in ([1], full):
             try:
-                params = GenerationParams(
-                    "calibration", seed=0, steps=3, count=count, width=width, height=height
-                )
-                request = GenerationRequest(params).validated(self._limits)
+                requests = [calibration(index, count) for index, count in enumerate(counts)]
             except RequestError:  # a warm-up size outside the limits: keep the default guess
                 return
-            joins = [("calibration", request)]
-            for _ in range(2 * params.steps + 2):  # until it is back (decode overlap included)
-                self._eta.advance_started(count if joins else 0)
-                outcome = await self._on_worker(engine.advance, joins, [])
-                self._observe(outcome, joins)
-                joins = []
-                if outcome.finished or outcome.failed:
+            pending = {key for key, _ in requests}
+            for _ in range(10):  # 3 steps, then the decode (overlapped or not)
+                self._eta.advance_started(sum(r.params.count for _, r in requests))
+                outcome = await self._on_worker(engine.advance, requests, [])
+                self._observe(outcome, requests)
+                requests = []
+                pending -= {*outcome.finished, *outcome.failed}
+                if not pending:
                     break
         log.info(
-            "speed: %.3f s per step of one image at %dx%d",
+            "speed: %.3f s per step of one image, %.3f s of %d images, at %dx%d",
             self._eta.cost.step(2 * width * height / self._limits.native_pixels),
+            self._eta.cost.step(2 * self._max_images * width * height / self._limits.native_pixels),
+            self._max_images,
             width,
             height,
         )
