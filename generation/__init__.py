@@ -13,7 +13,8 @@ Modules, from the member's request inwards:
 - `service`: `GenerationService` (queue + one worker thread), the in-process backend;
   `job`: `QueuedJob`, the caller's handle on a queued job; `events`: its events,
   `GenerationResult` and `QueueStats`; `queue_policy`: tiers and hierarchical fair round robin
-  (servers, members, jobs), batching; `factory.build_service`.
+  (servers, members, jobs), batching; `eta`: the queue's ETAs (the dispatcher replayed with
+  step costs learned per batch load); `factory.build_service`.
 - `engine`: `DiffusersEngine`, runs pipeline calls and the step-level batch of `continuous`
   (jobs join and leave between denoising steps); `fastpath`: the GPU speed-up switches;
   `loading`: model, device, dtype, schedulers; `tiny`: the `builtin:tiny-random` test model and
