@@ -281,7 +281,7 @@ class StepBatch:
         event = None
         if self._stream is not None:
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(self._model.device))
             for member in members:
                 member.latents.record_stream(self._stream)
         assert self._decoder is not None
