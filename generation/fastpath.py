@@ -59,7 +59,9 @@ class FastPath:
     #: Apply only on CUDA (the "auto" setting): `on_device` turns everything off elsewhere.
     cuda_only: bool = False
     #: Decode finished jobs (VAE, NaN/black checks, safety checker) on a decoder thread, on
-    #: its own CUDA stream, while the step batch goes on (`generation.continuous`).
+    #: its own CUDA stream, while the step batch goes on (`generation.continuous`). Off on
+    #: CPU: on 2 shared cores it gained nothing per CPU-second and delayed the first grid
+    #: (`imagine bench --overlap-decode`, README).
     overlap_decode: bool = False
 
     @classmethod
