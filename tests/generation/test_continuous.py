@@ -223,6 +223,7 @@ def test_fast_path_is_on_for_cuda_only() -> None:
     assert FastPath.for_device("cpu") == FastPath()
     cuda = FastPath.for_device("cuda")
     assert cuda.channels_last and cuda.fuse_qkv and cuda.compile and cuda.buckets
+    assert cuda.overlap_decode
     assert cuda.bucket(3) == 4 and cuda.bucket(2) == 2 and cuda.bucket(1000) == 1000
     assert FastPath().bucket(3) == 3
 
