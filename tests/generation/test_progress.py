@@ -215,7 +215,7 @@ def test_fast_path_is_on_for_cuda_only_by_default_and_each_part_switches() -> No
     assert auto.cuda_only and auto.buckets == DEFAULT_BUCKETS
     assert auto.on_device("cpu") == FastPath()
     cuda = auto.on_device("cuda")
-    assert cuda.parts == ("channels_last", "fused_qkv", "compiled_unet")
+    assert cuda.parts == ("channels_last", "fused_qkv", "compiled_unet", "overlapped_decode")
     assert FastPath.configured(None, fast_path="on").on_device("cpu").compile
     assert FastPath.configured(None, fast_path="off") == FastPath()
 
@@ -226,6 +226,7 @@ def test_fast_path_is_on_for_cuda_only_by_default_and_each_part_switches() -> No
         fast_compile_unet = False
         fast_compile_vae = True
         fast_buckets = (8, 2)
+        fast_overlap_decode = False
         compile_cache_dir = "/srv/cache"
 
     parts = FastPath.configured(Settings()).on_device("cuda:0")
