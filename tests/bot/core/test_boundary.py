@@ -55,11 +55,17 @@ GENERATION_SEAM = {
     "generation.text",  # cutting text between whole characters
 }
 BUILDERS = {
-    # The pool's plain settings (`PoolConfig`) are mapped from `[pool]` here.
-    "lifecycle.py": {"generation.factory", "generation.pool.settings"},
-    # `imagine worker` hands the plain model values to the worker process's runner.
+    # The pool's plain settings (`PoolConfig`) are mapped from `[pool]` here; the fast-path
+    # switches and the start-up progress display configure the backend being built.
+    "lifecycle.py": {
+        "generation.factory", "generation.pool.settings", "generation.fastpath",
+        "generation.progress",
+    },
+    # `imagine worker` hands the plain model values, its fast-path switches and its start-up
+    # display to the worker process's runner.
     "cli.py": {
         "generation.cli", "generation.preflight", "generation.bench", "generation.pool.runner",
+        "generation.fastpath", "generation.progress",
     },
 }
 
