@@ -226,7 +226,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if not urls:
             if merged.image_weight is not None:
                 raise MemberError("`--iw` weighs an image prompt: attach or link an image.")
-            await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
+            plan = JobPlan(self._request(parsed.prompt, merged), tier=merged.tier)
+            await self._start(interaction, plan)
             return
         # Refused before anything is fetched, reserved or queued: nothing is charged.
         self._fetcher.check_url(urls[0])
@@ -235,6 +236,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             self._request(parsed.prompt, merged, source),
             kind=JobKind.IMAGE_PROMPT,
             source_image=source,
+            tier=merged.tier,
         )
         await self._start(interaction, plan, label="image prompt")
 
@@ -274,7 +276,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
     ) -> None:
         requester = await requester_of(interaction, guild_id, channel_id)
         submission = await self._submit(interaction, requester, plan)
-        caption = Caption(submission.request.params, interaction.user.id, label)
+        caption = Caption(
+            submission.request.params,
+            interaction.user.id,
+            label,
+            tier=submission.tier,
+            tier_note=submission.tier_note,
+        )
         position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
         message = OutgoingMessage(
@@ -522,6 +530,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             failed=len(outcome.failed),
             warnings=outcome.warnings,
             note=note,
+            fast_seconds=outcome.fast_seconds,
         )
         tool = TOOLS.get(kind)
         if tool is not None and tool.makes_single_image and not withheld:

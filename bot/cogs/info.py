@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot.core.retention import RetentionPolicy, format_bytes
 from bot.errors import MemberError
+from bot.presentation.fast_time import fast_time_text
 from bot.presentation.messages import neutralise, relative_time
 from bot.presentation.permissions import is_admin
 from bot.services.quota import QuotaStatus
@@ -44,6 +45,8 @@ class InfoCog(commands.Cog, name="Info"):
 
         embed = discord.Embed(title="Your images", colour=discord.Colour.blurple())
         embed.add_field(name="Quota", value=_quota_text(status), inline=False)
+        fast = await services.tiers.status(guild_id, user.id, roles)
+        embed.add_field(name="Fast time", value=fast_time_text(fast), inline=False)
         embed.add_field(
             name="Lifetime",
             value=f"{stats.images} image(s) in {stats.jobs} job(s) on this server",
