@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import (
@@ -41,10 +41,8 @@ from bot.db.models import (
     UsageEntry,
 )
 from bot.db.models import Tier as StoredTier
-from bot.db.upsert import upsert
 from bot.errors import InvalidArgument
-from bot.services._guilds import ensure_guild
-from bot.services.audit import record
+from bot.services._rules import delete_rule, save_rule
 from bot.services.clock import Clock, utcnow
 from bot.services.quota import QuotaSource, next_reset, period_start
 
@@ -254,25 +252,9 @@ class TierService:
             "updated_by": actor_id,
             "updated_at": now,
         }
-        async with self._sessions() as session:
-            await ensure_guild(session, guild_id, now)
-            await session.execute(
-                upsert(
-                    session,
-                    FastTimeRule,
-                    values,
-                    key=("guild_id", "scope", "target_id"),
-                    update=("seconds", "period", "updated_by", "updated_at"),
-                )
-            )
-            details = {
-                "scope": scope.value,
-                "target_id": target_id,
-                "seconds": float(seconds),
-                "period": period.value,
-            }
-            await record(session, guild_id, actor_id, "fast_time.set", details, now)
-            await session.commit()
+        details = {"scope": scope.value, "target_id": target_id, "seconds": float(seconds),
+                   "period": period.value}
+        await save_rule(self._sessions, FastTimeRule, values, "fast_time.set", details)
         return FastTimeRuleView(
             guild_id, scope, _public(scope, target), float(seconds), period, actor_id, now
         )
@@ -282,22 +264,11 @@ class TierService:
     ) -> bool:
         """Delete the fast-time rule of (scope, target); False if there was none. Audited."""
         scope, target = _rule_key(scope, target_id)
-        now = self._now()
-        async with self._sessions() as session:
-            result = await session.execute(
-                delete(FastTimeRule).where(
-                    FastTimeRule.guild_id == guild_id,
-                    FastTimeRule.scope == scope,
-                    FastTimeRule.target_id == target,
-                )
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                await session.rollback()
-                return False
-            details = {"scope": scope.value, "target_id": target_id}
-            await record(session, guild_id, actor_id, "fast_time.clear", details, now)
-            await session.commit()
-            return True
+        details = {"scope": scope.value, "target_id": target_id}
+        return await delete_rule(
+            self._sessions, FastTimeRule, guild_id, scope, target, actor_id, "fast_time.clear",
+            details, self._now(),
+        )
 
     async def list_rules(self, guild_id: int) -> list[FastTimeRuleView]:
         """The guild's fast-time rules: server first, then roles, then members."""

@@ -120,11 +120,7 @@ class QuotaCog(commands.Cog, name="Quota"):
         removed = await self.bot.services.quota.clear_rule(
             guild_id, rule_scope, target_id, actor_id=interaction.user.id
         )
-        who = _who(rule_scope, target_id)
-        if removed:
-            await reply(interaction, f"Removed the quota rule for {who}.")
-        else:
-            await reply(interaction, f"There was no quota rule for {who}; nothing changed.")
+        await _report_clear(interaction, removed, "quota rule", _who(rule_scope, target_id))
 
     @quota.command(name="fast", description="Set how many GPU seconds of fast jobs a scope gets")
     @app_commands.describe(
@@ -180,13 +176,9 @@ class QuotaCog(commands.Cog, name="Quota"):
         removed = await self.bot.services.tiers.clear_rule(
             guild_id, rule_scope, target_id, actor_id=interaction.user.id
         )
-        who = _who(rule_scope, target_id)
-        if removed:
-            await reply(interaction, f"Removed the fast-time allowance for {who}.")
-        else:
-            await reply(
-                interaction, f"There was no fast-time allowance for {who}; nothing changed."
-            )
+        await _report_clear(
+            interaction, removed, "fast-time allowance", _who(rule_scope, target_id)
+        )
 
     @quota.command(name="list", description="Every quota rule on this server")
     @admin_only()
@@ -281,6 +273,16 @@ def _target_id(scope: QuotaScope, target: Target | None, guild_id: int) -> int |
     if isinstance(target, discord.Role):
         raise MemberError("Scope `member` needs a member as `target`, not a role.")
     return target.id
+
+
+async def _report_clear(
+    interaction: discord.Interaction, removed: bool, what: str, who: str
+) -> None:
+    """Say whether a `clear` removed `what` (a rule) for `who`."""
+    if removed:
+        await reply(interaction, f"Removed the {what} for {who}.")
+    else:
+        await reply(interaction, f"There was no {what} for {who}; nothing changed.")
 
 
 def _who(scope: QuotaScope, target_id: int | None) -> str:
