@@ -82,7 +82,12 @@ class InfoCog(commands.Cog, name="Info"):
         lines = []
         for sub in self.bot.orchestrator.live_for(guild_id, user_id)[:10]:
             position = sub.queued.position
-            state = f"queued, position {position}" if position is not None else "running"
+            if position is None:
+                state = "running"
+            elif sub.tier == "relax":  # fast jobs may still overtake it: no position promised
+                state = f"queued in relax mode, {position - 1} job(s) ahead now"
+            else:
+                state = f"queued, position {position}"
             prompt = neutralise(cut_text(sub.request.params.prompt, 60))
             lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
         # An embed field holds 1,024 characters: whole lines only.
