@@ -268,6 +268,8 @@ def format_flags(prompt: str, options: ImagineOptions) -> str:
         parts.append(f"--seed {options.seed}")
     if options.image_weight is not None:
         parts.append(f"--iw {_plain_number(options.image_weight)}")
+    if options.tier is not None:
+        parts.append(f"--{options.tier}")
     return " ".join(part for part in parts if part)
 
 

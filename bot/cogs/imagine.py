@@ -617,6 +617,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 kind=JobKind.VARIATION,
                 parent_job_id=job_id,
                 image_index=index,
+                tier=_edited_tier(edit),
             )
 
         await self._from_image(interaction, job_id, index, plan, f"Variations of image #{index}")
@@ -654,6 +655,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 kind=kind,
                 parent_job_id=job_id,
                 image_index=index,
+                tier=_edited_tier(edit),
             )
 
         await self._from_image(interaction, job_id, index, plan, f"{title} of image #{index}")
@@ -853,6 +855,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 kind=JobKind.IMAGE_PROMPT,
                 parent_job_id=job.id,
                 source_image=source,
+                tier=edit.options.tier,
             )
             await self._start(
                 interaction,
@@ -863,7 +866,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
         else:
             plan = JobPlan(
-                self._request(edit.prompt, edit.options), kind=JobKind.REROLL, parent_job_id=job.id
+                self._request(edit.prompt, edit.options),
+                kind=JobKind.REROLL,
+                parent_job_id=job.id,
+                tier=edit.options.tier,
             )
             await self._start(
                 interaction, plan, label="Reroll", guild_id=job.guild_id, channel_id=job.channel_id
@@ -946,6 +952,11 @@ async def _defer(interaction: discord.Interaction) -> None:
             log.debug("interaction %s expired before it could be deferred", interaction.id)
             return
         log.warning("could not defer interaction %s: %s", interaction.id, exc)
+
+
+def _edited_tier(edit: ParsedPrompt | None) -> str | None:
+    """`--fast`/`--relax` typed in a remix edit (None: the member's default tier)."""
+    return edit.options.tier if edit is not None else None
 
 
 def _label(job: JobView) -> str:

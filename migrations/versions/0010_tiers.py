@@ -2,7 +2,7 @@
 admin-set fast-time allowances.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0008 (was 0007; main gained 0008, member settings, first)
 Create Date: 2026-12-01
 
 `jobs.tier` is `fast` for every existing job (they ran before tiers existed, first come first
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

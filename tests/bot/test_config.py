@@ -291,5 +291,5 @@ def test_tiers_are_checked_across_fields() -> None:
     problems = "\n".join(caught.value.problems)
     assert "tiers.role_fast_seconds names roles [8] that are not in tiers.fast_roles" in problems
     assert "tiers.role_fast_seconds for roles [7] is negative" in problems
-    with pytest.raises(ConfigError, match="tiers.default"):
+    with pytest.raises(ConfigError, match=r"tiers\.default"):
         load_settings(None, tiers={"default": "turbo"})
