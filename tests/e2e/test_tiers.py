@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from bot.config import Settings
 from bot.db.models import Tier
 from bot.services.history import JobFilter
@@ -76,6 +78,7 @@ def _one_job_at_a_time(settings: Settings) -> GenerationService:
     return GenerationService(SlowSteps(DiffusersEngine(spec), 0.3), policy, warmup=False)
 
 
+@pytest.mark.sqlite_only  # the queue order and the commands: no storage differences
 async def test_a_relax_job_waits_while_a_fast_job_is_queued(
     fake: FakeDiscord, world: World, settings: Settings
 ) -> None:
@@ -111,6 +114,7 @@ async def test_a_relax_job_waits_while_a_fast_job_is_queued(
     assert fake.violations == []
 
 
+@pytest.mark.sqlite_only  # the queue order and the commands: no storage differences
 async def test_admin_sets_a_members_fast_time(
     fake: FakeDiscord, world: World, settings: Settings
 ) -> None:

@@ -11,6 +11,9 @@ from bot.db.models import Tier
 from bot.services import Services, TierPolicy, build_services
 from tests.bot.conftest import FailingEngine, FlaggingEngine, small
 
+# The storage of tiers runs on every driver in tests/services/test_tiers.py; this is the flow.
+pytestmark = pytest.mark.sqlite_only
+
 ALICE = Requester(guild_id=1, channel_id=10, user_id=100)
 #: Smaller than any job's measured GPU time: one fast job uses it all.
 ALLOWANCE = 0.001
