@@ -310,6 +310,48 @@ class QuotaSettings(_Section):
     default_period: Literal["day", "week"] = "day"
 
 
+class TierSettings(_Section):
+    """Fast and relax tiers, like Midjourney's modes: fast jobs start before every relax job
+    and spend the member's fast time (measured GPU seconds, charged on success only); relax
+    jobs wait for room on the GPU and spend none. A member out of fast time (or without a
+    fast role) gets relax automatically, with a note, never a refusal."""
+
+    # The tier of a job whose prompt has neither --fast nor --relax.
+    default: Literal["fast", "relax"] = "fast"
+    # GPU seconds of fast jobs per member per period; None: unlimited. Admins override it per
+    # server, role or member with `/quota fast`.
+    fast_seconds: float | None = Field(None, ge=0)
+    # The period fast time is counted over (as quotas: day resets 00:00 UTC, week on Monday);
+    # None: quotas.default_period.
+    period: Literal["day", "week"] | None = None
+    # Role ids that may use fast; empty: everyone.
+    fast_roles: list[int] = Field(default_factory=list)
+    # Role id -> fast GPU seconds per period for members with that role (the most generous of
+    # a member's roles applies), e.g. a supporter role with more fast time.
+    role_fast_seconds: dict[int, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _roles_consistent(self) -> TierSettings:
+        problems = []
+        negative = sorted(role for role, seconds in self.role_fast_seconds.items() if seconds < 0)
+        if negative:
+            problems.append(
+                f"tiers.role_fast_seconds for roles {negative} is negative; allowed: 0 or more "
+                "GPU seconds"
+            )
+        if self.fast_roles:
+            locked = sorted(set(self.role_fast_seconds) - set(self.fast_roles))
+            if locked:
+                problems.append(
+                    f"tiers.role_fast_seconds names roles {locked} that are not in "
+                    f"tiers.fast_roles = {self.fast_roles}: they could never use that fast time; "
+                    "add them to fast_roles or remove them"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
 class LogSettings(_Section):
     # "text": one key=value line per event; "json": one JSON object per line.
     format: Literal["text", "json"] = "text"
@@ -343,6 +385,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     pool: PoolSettings = PoolSettings()
     quotas: QuotaSettings = QuotaSettings()
+    tiers: TierSettings = TierSettings()
     log: LogSettings = LogSettings()
     jobs: JobSettings = JobSettings()
 
@@ -358,6 +401,11 @@ class Settings(BaseSettings):
         # Precedence: explicit arguments, then the environment, then the TOML file
         # (named by `model_config["toml_file"]`, set in `load_settings`).
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def fast_period(self) -> str:
+        """The period fast time is counted over: `tiers.period`, else the quotas' period."""
+        return self.tiers.period or self.quotas.default_period
 
     @model_validator(mode="after")
     def _token_from_env(self) -> Settings:
@@ -519,7 +567,7 @@ def _describe_errors(
             lines.append(_unknown_key(loc, variable))
             continue
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "value_error" and message.startswith("generation."):
+        if error["type"] == "value_error" and message.startswith(("generation.", "tiers.")):
             lines.extend(message.splitlines())  # whole-section checks name their keys
             continue
         origin = f" (from {variable})" if variable else ""

@@ -32,8 +32,9 @@ from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
 from bot.core.retention import start_retention
 from bot.core.threads import Threads
+from bot.db.models import Period
 from bot.db.session import open_database
-from bot.services import Services, build_services
+from bot.services import Services, TierPolicy, build_services
 from bot.services.clock import Clock
 from generation.errors import GenerationError, ModelNotFoundError
 from generation.factory import build_service
@@ -75,6 +76,18 @@ class Resources:
     images: ImageStore
     generation: GenerationBackend
     orchestrator: JobOrchestrator
+
+
+def tier_policy(settings: Settings) -> TierPolicy:
+    """The `[tiers]` section as the tier service takes it."""
+    tiers = settings.tiers
+    return TierPolicy(
+        default=tiers.default,
+        fast_seconds=tiers.fast_seconds,
+        period=Period(settings.fast_period),
+        fast_roles=frozenset(tiers.fast_roles),
+        role_fast_seconds=dict(tiers.role_fast_seconds),
+    )
 
 
 def build_generation(settings: Settings) -> GenerationBackend:
@@ -165,6 +178,7 @@ async def open_resources(
         settings.quotas.default_limit,
         settings.quotas.default_period,
         clock=service_clock,
+        tiers=tier_policy(settings),
     )
     images = ImageStore(settings.storage.images_dir, threads)
     start_retention(images, settings.storage, stack.callback)

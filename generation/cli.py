@@ -25,6 +25,7 @@ from generation.flags import ImagineOptions, merge_options, parse_prompt
 from generation.grid import EXTENSIONS, FORMATS, encode, encode_grid, normalize_format
 from generation.params import SCHEDULERS, GenerationParams, Limits
 from generation.preflight import check_device, check_model_available, hub_offline
+from generation.queue_policy import DEFAULT_TIER
 from generation.request import GenerationRequest, parse_aspect
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
@@ -122,6 +123,9 @@ class _Plan:
     fmt: str
     singles: bool
     overwrite: bool
+    #: `--fast`/`--relax` typed in the prompt (alone on the command line it changes nothing:
+    #: there is no other job to go before).
+    tier: str = DEFAULT_TIER
 
     def paths(self) -> list[Path]:
         """The grid file, then the single images' files when `singles` is set."""
@@ -206,6 +210,7 @@ def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
         fmt=fmt,
         singles=args.singles,
         overwrite=overwrite,
+        tier=options.tier or DEFAULT_TIER,
     )
 
 
@@ -309,7 +314,7 @@ async def _generate(plan: _Plan, err: Any) -> int:
             fetch = "" if local else ", downloading if needed"
             err.print(f"loading {escape(plan.model_id)}{fetch} ...", highlight=False)
         await service.start()
-        job = service.submit(plan.request, owner="cli")
+        job = service.submit(plan.request, owner="cli", tier=plan.tier)
         result = await _follow(job, err)
         return await _write(plan, result, err)
     except RequestError as exc:

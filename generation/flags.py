@@ -12,7 +12,8 @@ Rules (documented for members in `FLAGS_HELP`):
   into an em or en dash). Everything from the first flag on is parameters; everything before
   it is the prompt.
 - Accepted: `--ar W:H` (`--aspect`), `--seed N`, `--no a, b` (negative prompt), `--steps N`,
-  `--cfg X` (`--guidance`), `--n N` (`--count`), `--iw X` (image prompt weight, 0-3).
+  `--cfg X` (`--guidance`), `--n N` (`--count`), `--iw X` (image prompt weight, 0-3), and the
+  valueless `--fast` / `--relax` (the job's priority tier, as Midjourney's; one of them).
 - Anything flag-like that is not understood raises `FlagError`: an unknown or repeated flag, a
   missing or malformed value, a flag name separated from its dashes (`-- ar 16:9`) or written
   with one hyphen (`-ar 16:9`). Nothing is guessed and nothing is silently dropped.
@@ -58,7 +59,8 @@ FLAGS_HELP = (
     "Accepted flags at the end of the prompt: `--ar W:H` (aspect ratio, e.g. `--ar 16:9`), "
     "`--seed N` (0-4294967295), `--no a, b` (things to leave out), `--steps N`, "
     "`--cfg X` or `--guidance X` (how closely to follow the prompt), `--n N` (1-4 images), "
-    "`--iw X` (0-3: how closely to follow an image prompt). "
+    "`--iw X` (0-3: how closely to follow an image prompt), `--fast` or `--relax` (fast jobs "
+    "go first and use your fast GPU time; relax jobs wait for room and use none). "
     "Dashes from any keyboard work as `--` (an em dash — too). When an option and a flag set "
     "the same thing, the option wins."
 )
@@ -94,7 +96,11 @@ _ALIASES = {
     "n": "count",
     "count": "count",
     "iw": "image_weight",
+    "fast": "tier",
+    "relax": "tier",
 }
+#: Flags that take no value: the flag's own name is the value.
+_VALUELESS = frozenset({"tier"})
 #: `--iw` bounds: Midjourney's range.
 MAX_IMAGE_WEIGHT = 3.0
 
@@ -131,6 +137,8 @@ class ImagineOptions:
     #: An image prompt's link (the attachment of `/imagine`); links typed in the prompt are
     #: found by `bot.core.image_fetch.find_image_links`.
     image_url: str | None = None
+    #: The priority tier asked for (`--fast`/`--relax`; `generation.queue_policy.TIERS`).
+    tier: str | None = None
 
     def given_params(self) -> dict[str, object]:
         """The generation parameters the member set (not None), by field name; aspect and the
@@ -143,7 +151,7 @@ class ImagineOptions:
 
 
 #: `ImagineOptions` fields that are not `GenerationParams` fields.
-_NOT_PARAMS = frozenset({"aspect", "image_weight", "image_url"})
+_NOT_PARAMS = frozenset({"aspect", "image_weight", "image_url", "tier"})
 
 
 def image_strength(image_weight: float | None) -> float:
@@ -220,8 +228,18 @@ def parse_prompt(text: str, *, allow_empty: bool = False) -> ParsedPrompt:
                 )
             raise FlagError(f"`--{raw_name}` is not a flag I know.")
         if field in values:
+            if field in _VALUELESS and values[field] != raw_name.lower():
+                raise FlagError("`--fast` and `--relax` cannot both be given: choose one.")
             raise FlagError(f"`--{raw_name}` is given more than once.")
         value = _squash(folded[match.end() : end]).rstrip(_CLOSERS + ",;").strip()
+        if field in _VALUELESS:
+            if value:
+                raise FlagError(
+                    f"`--{raw_name}` takes no value; put the prompt before the flags "
+                    f"(found {_code(value)} after it)."
+                )
+            values[field] = raw_name.lower()
+            continue
         values[field] = _parse_value(field, raw_name, value)
     if not prompt and not allow_empty:
         raise FlagError("The prompt is empty: write what to draw before the flags.")
@@ -250,6 +268,8 @@ def format_flags(prompt: str, options: ImagineOptions) -> str:
         parts.append(f"--seed {options.seed}")
     if options.image_weight is not None:
         parts.append(f"--iw {_plain_number(options.image_weight)}")
+    if options.tier is not None:
+        parts.append(f"--{options.tier}")
     return " ".join(part for part in parts if part)
 
 

@@ -226,7 +226,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if not urls:
             if merged.image_weight is not None:
                 raise MemberError("`--iw` weighs an image prompt: attach or link an image.")
-            await self._start(interaction, JobPlan(self._request(parsed.prompt, merged)))
+            plan = JobPlan(self._request(parsed.prompt, merged), tier=merged.tier)
+            await self._start(interaction, plan)
             return
         # Refused before anything is fetched, reserved or queued: nothing is charged.
         self._fetcher.check_url(urls[0])
@@ -235,6 +236,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             self._request(parsed.prompt, merged, source),
             kind=JobKind.IMAGE_PROMPT,
             source_image=source,
+            tier=merged.tier,
         )
         await self._start(interaction, plan, label="image prompt")
 
@@ -274,7 +276,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
     ) -> None:
         requester = await requester_of(interaction, guild_id, channel_id)
         submission = await self._submit(interaction, requester, plan)
-        caption = Caption(submission.request.params, interaction.user.id, label)
+        caption = Caption(
+            submission.request.params,
+            interaction.user.id,
+            label,
+            tier=submission.tier,
+            tier_note=submission.tier_note,
+        )
         position = submission.queued.position or 1
         eta = self.bot.generation.estimate_wait(position)
         message = OutgoingMessage(
@@ -522,6 +530,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             failed=len(outcome.failed),
             warnings=outcome.warnings,
             note=note,
+            fast_seconds=outcome.fast_seconds,
         )
         tool = TOOLS.get(kind)
         if tool is not None and tool.makes_single_image and not withheld:
@@ -608,6 +617,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 kind=JobKind.VARIATION,
                 parent_job_id=job_id,
                 image_index=index,
+                tier=_edited_tier(edit),
             )
 
         await self._from_image(interaction, job_id, index, plan, f"Variations of image #{index}")
@@ -645,6 +655,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 kind=kind,
                 parent_job_id=job_id,
                 image_index=index,
+                tier=_edited_tier(edit),
             )
 
         await self._from_image(interaction, job_id, index, plan, f"{title} of image #{index}")
@@ -844,6 +855,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
                 kind=JobKind.IMAGE_PROMPT,
                 parent_job_id=job.id,
                 source_image=source,
+                tier=edit.options.tier,
             )
             await self._start(
                 interaction,
@@ -854,7 +866,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
         else:
             plan = JobPlan(
-                self._request(edit.prompt, edit.options), kind=JobKind.REROLL, parent_job_id=job.id
+                self._request(edit.prompt, edit.options),
+                kind=JobKind.REROLL,
+                parent_job_id=job.id,
+                tier=edit.options.tier,
             )
             await self._start(
                 interaction, plan, label="Reroll", guild_id=job.guild_id, channel_id=job.channel_id
@@ -937,6 +952,11 @@ async def _defer(interaction: discord.Interaction) -> None:
             log.debug("interaction %s expired before it could be deferred", interaction.id)
             return
         log.warning("could not defer interaction %s: %s", interaction.id, exc)
+
+
+def _edited_tier(edit: ParsedPrompt | None) -> str | None:
+    """`--fast`/`--relax` typed in a remix edit (None: the member's default tier)."""
+    return edit.options.tier if edit is not None else None
 
 
 def _label(job: JobView) -> str:

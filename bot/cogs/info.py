@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot.core.retention import RetentionPolicy, format_bytes
 from bot.errors import MemberError
+from bot.presentation.fast_time import fast_time_text
 from bot.presentation.messages import neutralise, relative_time
 from bot.presentation.permissions import is_admin
 from bot.services.quota import QuotaStatus
@@ -44,6 +45,8 @@ class InfoCog(commands.Cog, name="Info"):
 
         embed = discord.Embed(title="Your images", colour=discord.Colour.blurple())
         embed.add_field(name="Quota", value=_quota_text(status), inline=False)
+        fast = await services.tiers.status(guild_id, user.id, roles)
+        embed.add_field(name="Fast time", value=fast_time_text(fast), inline=False)
         embed.add_field(
             name="Lifetime",
             value=f"{stats.images} image(s) in {stats.jobs} job(s) on this server",
@@ -79,7 +82,12 @@ class InfoCog(commands.Cog, name="Info"):
         lines = []
         for sub in self.bot.orchestrator.live_for(guild_id, user_id)[:10]:
             position = sub.queued.position
-            state = f"queued, position {position}" if position is not None else "running"
+            if position is None:
+                state = "running"
+            elif sub.tier == "relax":  # fast jobs may still overtake it: no position promised
+                state = f"queued in relax mode, {position - 1} job(s) ahead now"
+            else:
+                state = f"queued, position {position}"
             prompt = neutralise(cut_text(sub.request.params.prompt, 60))
             lines.append(f"`{sub.job_id[:8]}` {prompt}: {state}")
         # An embed field holds 1,024 characters: whole lines only.

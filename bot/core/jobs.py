@@ -7,9 +7,14 @@ fixed order, so a refused request leaves nothing behind:
 1. the bot is not shutting down (`Restarting`), then moderation (bot enabled, channel
    allowed, member not banned, no blocked word);
 2. validation (steps, size, guidance...) with a concrete seed drawn;
-3. quota reservation for the images asked for (none for a re-made image: the member paid for
-   it with its grid; it is still recorded, so it counts as GPU work);
-4. the generation queue (owner = "guild:user", so the service's round-robin is per member);
+3. the tier (`fast`/`relax`, see `bot.services.tiers`): the one asked for, or the default;
+   fast falls back to relax, with a note, when the member may not use fast or has no fast
+   time left (never a refusal); then the quota reservation for the images asked for (none for
+   a re-made image: the member paid for it with its grid; it is still recorded, so it counts
+   as GPU work). Relax jobs count against the image quota like fast ones: the image quota
+   limits how much a member makes, the tiers only decide who goes first on the GPU;
+4. the generation queue in that tier (owner = "guild:user", so the service's round-robin is
+   per member);
 5. the history record, with the message that shows the job (so a restart can update it), and
    the live registry (for Cancel).
 
@@ -18,8 +23,10 @@ reservation, and `recover` at the next start queues them again in their original
 again (from their seeds) the ones that were running, or fails and refunds those too old.
 
 Then `JobOrchestrator.run` follows the job's events and settles it: images stored on disk,
-quota charged (withheld NSFW images refunded), history updated; a failure or a cancellation
-refunds everything. Any step after the reservation that fails gives the images back.
+quota charged (withheld NSFW images refunded), a fast job's measured GPU seconds charged to
+the member's fast time (not when every image was withheld), history updated; a failure or a
+cancellation refunds everything and charges no fast time. Any step after the reservation
+that fails gives the images back.
 
 The Discord side (`bot.cogs.imagine`) only turns interactions into `Requester`/`JobPlan`
 and outcomes into messages.
@@ -40,7 +47,7 @@ from PIL import Image
 
 from bot.core.image_store import SOURCE, ImageStore
 from bot.core.tools import TOOLS, tool_request
-from bot.db.models import JobKind, JobStatus, NsfwPolicy
+from bot.db.models import JobKind, JobStatus, NsfwPolicy, Tier
 from bot.errors import Restarting, ServiceError
 from bot.services import Services
 from bot.services.history import JobRecord, JobView, ShownAt
@@ -108,6 +115,8 @@ class JobPlan:
     image_index: int | None = None
     #: A member's image the job starts from (image prompts): stored with the job.
     source_image: Image.Image | None = field(default=None, repr=False, compare=False)
+    #: The tier asked for (`--fast`/`--relax`); None: the configured default.
+    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,9 @@ class Submission:
     queued: QueuedJob = field(repr=False)
     requester: Requester
     plan: JobPlan
+    #: The tier the job runs in, and why it is relax when fast was asked for (or the default).
+    tier: str = "fast"
+    tier_note: str | None = None
 
     @property
     def request(self) -> GenerationRequest:
@@ -158,6 +170,8 @@ class Outcome:
     warnings: tuple[str, ...] = ()
     error: str | None = None
     refunded: int = 0
+    #: Fast GPU seconds charged for the job (0: a relax job, or nothing charged).
+    fast_seconds: float = 0.0
 
     @property
     def withheld(self) -> tuple[int, ...]:
@@ -233,6 +247,7 @@ def _logged(outcome: Outcome) -> Outcome:
             "status": outcome.status.value,
             "images": len(outcome.images),
             "refunded": outcome.refunded,
+            **({"fast_seconds": round(outcome.fast_seconds, 3)} if outcome.fast_seconds else {}),
             **({"error": outcome.error} if outcome.error else {}),
         },
     )
@@ -307,6 +322,9 @@ class JobOrchestrator:
         await self.admit(requester, params.prompt, params.negative_prompt)
         request = request.validated(self._generation.limits)
         job_id = uuid.uuid4().hex
+        choice = await services.tiers.choose(
+            requester.guild_id, requester.user_id, requester.role_ids, plan.tier
+        )
         if plan.kind is not JobKind.REMAKE:
             await services.quota.reserve(
                 requester.guild_id,
@@ -316,11 +334,20 @@ class JobOrchestrator:
                 job_id,
             )
         try:
-            queued = self._generation.submit(request, owner=requester.owner, job_id=job_id)
+            queued = self._generation.submit(
+                request, owner=requester.owner, job_id=job_id, tier=choice.tier
+            )
         except BaseException:
             await services.quota.refund(job_id)
             raise
-        submission = Submission(job_id, queued, requester, replace(plan, request=queued.request))
+        submission = Submission(
+            job_id,
+            queued,
+            requester,
+            replace(plan, request=queued.request),
+            tier=choice.tier,
+            tier_note=choice.note,
+        )
         try:
             await services.history.create_job(self._record(submission))
             if shown_at is not None or requester.channel_nsfw:
@@ -407,7 +434,9 @@ class JobOrchestrator:
     async def undeliverable(self, job_id: str) -> int:
         """No route reached the member: the result stays stored and retrievable (`/show`),
         recorded as not delivered (admins see it in history), and its images are refunded:
-        nobody is charged for a result they never got. Returns the images refunded."""
+        nobody is charged for a result they never got (its fast time is given back too).
+        Returns the images refunded."""
+        await self._quietly(self._services.tiers.refund(job_id))
         return await self._services.quota.refund(job_id)
 
     # -- restarts -------------------------------------------------------------------------
@@ -459,11 +488,14 @@ class JobOrchestrator:
         )
         index = job.image_index + 1 if job.image_index is not None else None
         request = await self._request_again(job, requester, seed=job.params.seed)
-        queued = self._generation.submit(request, owner=requester.owner, job_id=job.id)
+        # The tier it was queued in (its fall-back to relax, if any, was decided then).
+        queued = self._generation.submit(
+            request, owner=requester.owner, job_id=job.id, tier=job.tier.value
+        )
         plan = JobPlan(
             queued.request, kind=job.kind, parent_job_id=job.parent_job_id, image_index=index
         )
-        submission = Submission(job.id, queued, requester, plan)
+        submission = Submission(job.id, queued, requester, plan, tier=job.tier.value)
         self._live[job.id] = submission
         return submission
 
@@ -587,10 +619,14 @@ class JobOrchestrator:
         if withheld:
             refunded = await services.quota.refund(submission.job_id, withheld)
         status = OutcomeStatus.SUCCEEDED
+        fast_seconds = 0.0
         if not kept:
             status = OutcomeStatus.BLOCKED
             reason = "flagged by the safety checker" if any(result.nsfw) else "no usable image"
             await services.history.mark_blocked(submission.job_id, reason, result.nsfw)
+        elif submission.tier == "fast":
+            # Measured by the backend: this job's share of the GPU time of the steps it ran in.
+            fast_seconds = await services.tiers.charge(submission.job_id, result.gpu_seconds)
         return Outcome(
             job_id=submission.job_id,
             status=status,
@@ -599,10 +635,13 @@ class JobOrchestrator:
             seeds=tuple(result.seeds),
             warnings=tuple(result.warnings),
             refunded=refunded,
+            fast_seconds=fast_seconds,
         )
 
     async def _failed(self, submission: Submission, error: str) -> Outcome:
         refunded = await self._services.quota.refund(submission.job_id)
+        # Charged only on success: a settlement that failed after the charge gives it back.
+        await self._quietly(self._services.tiers.refund(submission.job_id))
         await self._quietly(self._services.history.mark_failed(submission.job_id, error))
         await self._nobody_to_tell(submission)
         return Outcome(submission.job_id, OutcomeStatus.FAILED, error=error, refunded=refunded)
@@ -642,4 +681,5 @@ class JobOrchestrator:
             kind=plan.kind,
             parent_job_id=plan.parent_job_id,
             image_index=plan.image_index - 1 if plan.image_index is not None else None,
+            tier=Tier(submission.tier),
         )

@@ -102,6 +102,14 @@ class Period(StrEnum):
     WEEK = "week"
 
 
+class Tier(StrEnum):
+    """A job's priority tier (`generation.queue_policy.TIERS`): fast jobs start first and
+    spend the member's fast GPU time; relax jobs wait for room and spend none."""
+
+    FAST = "fast"
+    RELAX = "relax"
+
+
 class LedgerKind(StrEnum):
     RESERVE = "reserve"
     CHARGE = "charge"
@@ -174,6 +182,8 @@ class StoredJob(Base):
     __table_args__ = (
         CheckConstraint(_one_of("kind", JobKind), name="kind"),
         CheckConstraint(_one_of("status", JobStatus), name="status"),
+        CheckConstraint(_one_of("tier", Tier), name="tier"),
+        CheckConstraint("fast_seconds >= 0", name="fast_seconds"),
         Index(None, "guild_id", "created_at", "id"),
         Index(None, "guild_id", "user_id", "created_at", "id"),
         Index(None, "user_id", "status"),
@@ -212,6 +222,13 @@ class StoredJob(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     gpu_seconds: Mapped[float | None] = mapped_column(Float)
+    # The tier the job ran in (after any fall-back to relax), and the fast GPU seconds it was
+    # charged: its measured `gpu_seconds` once it succeeded in fast, else None (never charged)
+    # or 0 (refunded: blocked, or its result reached nobody).
+    tier: Mapped[Tier] = mapped_column(
+        StrEnumType(Tier, length=8), default=Tier.FAST, server_default=Tier.FAST.value
+    )
+    fast_seconds: Mapped[float | None] = mapped_column(Float)
 
     result_channel_id: Mapped[int | None] = mapped_column(BigInteger)
     result_message_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -252,6 +269,28 @@ class QuotaRule(Base):
     scope: Mapped[QuotaScope] = mapped_column(StrEnumType(QuotaScope))
     target_id: Mapped[int] = mapped_column(BigInteger)
     limit_images: Mapped[int] = mapped_column(Integer)
+    period: Mapped[Period] = mapped_column(StrEnumType(Period, length=8))
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class FastTimeRule(Base):
+    """An admin-set fast-time allowance: GPU seconds of fast jobs per period for a member, a
+    role, or every member of the server (target_id 0). Precedence as for `QuotaRule`."""
+
+    __tablename__ = "fast_time_rules"
+    __table_args__ = (
+        UniqueConstraint("guild_id", "scope", "target_id"),
+        CheckConstraint("scope IN ('server', 'role', 'member')", name="scope"),
+        CheckConstraint(_one_of("period", Period), name="period"),
+        CheckConstraint("seconds >= 0", name="seconds"),
+    )
+
+    id: Mapped[int] = mapped_column(SurrogateKey, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("guilds.id", ondelete="CASCADE"))
+    scope: Mapped[QuotaScope] = mapped_column(StrEnumType(QuotaScope))
+    target_id: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float)
     period: Mapped[Period] = mapped_column(StrEnumType(Period, length=8))
     updated_by: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]

@@ -55,11 +55,15 @@ class Caption:
     params: GenerationParams
     user_id: int
     label: str = ""  # e.g. "Variations of image #2", "Reroll"
+    #: The job's tier (`fast`/`relax`), shown with the parameters; None: not shown.
+    tier: str | None = None
+    #: Why the job runs in relax when fast was asked for (or the default), for the member.
+    tier_note: str | None = None
 
 
 def caption_of(job: JobView, label: str = "") -> Caption:
     """The caption of a stored job (for `/show`, and for jobs resumed after a restart)."""
-    return Caption(job.params, job.user_id, label=label)
+    return Caption(job.params, job.user_id, label=label, tier=job.tier.value)
 
 
 def relative_time(when: dt.datetime) -> str:
@@ -129,18 +133,36 @@ def queued_text(
     job: Caption, position: int, starts_at: dt.datetime | None, note: str | None = None
 ) -> str:
     """Waiting in the queue: position (1 = next), a relative ETA, and the backend's note
-    about the wait (e.g. no GPU worker connected) when it has one."""
+    about the wait (e.g. no GPU worker connected) when it has one.
+
+    A relax job gets no promise: fast jobs submitted after it still go first, so it is told
+    how many jobs are ahead now and the earliest it could start."""
+    if job.tier == "relax":
+        ahead = max(position - 1, 0)
+        now = "no job is ahead of it now" if not ahead else (
+            f"{ahead} job{'s are' if ahead != 1 else ' is'} ahead of it now"
+        )
+        earliest = f", so not before {relative_time(starts_at)}" if starts_at is not None else ""
+        status = (
+            f"Waiting in relax mode: {now}{earliest}. Fast jobs go first, including ones "
+            "submitted later, so it may wait longer."
+        )
+        return _compose(job, status, note or "", _tier_note(job))
     where = "next in line" if position <= 1 else f"position {position} in the queue"
     if note:
-        return _compose(job, f"Waiting to start: {where}. {note}")
+        return _compose(job, f"Waiting to start: {where}. {note}", _tier_note(job))
     eta = f", starting {relative_time(starts_at)}" if starts_at is not None else ""
-    return _compose(job, f"Waiting to start: {where}{eta}")
+    return _compose(job, f"Waiting to start: {where}{eta}", _tier_note(job))
+
+
+def _tier_note(job: Caption) -> str:
+    return job.tier_note or ""
 
 
 def running_text(job: Caption, step: int, total: int) -> str:
     """Running: step i of n and a percentage."""
     percent = int(100 * step / total) if total else 0
-    return _compose(job, f"Generating: step {step}/{total} ({percent}%)")
+    return _compose(job, f"Generating: step {step}/{total} ({percent}%)", _tier_note(job))
 
 
 def parameters_line(job: Caption, seeds: Sequence[int]) -> str:
@@ -166,6 +188,7 @@ def parameters_line(job: Caption, seeds: Sequence[int]) -> str:
         f"cfg {params.guidance:g}",
         params.scheduler,
         f"strength {params.strength:g}" if params.strength is not None else "",
+        f"--{job.tier}" if job.tier else "",
     ]
     line = " · ".join(p for p in parts if p)
     if params.negative_prompt:
@@ -181,10 +204,15 @@ def finished_text(
     failed: int = 0,
     warnings: Sequence[str] = (),
     note: str = "",
+    fast_seconds: float = 0.0,
 ) -> str:
-    """The grid's caption: prompt, requester, seeds and parameters, and anything withheld
-    (`withheld`: flagged by the safety checker) or `failed` (no usable image came out)."""
+    """The grid's caption: prompt, requester, seeds and parameters (the tier among them), and
+    anything withheld (`withheld`: flagged by the safety checker) or `failed` (no usable image
+    came out); the fast GPU seconds charged, or why the job ran in relax."""
     lines = [parameters_line(job, seeds)]
+    if fast_seconds > 0:
+        lines.append(f"Fast time used: {fast_seconds:.2f} GPU seconds.")
+    lines.append(_tier_note(job))
     if withheld:
         images = "image was" if withheld == 1 else "images were"
         lines.append(

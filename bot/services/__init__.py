@@ -1,4 +1,4 @@
-"""The bot's domain services over the database: quotas, history, moderation, audit and
+"""The bot's domain services over the database: quotas, tiers, history, moderation, audit and
 members' preferences.
 
 No Discord here: the cogs translate interactions into these calls and `ServiceError`s
@@ -18,6 +18,7 @@ from bot.services.history import HistoryService
 from bot.services.moderation import ModerationService
 from bot.services.preferences import MemberPreferences, PreferencesService
 from bot.services.quota import QuotaService
+from bot.services.tiers import TierPolicy, TierService
 
 __all__ = [
     "AuditService",
@@ -32,6 +33,8 @@ __all__ = [
     "QuotaScope",
     "QuotaService",
     "Services",
+    "TierPolicy",
+    "TierService",
     "build_services",
 ]
 
@@ -45,6 +48,7 @@ class Services:
     moderation: ModerationService
     audit: AuditService
     preferences: PreferencesService
+    tiers: TierService
 
 
 def build_services(
@@ -52,10 +56,13 @@ def build_services(
     default_limit: int | None,
     default_period: Period | str = Period.DAY,
     clock: Clock | None = None,
+    tiers: TierPolicy | None = None,
 ) -> Services:
-    """Wire the services to one session factory and one clock (tests pass a fake clock)."""
+    """Wire the services to one session factory and one clock (tests pass a fake clock);
+    `tiers`: the fast/relax configuration (default: everyone fast, unlimited)."""
     now = clock or utcnow
     return Services(
+        tiers=TierService(sessions, tiers, clock=now),
         quota=QuotaService(sessions, default_limit, default_period, clock=now),
         history=HistoryService(sessions, clock=now),
         moderation=ModerationService(sessions, clock=now),

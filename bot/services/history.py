@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, RowMapping, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import JobKind, JobStatus, StoredJob
+from bot.db.models import JobKind, JobStatus, StoredJob, Tier
 from bot.errors import InvalidArgument, InvalidTransition, NotFound
 from bot.services._guilds import ensure_guild
 from bot.services.clock import Clock, utcnow
@@ -92,6 +92,8 @@ class JobRecord:
     parent_job_id: str | None = None
     image_index: int | None = None
     id: str | None = None
+    #: The tier the job runs in (`bot.db.models.Tier`), after any fall-back to relax.
+    tier: Tier = Tier.FAST
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,9 @@ class JobView:
     channel_nsfw: bool = False
     #: None while unfinished; False once final with its final message not posted yet.
     delivered: bool | None = None
+    tier: Tier = Tier.FAST
+    #: Fast GPU seconds charged (None: never charged; 0: refunded).
+    fast_seconds: float | None = None
 
     @property
     def cursor(self) -> Cursor:
@@ -248,6 +253,7 @@ class HistoryService:
             kind=record.kind,
             parent_job_id=record.parent_job_id,
             image_index=record.image_index,
+            tier=Tier(record.tier),
             status=JobStatus.QUEUED,
             created_at=now,
         )
@@ -520,6 +526,8 @@ def _view(job: StoredJob) -> JobView:
         shown_at=_shown_at(job),
         channel_nsfw=bool(job.channel_nsfw),
         delivered=job.delivered,
+        tier=job.tier,
+        fast_seconds=job.fast_seconds,
     )
 
 

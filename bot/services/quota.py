@@ -25,14 +25,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Table, Update, case, delete, or_, select, update
+from sqlalchemy import ColumnElement, Table, Update, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import GUILD_TOTAL, LedgerKind, Period, QuotaScope, UsageCounter, UsageEntry
 from bot.db.models import QuotaRule as QuotaRuleRow
-from bot.db.upsert import insert_ignore, upsert
+from bot.db.upsert import insert_ignore
 from bot.errors import InvalidArgument, QuotaExceeded
 from bot.services._guilds import ensure_guild
+from bot.services._rules import delete_rule, save_rule
 from bot.services.audit import record
 from bot.services.clock import Clock, utcnow
 
@@ -329,25 +330,9 @@ class QuotaService:
             "updated_by": actor_id,
             "updated_at": now,
         }
-        async with self._sessions() as session:
-            await ensure_guild(session, guild_id, now)
-            await session.execute(
-                upsert(
-                    session,
-                    QuotaRuleRow,
-                    values,
-                    key=("guild_id", "scope", "target_id"),
-                    update=("limit_images", "period", "updated_by", "updated_at"),
-                )
-            )
-            details = {
-                "scope": scope.value,
-                "target_id": target_id,
-                "limit": limit,
-                "period": period.value,
-            }
-            await record(session, guild_id, actor_id, "quota.set", details, now)
-            await session.commit()
+        details = {"scope": scope.value, "target_id": target_id, "limit": limit,
+                   "period": period.value}
+        await save_rule(self._sessions, QuotaRuleRow, values, "quota.set", details)
         return QuotaRule(
             guild_id, scope, _public_target(scope, target), limit, period, actor_id, now
         )
@@ -357,22 +342,11 @@ class QuotaService:
     ) -> bool:
         """Delete the rule for (scope, target); False if there was none. Audited."""
         scope, target = _rule_key(scope, target_id)
-        now = self._now()
-        async with self._sessions() as session:
-            result = await session.execute(
-                delete(QuotaRuleRow).where(
-                    QuotaRuleRow.guild_id == guild_id,
-                    QuotaRuleRow.scope == scope,
-                    QuotaRuleRow.target_id == target,
-                )
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                await session.rollback()
-                return False
-            details = {"scope": scope.value, "target_id": target_id}
-            await record(session, guild_id, actor_id, "quota.clear", details, now)
-            await session.commit()
-            return True
+        details = {"scope": scope.value, "target_id": target_id}
+        return await delete_rule(
+            self._sessions, QuotaRuleRow, guild_id, scope, target, actor_id, "quota.clear",
+            details, self._now(),
+        )
 
     async def list_rules(self, guild_id: int) -> list[QuotaRule]:
         """All rules of a guild: server and cap first, then roles, then members."""

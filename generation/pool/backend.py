@@ -55,7 +55,7 @@ from generation.pool.wire import (
     png_image,
     task_args,
 )
-from generation.queue_policy import check_room
+from generation.queue_policy import DEFAULT_TIER, TIERS, check_room
 from generation.request import GenerationRequest
 from generation.service import ServiceClosedError
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
@@ -285,9 +285,14 @@ class PoolBackend:
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(
-        self, request: GenerationRequest, owner: str = "", job_id: str | None = None
+        self,
+        request: GenerationRequest,
+        owner: str = "",
+        job_id: str | None = None,
+        tier: str = DEFAULT_TIER,
     ) -> QueuedJob:
-        """Validate and queue; raises `RequestError` or `QueueFullError`.
+        """Validate and queue in `tier` (relax jobs are claimed after every waiting fast
+        job, see `queries.CLAIM_ORDER`); raises `RequestError` or `QueueFullError`.
 
         The first event is `JobQueued` with the position known now (the pool's waiting jobs
         plus one); later positions follow the fair order as polled.
@@ -298,12 +303,14 @@ class PoolBackend:
             raise ServiceClosedError(
                 "The image generator is shutting down and takes no new requests."
             )
+        if tier not in TIERS:
+            raise RequestError(f"Unknown tier {tier!r}; choose one of: {', '.join(TIERS)}.")
         config = self._config
         check_room(
             self.queue_length(), config.max_queue, self.pending_for(owner),
             config.max_queued_per_user,
         )
-        job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id)
+        job = QueuedJob(request.validated(self._limits), owner, self._cancel, job_id, tier)
         tracked = _Tracked(job)
         self._live[job.id] = tracked
         position = self.queue_length()
@@ -334,7 +341,7 @@ class PoolBackend:
                         TASK_NAME, queue=self._config.queue, queueing_lock=job.id
                     )
                     tracked.pid = await deferrer.defer_async(
-                        **task_args(job.id, job.owner, job.request)
+                        **task_args(job.id, job.owner, job.request, job.tier)
                     )
             tracked.deferred.set_result(tracked.pid)
         except Exception as exc:

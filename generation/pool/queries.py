@@ -12,15 +12,17 @@ heartbeats, stalled-worker pruning, retry, finish, the events table) is procrast
 
 from __future__ import annotations
 
-#: Waiting jobs in the order they would start: servers take turns (the one served least
-#: recently first), inside a server its members take turns the same way, and each member's jobs
-#: run in the order they were queued. `owner` is "<server>:<member>"; an owner without ":" is
-#: its own server.
+#: Waiting jobs in the order they would start: every `fast` job before every `relax` one (the
+#: tier is in the task's args; jobs deferred before tiers existed are fast), then servers take
+#: turns (the one served least recently first), inside a server its members take turns the
+#: same way, and each member's jobs run in the order they were queued. `owner` is
+#: "<server>:<member>"; an owner without ":" is its own server.
 CLAIM_ORDER = """
 WITH waiting AS (
     SELECT j.id, j.args,
            j.args->>'owner' AS owner,
-           split_part(j.args->>'owner', ':', 1) AS grp
+           split_part(j.args->>'owner', ':', 1) AS grp,
+           coalesce(j.args->>'tier', 'fast') = 'relax' AS relax
       FROM procrastinate_jobs j
      WHERE j.queue_name = %(queue)s
        AND j.task_name = %(task)s
@@ -30,23 +32,23 @@ WITH waiting AS (
      LIMIT %(limit)s
 ), by_owner AS (
     SELECT w.*,
-           row_number() OVER (PARTITION BY w.owner ORDER BY w.id) AS owner_rank,
-           min(w.id) OVER (PARTITION BY w.owner) AS owner_first
+           row_number() OVER (PARTITION BY w.relax, w.owner ORDER BY w.id) AS owner_rank,
+           min(w.id) OVER (PARTITION BY w.relax, w.owner) AS owner_first
       FROM waiting w
 ), by_group AS (
     SELECT b.*,
            row_number() OVER (
-               PARTITION BY b.grp
+               PARTITION BY b.relax, b.grp
                ORDER BY b.owner_rank, coalesce(t.served, -1), b.owner_first
            ) AS group_rank,
-           min(b.id) OVER (PARTITION BY b.grp) AS group_first
+           min(b.id) OVER (PARTITION BY b.relax, b.grp) AS group_first
       FROM by_owner b
       LEFT JOIN imagine_pool_turns t ON t.key = 'o:' || b.owner
 )
 SELECT g.id, g.args
   FROM by_group g
   LEFT JOIN imagine_pool_turns t ON t.key = 'g:' || g.grp
- ORDER BY g.group_rank, coalesce(t.served, -1), g.group_first
+ ORDER BY g.relax, g.group_rank, coalesce(t.served, -1), g.group_first
 """
 
 CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtext('imagine_pool_claim:' || %(queue)s))"

@@ -34,15 +34,18 @@ def png_image(data: bytes) -> Image.Image:
     return image
 
 
-def task_args(job_id: str, owner: str, request: GenerationRequest) -> dict[str, Any]:
-    """The procrastinate task arguments of a validated request (its seed is concrete).
+def task_args(
+    job_id: str, owner: str, request: GenerationRequest, tier: str = "fast"
+) -> dict[str, Any]:
+    """The procrastinate task arguments of a validated request (its seed is concrete), in
+    its priority `tier` (`fast` or `relax`).
 
     A variation's source image travels as base64 PNG (a few hundred kB at 512x512).
     """
     values: dict[str, Any] = {"params": asdict(request.params)}
     if request.init_image is not None:
         values["init_image"] = base64.b64encode(png_bytes(request.init_image)).decode("ascii")
-    return {"job_id": job_id, "owner": owner, "request": values}
+    return {"job_id": job_id, "owner": owner, "tier": tier, "request": values}
 
 
 def request_from_args(args: dict[str, Any]) -> GenerationRequest:

@@ -271,3 +271,25 @@ def test_shards_from_file_and_environment(tmp_path: Path, monkeypatch: pytest.Mo
 def test_inconsistent_shards_are_refused(discord: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(discord=discord)
+
+
+def test_tiers_are_checked_across_fields() -> None:
+    """A role's fast allowance must be usable (the role in `fast_roles` when that is set) and
+    not negative; the fast-time period defaults to the quotas' period."""
+    settings = load_settings(
+        None,
+        quotas={"default_period": "week"},
+        tiers={"fast_seconds": 60, "fast_roles": [7], "role_fast_seconds": {"7": 600}},
+    )
+    assert settings.tiers.role_fast_seconds == {7: 600.0}
+    assert settings.fast_period == "week"
+    assert load_settings(None, tiers={"period": "day"}).fast_period == "day"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            None, tiers={"fast_roles": [7], "role_fast_seconds": {"8": 600, "7": -1}}
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "tiers.role_fast_seconds names roles [8] that are not in tiers.fast_roles" in problems
+    assert "tiers.role_fast_seconds for roles [7] is negative" in problems
+    with pytest.raises(ConfigError, match=r"tiers\.default"):
+        load_settings(None, tiers={"default": "turbo"})

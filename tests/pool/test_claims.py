@@ -29,10 +29,13 @@ async def conn(pool_dsn: str) -> AsyncIterator[psycopg.AsyncConnection]:
         yield connection
 
 
-async def submitted(backend: PoolBackend, jobs: list[tuple[str, GenerationRequest]]) -> dict:
+async def submitted(
+    backend: PoolBackend, jobs: list[tuple[str, GenerationRequest]], relax: tuple[int, ...] = ()
+) -> dict:
+    """Submit `jobs` in order (those at the indexes in `relax` as relax jobs)."""
     by_id = {}
-    for owner, req in jobs:
-        job = backend.submit(req, owner=owner)
+    for index, (owner, req) in enumerate(jobs):
+        job = backend.submit(req, owner=owner, tier="relax" if index in relax else "fast")
         by_id[job.id] = owner
         await wait_for(lambda: backend.queue_length() == len(by_id) and backend.status.polled, 10)
         await wait_for(lambda: backend.status.waiting == len(by_id), 10, "the job in the table")
@@ -60,6 +63,22 @@ async def test_servers_then_members_take_turns_across_the_pool(
     # Server 1 first (its job came first), then server 2; inside server 1, a then b, then a's
     # remaining jobs in their order.
     assert await claims(worker, conn) == [["1:a"], ["2:c"], ["1:b"], ["1:a"], ["1:a"]]
+
+
+async def test_relax_jobs_are_claimed_after_every_fast_job(
+    backend: PoolBackend, conn: psycopg.AsyncConnection, pool_dsn: str, tmp_path: Path
+) -> None:
+    """A relax job queued first still waits for fast jobs queued after it, across servers."""
+    await submitted(
+        backend,
+        [("1:a", request()), ("2:b", request()), ("3:c", request()), ("1:d", request())],
+        relax=(0, 1),
+    )
+    worker = PoolWorker(NoModel(), pool_config(pool_dsn, tmp_path, max_batch_images=1))
+    await worker.register(conn)
+    # Fast first (server 3's job came first); then the relax jobs, the server served least
+    # recently first: server 1 was just served (d), so server 2's job goes before a's.
+    assert await claims(worker, conn) == [["3:c"], ["1:d"], ["2:b"], ["1:a"]]
 
 
 async def test_the_least_recently_served_member_goes_first(

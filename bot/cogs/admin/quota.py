@@ -1,5 +1,7 @@
 """`/quota`: admins set, clear and list quota rules and give members their images back;
-members see their own quota, admins anyone's.
+members see their own quota, admins anyone's. `/quota fast` and `/quota fast-clear` set the
+fast-time allowance (GPU seconds of fast jobs per period, see `bot.services.tiers`) with the
+same scopes and precedence, less the cap.
 
 Which rule wins (done by `QuotaService`): a member rule, else the most generous rule of the
 member's roles, else the server default, else the bot's configured default. A server-wide
@@ -27,8 +29,10 @@ from bot.presentation.access import (
     require_admin,
     role_ids_of,
 )
+from bot.presentation.fast_time import fast_time_text
 from bot.presentation.messages import relative_time
 from bot.services.quota import QuotaRule, QuotaSource, QuotaStatus
+from bot.services.tiers import FastTimeRuleView
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -49,6 +53,10 @@ PERIOD_CHOICES = [
     app_commands.Choice(name="per day (resets 00:00 UTC)", value=Period.DAY.value),
     app_commands.Choice(name="per week (resets Monday 00:00 UTC)", value=Period.WEEK.value),
 ]
+
+FAST_SCOPE_CHOICES = SCOPE_CHOICES[:3]
+#: Largest fast-time allowance an admin may set: a week of one GPU.
+MAX_FAST_SECONDS = 7 * 24 * 3600
 
 Target = discord.Member | discord.User | discord.Role
 
@@ -112,11 +120,65 @@ class QuotaCog(commands.Cog, name="Quota"):
         removed = await self.bot.services.quota.clear_rule(
             guild_id, rule_scope, target_id, actor_id=interaction.user.id
         )
-        who = _who(rule_scope, target_id)
-        if removed:
-            await reply(interaction, f"Removed the quota rule for {who}.")
-        else:
-            await reply(interaction, f"There was no quota rule for {who}; nothing changed.")
+        await _report_clear(interaction, removed, "quota rule", _who(rule_scope, target_id))
+
+    @quota.command(name="fast", description="Set how many GPU seconds of fast jobs a scope gets")
+    @app_commands.describe(
+        scope="Who the allowance applies to",
+        seconds="GPU seconds of fast jobs per period (0: relax mode only)",
+        target="The role (scope role) or member (scope member); empty for server",
+        period="Per day or per week (default: the bot's fast-time period)",
+    )
+    @app_commands.choices(scope=FAST_SCOPE_CHOICES, period=PERIOD_CHOICES)
+    @admin_only()
+    async def set_fast(
+        self,
+        interaction: discord.Interaction,
+        scope: app_commands.Choice[str],
+        seconds: app_commands.Range[float, 0, MAX_FAST_SECONDS],
+        target: Target | None = None,
+        period: app_commands.Choice[str] | None = None,
+    ) -> None:
+        guild_id = guild_id_of(interaction)
+        rule_scope = QuotaScope(scope.value)
+        target_id = _target_id(rule_scope, target, guild_id)
+        rule = await self.bot.services.tiers.set_rule(
+            guild_id,
+            rule_scope,
+            target_id,
+            seconds,
+            period.value if period is not None else None,
+            actor_id=interaction.user.id,
+        )
+        await reply(
+            interaction,
+            f"Fast time set: {_who(rule.scope, rule.target_id)} get "
+            f"**{_fast_amount(rule.seconds, rule.period)}**; past that, their jobs run in "
+            f"relax mode.\n-# {PRECEDENCE}",
+        )
+
+    @quota.command(name="fast-clear", description="Remove a fast-time allowance")
+    @app_commands.describe(
+        scope="Which allowance to remove",
+        target="The role (scope role) or member (scope member); empty for server",
+    )
+    @app_commands.choices(scope=FAST_SCOPE_CHOICES)
+    @admin_only()
+    async def clear_fast(
+        self,
+        interaction: discord.Interaction,
+        scope: app_commands.Choice[str],
+        target: Target | None = None,
+    ) -> None:
+        guild_id = guild_id_of(interaction)
+        rule_scope = QuotaScope(scope.value)
+        target_id = _target_id(rule_scope, target, guild_id)
+        removed = await self.bot.services.tiers.clear_rule(
+            guild_id, rule_scope, target_id, actor_id=interaction.user.id
+        )
+        await _report_clear(
+            interaction, removed, "fast-time allowance", _who(rule_scope, target_id)
+        )
 
     @quota.command(name="list", description="Every quota rule on this server")
     @admin_only()
@@ -126,6 +188,8 @@ class QuotaCog(commands.Cog, name="Quota"):
         lines = [f"{_who(rule.scope, rule.target_id)}: {_amount(rule.limit, rule.period)}"
                  for rule in rules]
         lines.append(f"Bot default (config): {self._config_default()}")
+        fast_rules = await self.bot.services.tiers.list_rules(guild_id)
+        lines.extend(_fast_rule_line(rule) for rule in fast_rules)
         embed = discord.Embed(
             title="Quota rules",
             description="\n".join(lines)[:4000],
@@ -147,7 +211,8 @@ class QuotaCog(commands.Cog, name="Quota"):
         )
         await reply(
             interaction,
-            f"Reset {member.mention}'s usage: {given} image(s) given back for the current period.",
+            f"Reset {member.mention}'s usage: {given} image(s) given back for the current "
+            "period, and their fast time.",
         )
 
     @quota.command(name="show", description="A quota: yours, or (admins) any member's")
@@ -166,9 +231,11 @@ class QuotaCog(commands.Cog, name="Quota"):
         quota = self.bot.services.quota
         status = await quota.status(guild_id, subject.id, role_ids)
         rules = await quota.list_rules(guild_id) if status.source is QuotaSource.ROLE else []
+        fast = await self.bot.services.tiers.status(guild_id, subject.id, role_ids)
+        description = quota_text(subject.id, status, _winning_role(rules, role_ids))
         embed = discord.Embed(
             title="Image quota",
-            description=quota_text(subject.id, status, _winning_role(rules, role_ids)),
+            description=f"{description}\n{fast_time_text(fast)}",
             colour=discord.Colour.blurple(),
         )
         await reply(interaction, embed=embed)
@@ -208,6 +275,16 @@ def _target_id(scope: QuotaScope, target: Target | None, guild_id: int) -> int |
     return target.id
 
 
+async def _report_clear(
+    interaction: discord.Interaction, removed: bool, what: str, who: str
+) -> None:
+    """Say whether a `clear` removed `what` (a rule) for `who`."""
+    if removed:
+        await reply(interaction, f"Removed the {what} for {who}.")
+    else:
+        await reply(interaction, f"There was no {what} for {who}; nothing changed.")
+
+
 def _who(scope: QuotaScope, target_id: int | None) -> str:
     if scope is QuotaScope.ROLE:
         return f"members with <@&{target_id}>"
@@ -220,6 +297,17 @@ def _who(scope: QuotaScope, target_id: int | None) -> str:
 
 def _amount(limit: int, period: Period) -> str:
     return f"{limit} image{'s' if limit != 1 else ''} per {period.value}"
+
+
+def _fast_amount(seconds: float | None, period: Period) -> str:
+    if seconds is None:
+        return "unlimited fast time"
+    return f"{seconds:g} GPU seconds of fast time per {period.value}"
+
+
+def _fast_rule_line(rule: FastTimeRuleView) -> str:
+    amount = _fast_amount(rule.seconds, rule.period)
+    return f"Fast time, {_who(rule.scope, rule.target_id)}: {amount}"
 
 
 def _winning_role(rules: list[QuotaRule], role_ids: tuple[int, ...]) -> int | None:

@@ -115,3 +115,41 @@ def test_flags_fill_unset_slash_options() -> None:
     """Flags apply where the member left the slash option empty."""
     typed = parse_prompt("cat --steps 5 --cfg 2").options
     assert merge_options(ImagineOptions(), typed) == typed
+
+
+@pytest.mark.parametrize(
+    ("text", "tier"),
+    [
+        ("cat --fast", "fast"),
+        ("cat --relax", "relax"),
+        ("cat —relax", "relax"),  # a phone's em dash
+        ("cat --RELAX --ar 16:9", "relax"),
+        ("cat --ar 16:9 --fast", "fast"),
+        ("cat (--relax)", "relax"),
+    ],
+)
+def test_tier_flags_take_no_value(text: str, tier: str) -> None:
+    """`--fast` and `--relax` choose the tier; they are not generation parameters."""
+    parsed = parse_prompt(text)
+    assert parsed.prompt == "cat"
+    assert parsed.options.tier == tier
+    assert "tier" not in parsed.options.given_params()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("cat --fast --relax", "cannot both be given"),
+        ("cat --relax --relax", "given more than once"),
+        ("cat --relax please hurry", "takes no value"),
+        ("cat --fast 2", "takes no value"),
+    ],
+)
+def test_tier_flag_mistakes_are_refused(text: str, problem: str) -> None:
+    """Both tiers at once, a repeated tier, or text after a tier flag is refused, not guessed."""
+    with pytest.raises(FlagError, match=problem):
+        parse_prompt(text)
+
+
+def test_tier_flags_are_in_the_help() -> None:
+    assert "`--fast`" in FLAGS_HELP and "`--relax`" in FLAGS_HELP

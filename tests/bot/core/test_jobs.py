@@ -395,9 +395,9 @@ async def test_remade_image_is_queued_for_the_member_who_pressed(
     owners: list[str] = []
     submit = generation.submit
 
-    def spy(request, owner="", job_id=None):  # type: ignore[no-untyped-def]
+    def spy(request, owner="", job_id=None, tier="fast"):  # type: ignore[no-untyped-def]
         owners.append(owner)
-        return submit(request, owner, job_id)
+        return submit(request, owner, job_id, tier)
 
     monkeypatch.setattr(generation, "submit", spy)
     await orchestrator.source_image(sub.job_id, 2, bob)

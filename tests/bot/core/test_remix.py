@@ -39,6 +39,8 @@ VARY = RemixScope()
         ("fog", ImagineOptions(guidance=0.0)),
         ("fog", ImagineOptions(guidance=0.00001)),  # no exponent: the parser refuses those
         ("fog", ImagineOptions(image_weight=2.5)),
+        ("fog", ImagineOptions(tier="relax")),
+        ("fog", ImagineOptions(count=2, tier="fast")),
         (
             "a — quiet sea, 2 boats",
             ImagineOptions(

@@ -118,3 +118,30 @@ def test_links_and_masked_links_in_a_prompt_are_inert() -> None:
     prompt = "see [here](https://evil.example) https://x.y"
     text = queued_text(Caption(GenerationParams(prompt), user_id=1), 1, None)
     assert "://" not in text and "\\[here\\]" in text
+
+
+def test_a_relax_job_is_promised_no_position() -> None:
+    """Relax: how many jobs are ahead now and the earliest start, with the warning that fast
+    jobs (later ones too) go first; never "position N" or "starting <t>"."""
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    relax = Caption(JOB.params, JOB.user_id, tier="relax")
+    text = queued_text(relax, 3, when)
+    assert "relax mode: 2 jobs are ahead of it now" in text
+    assert f"not before <t:{int(when.timestamp())}:R>" in text
+    assert "Fast jobs go first, including ones submitted later" in text
+    assert "position" not in text and "starting" not in text
+    assert "no job is ahead of it now" in queued_text(relax, 1, None)
+
+
+def test_the_tier_and_its_note_are_in_the_caption() -> None:
+    """The tier is shown with the parameters; the fall-back note in every status message;
+    a fast job's caption says how much fast time it used."""
+    note = "You have used your 60 s of fast GPU time today, so this job runs in relax mode."
+    relax = Caption(JOB.params, JOB.user_id, tier="relax", tier_note=note)
+    assert note in queued_text(relax, 2, None)
+    assert note in running_text(relax, 1, 20)
+    final = finished_text(relax, [10])
+    assert "· --relax" in final and note in final
+    fast = finished_text(Caption(JOB.params, JOB.user_id, tier="fast"), [10], fast_seconds=1.234)
+    assert "· --fast" in fast and "Fast time used: 1.23 GPU seconds." in fast
+    assert "--fast" not in finished_text(JOB, [10])  # tier unknown: not shown
