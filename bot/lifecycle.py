@@ -32,8 +32,9 @@ from bot.core.image_store import ImageStore
 from bot.core.jobs import JobOrchestrator
 from bot.core.retention import start_retention
 from bot.core.threads import Threads
+from bot.db.guard import explain
 from bot.db.models import Period
-from bot.db.session import open_database
+from bot.db.session import UnsupportedDatabase, open_database
 from bot.services import Services, TierPolicy, build_services
 from bot.services.clock import Clock
 from generation.errors import GenerationError, ModelNotFoundError
@@ -169,9 +170,11 @@ async def open_resources(
     stack.callback(threads.close, wait=False)
     try:
         engine, sessions = await open_database(settings.database.url)
-    except Exception as exc:  # SQLAlchemy, Alembic or the filesystem
+    except UnsupportedDatabase as exc:  # its message names the fix
         url = make_url(settings.database.url).render_as_string(hide_password=True)
         raise StartupError(f"cannot open the database at {url}: {exc}") from exc
+    except Exception as exc:  # SQLAlchemy, Alembic or the filesystem: one line, what to do
+        raise StartupError(explain(exc, settings.database.url)) from exc
     stack.push_async_callback(_dispose, engine)
     services = build_services(
         sessions,

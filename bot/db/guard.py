@@ -68,8 +68,19 @@ def check_url(url: str | URL) -> URL:
         raise DatabaseSetupError(
             f"database.url {str(url)!r} is not a database URL; write it like {_EXAMPLES}"
         ) from None
+    if parsed.get_backend_name() in ("postgresql", "postgres") and "+" not in parsed.drivername:
+        # A bare PostgreSQL URL takes whichever async driver is installed, as the session
+        # layer does (`bot.db.session.async_url`) and the README promises.
+        from bot.db.session import UnsupportedDatabase, async_url
+
+        try:
+            parsed = async_url(parsed)
+        except UnsupportedDatabase as exc:
+            raise DatabaseSetupError(str(exc)) from None
     try:
-        dialect = parsed.get_dialect()
+        # The async flavour: `postgresql+psycopg` names psycopg 3, which SQLAlchemy runs
+        # asynchronously under an async engine.
+        dialect = parsed.get_dialect(_is_async=True)
     except NoSuchModuleError:
         raise DatabaseSetupError(
             f"database.url names an unknown database or driver {parsed.drivername!r}; "
@@ -193,8 +204,14 @@ def explain(exc: BaseException, url: str | URL) -> str:
         if "Can't locate revision" in text or "No such revision" in text:
             return f"{text}; known revisions: {', '.join(_known_revisions())} (or head, base)"
         return f"migration refused: {text}"
+    if not _is_sqlite(url) and isinstance(exc, OSError | OperationalError):
+        # A server database: refused or unreachable connections, not a folder to fix.
+        return (
+            f"cannot connect to the database at {shown}: {_reason(exc)}; check that the "
+            "server is running and reachable and that database.url is right"
+        )
     if isinstance(exc, OSError) or (
-        isinstance(exc, OperationalError)
+        isinstance(exc, OperationalError | sqlite3.OperationalError)
         and any(s in text for s in ("unable to open", "readonly", "read-only"))
     ):
         return (
@@ -204,6 +221,13 @@ def explain(exc: BaseException, url: str | URL) -> str:
     if isinstance(exc, DBAPIError):
         return f"cannot use the database at {shown}: {_reason(exc)}"
     return f"database command failed on {shown}: {type(exc).__name__}: {text}"
+
+
+def _is_sqlite(url: str | URL) -> bool:
+    try:
+        return make_url(url).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return False
 
 
 def _known_revisions() -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Open the file once here, synchronously: when aiosqlite fails to open it, its worker
+        # thread reports to an event loop that `asyncio.run` may have closed, printing a
+        # thread traceback after the error. This raises sqlite3's error alone instead.
+        sqlite3.connect(path).close()
     engine = create_async_engine(url, **kwargs)
     event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
     return engine

@@ -15,6 +15,7 @@ import pytest
 
 from bot.db.guard import sqlite_lock
 from tests.cli_helpers import clean_environ, run_imagine, start_imagine
+from tests.postgres import SUPERUSER, PostgresServer
 
 
 def _tables(db: Path) -> set[str]:
@@ -98,22 +99,46 @@ _MISSING_DRIVERS = [
 ]
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+#: Nothing listens on port 9 of 127.0.0.1: PostgreSQL URLs whose driver is installed, each
+#: spelling the README and config.example.toml give (bare URLs pick asyncpg or psycopg).
+_NO_SERVER = [
+    url
+    for url, installed in (
+        ("postgresql+asyncpg://u:p@127.0.0.1:9/db", _installed("asyncpg")),
+        ("postgresql+psycopg://u:p@127.0.0.1:9/db", _installed("psycopg")),
+        ("postgresql://u:p@127.0.0.1:9/db", _installed("asyncpg") or _installed("psycopg")),
+        ("postgres://u:p@127.0.0.1:9/db", _installed("asyncpg") or _installed("psycopg")),
+    )
+    if installed
+]
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
         ("sqlite:///x.db", "synchronous driver 'sqlite'"),
+        ("postgresql+psycopg2://u:p@127.0.0.1:9/db", "synchronous driver 'postgresql+psycopg2'"),
         ("not a url", "is not a database URL"),
         ("sqlite+aiosqlite:////proc/imagine/x.db", "cannot write the database"),
+        # An existing folder that refuses the file: aiosqlite's thread must not add a traceback.
+        ("sqlite+aiosqlite:////proc/x.db", "cannot write the database"),
         *[(url, "is not installed: pip install") for url in _MISSING_DRIVERS],
+        *[(url, "cannot connect to the database at") for url in _NO_SERVER],
     ],
 )
 def test_db_upgrade_failures_are_one_line(tmp_path: Path, url: str, expected: str) -> None:
-    """Sync driver, bad URL, unwritable place, missing driver: one line saying what to do."""
+    """Sync driver, bad URL, unwritable place, missing driver, no server: one line saying
+    what to do (a server that is down is not a folder to make writable)."""
     proc = run_imagine(["db", "upgrade", "-q"], tmp_path, clean_environ(IMAGINE_DATABASE__URL=url))
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert expected in lines[0]
+    assert "folder" not in lines[0] or url.startswith("sqlite")
 
 
 def test_db_upgrade_unknown_revision_is_one_line(tmp_path: Path) -> None:
@@ -221,3 +246,22 @@ def test_completion_for_an_unknown_shell_is_refused(tmp_path: Path) -> None:
     proc = run_imagine(["completion", "fish"], tmp_path)
     assert proc.returncode == 2
     assert "invalid choice: 'fish'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_db_upgrade_on_postgresql_with_the_readmes_url(
+    tmp_path: Path, postgres_server: PostgresServer, scheme: str
+) -> None:
+    """The README's `IMAGINE_DATABASE__URL=postgresql://...` then `imagine db upgrade`
+    migrates a real PostgreSQL (a bare URL picks an installed async driver; psycopg 3 runs
+    asynchronously), instead of being refused as a synchronous driver."""
+    name = postgres_server.create_database()
+    try:
+        url = f"{scheme}://{SUPERUSER}@127.0.0.1:{postgres_server.port}/{name}"
+        proc = run_imagine(["db", "upgrade"], tmp_path, clean_environ(IMAGINE_DATABASE__URL=url))
+        assert proc.returncode == 0, proc.stderr
+        assert "upgraded to head" in proc.stdout
+        tables = postgres_server.psql("SELECT tablename FROM pg_tables", database=name)
+        assert "jobs" in tables.split()
+    finally:
+        postgres_server.drop_database(name)

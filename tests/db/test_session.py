@@ -147,3 +147,23 @@ def test_sqlite_file_names_only_sqlite_files(tmp_path: Path) -> None:
     assert sqlite_file(make_url(f"sqlite+aiosqlite:///{tmp_path}/x.db")) == tmp_path / "x.db"
     assert sqlite_file(make_url("sqlite+aiosqlite:///:memory:")) is None
     assert sqlite_file(make_url("postgresql+asyncpg://u@127.0.0.1/imagine")) is None
+
+
+def test_a_sqlite_file_that_cannot_be_opened_fails_before_any_driver_thread(
+    tmp_path: Path,
+) -> None:
+    """The file is opened synchronously when the engine is made, so the error comes alone:
+    aiosqlite, failing to open it, would report from its worker thread to an event loop that
+    `asyncio.run` may already have closed (a thread traceback after the error line)."""
+    import sqlite3
+
+    from bot.db.session import create_engine
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "imagine.db").mkdir()  # a folder where the file should be: never openable
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        create_engine(f"sqlite+aiosqlite:///{folder / 'imagine.db'}")
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fine.db'}")
+    assert (tmp_path / "fine.db").is_file()
+    assert engine.url.get_backend_name() == "sqlite"
