@@ -82,11 +82,11 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         "-o",
-        type=Path,
         default=None,
         metavar="PATH",
-        help="grid file to write (the suffix picks the format), or an existing folder to write "
-        "into, named from the prompt and seed (default: the current folder)",
+        help="grid file to write (the suffix picks the format), or a folder to write into "
+        "(an existing one, or any path ending in /), named from the prompt and seed "
+        "(default: the current folder)",
     )
     parser.add_argument(
         "--overwrite",
@@ -215,17 +215,20 @@ def _plan(args: argparse.Namespace, model: Any, gen: Any) -> _Plan:
 
 
 def _output(
-    out: Path | None, fmt: str | None, request: GenerationRequest, overwrite: bool
+    given: str | None, fmt: str | None, request: GenerationRequest, overwrite: bool
 ) -> tuple[Path, str]:
     """The grid file to write and its format.
 
-    A folder (`out` an existing folder, or no `out`: the current one) gets a file named from
-    the prompt and seed, with ``-2``, ``-3`` ... added rather than replacing an earlier file.
-    For a file name, `--format` wins, else the suffix, else PNG.
+    A folder (`given` an existing folder or a path ending in a separator, created if missing;
+    or no `given`: the current folder) gets a file named from the prompt and seed, with
+    ``-2``, ``-3`` ... added rather than replacing an earlier file. For a file name,
+    `--format` wins, else the suffix, else PNG.
     """
-    if out is None or out.is_dir():
+    out = Path(given if given is not None else ".")
+    # pathlib drops a trailing separator, which names a folder (created if missing).
+    if given is None or out.is_dir() or given.endswith(("/", os.sep)):
         name = normalize_format(fmt) if fmt else "png"
-        return _free_name(out or Path("."), request, EXTENSIONS[name], overwrite), name
+        return _free_name(out, request, EXTENSIONS[name], overwrite), name
     from_suffix = _SUFFIX_FORMATS.get(out.suffix.lower())
     if fmt is not None:
         name = normalize_format(fmt)

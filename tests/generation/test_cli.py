@@ -187,6 +187,21 @@ def test_out_folder_gets_prompt_and_seed_names_and_never_overwrites(
     assert first.read_bytes() != before
 
 
+@pytest.mark.parametrize("name", ["new/", "new/deeper/", "existing/", "existing"])
+def test_out_ending_in_a_slash_is_a_folder(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out new/` writes into that folder (created), named from prompt and seed, not a
+    `new.png` beside it; an existing folder works with or without the slash."""
+    (tmp_path / "existing").mkdir()
+    out = f"{tmp_path}/{name}"
+    folder = tmp_path / name.rstrip("/")
+    assert generate("--n", "1", "--seed", "5", "--width", "64", "--height", "64", "--out", out) == 0
+    grid = folder / "dog-sitting-in-autumn-leaves-5.png"
+    assert f"wrote {grid}" in capsys.readouterr().out
+    assert grid.is_file() and not folder.with_name(f"{folder.name}.png").exists()
+
+
 def test_pngs_carry_their_parameters(tmp_path: Path) -> None:
     """Grid and single PNGs hold the A1111 `parameters` text: prompt, negative prompt, steps,
     sampler, CFG scale, seed, size and model."""
