@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from generation.errors import RequestError
 from generation.events import JobStarted
-from generation.params import SCHEDULERS, GenerationParams
+from generation.params import SCHEDULERS, GenerationParams, Limits
 from generation.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -383,9 +384,26 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    for name in ("members", "servers", "requests", "images", "steps", "size", "seed_steps"):
-        if getattr(args, name) < 1:
+    """The run `args` describe; raises ValueError naming a figure the run could not use
+    (checked before any model loads, with the limits the benchmarked service gets)."""
+    counts = ("members", "servers", "requests", "images", "steps", "size", "seed_steps",
+              "seed_requests", "max_batch_images")
+    for name in counts:
+        value = getattr(args, name)
+        if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    sample = GenerationParams(
+        "bench",
+        steps=args.steps,
+        scheduler=args.scheduler,
+        count=args.images,
+        width=args.size,
+        height=args.size,
+    )
+    try:
+        GenerationRequest(sample).validated(Limits(max_steps=max(100, args.steps)))
+    except RequestError as exc:
+        raise ValueError(f"{exc} (--images, --size and --steps make each request)") from None
     return BenchConfig(
         model=args.model,
         device=args.device,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bot.cli import main
 
 
@@ -53,6 +55,22 @@ def test_bench_runs_both_paths_and_writes_json(tiny_cache: Path, tmp_path: Path)
     assert report["same_work"] is False
 
 
-def test_bench_refuses_bad_figures(capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["bench", "--members", "0", "--no-seed-path"]) == 2
-    assert "--members must be at least 1" in capsys.readouterr().out
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--members", "0"], "--members must be at least 1"),
+        (["--max-batch-images", "0"], "--max-batch-images must be at least 1"),
+        (["--seed-requests", "-1"], "--seed-requests must be at least 1"),
+        (["--images", "9"], "count must be between 1 and 4 images, got 9"),
+        (["--size", "65"], "width must be a multiple of 8, got 65"),
+        (["--size", "1024"], "over the limit"),
+    ],
+)
+def test_bench_refuses_bad_figures(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Figures the run could not use are one line and exit 2, before any model loads (they
+    were tracebacks from the service or from diffusers after loading)."""
+    assert main(["bench", "--model", "someone/not-loaded", *args, "--no-seed-path"]) == 2
+    out = capsys.readouterr().out
+    assert message in out and "Traceback" not in out
