@@ -155,7 +155,7 @@ class GenerationSettings(_Section):
     variation_strength: float = Field(0.6, gt=0.0, le=1.0)
     min_steps: int = Field(1, ge=1)
     max_steps: int = Field(100, ge=1, le=500)
-    max_guidance: float = Field(30.0, gt=0)
+    max_guidance: float = Field(30.0, ge=1.0)  # guidance starts at 1 (1 = off)
     # Largest width*height a request may ask for (768x768 by default).
     max_pixels: int = Field(768 * 768, ge=64 * 64)
     # Whole queue, and per member, counted in jobs waiting (not running).
@@ -222,7 +222,7 @@ class GenerationSettings(_Section):
         if self.guidance > self.max_guidance:
             problems.append(
                 f"generation.guidance = {self.guidance:g} is over generation.max_guidance; "
-                f"allowed: 0 to {self.max_guidance:g}"
+                f"allowed: 1 to {self.max_guidance:g}"
             )
         pixels = self.width * self.height
         if pixels > self.max_pixels:
@@ -573,6 +573,8 @@ def _describe_errors(
         origin = f" (from {variable})" if variable else ""
         value = error.get("input")
         shown = f" = {value!r}" if not isinstance(value, dict | list) else ""
+        if error["type"] == "model_type":  # pydantic's wording names an internal class
+            message = f"must be a table of settings (a [{key}] section)"
         lines.append(f"{key}{shown}{origin}: {_allowed(message)}")
     return lines
 

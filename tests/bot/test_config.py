@@ -138,6 +138,9 @@ def _problems(tmp_path: Path, text: str) -> tuple[str, ...]:
         ("[generation]\nscheduler = 'dpm_typo'\n", "generation.scheduler = 'dpm_typo'"),
         ("[generation]\nstepz = 3\n", "unknown key generation.stepz (did you mean steps?)"),
         ("[modelz]\nid = 'x'\n", "unknown key modelz (did you mean model?)"),
+        ("[generation]\nguidance = 5\nmax_guidance = 0.5\n", "generation.max_guidance = 0.5"),
+        ("[generation]\nmax_guidance = 5\n", "is over generation.max_guidance; allowed: 1 to 5"),
+        ("generation = 5\n", "generation = 5: must be a table of settings (a [generation]"),
     ],
 )
 def test_whole_configuration_is_checked_one_line_per_problem(
