@@ -198,8 +198,12 @@ def explain(exc: BaseException, url: str | URL) -> str:
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import DBAPIError, OperationalError
 
+    from bot.db.session import UnsupportedDatabase
+
     shown = redact_url(url)
     text = _first_line(exc)
+    if isinstance(exc, UnsupportedDatabase):  # already says what to do
+        return str(exc)
     if isinstance(exc, CommandError):
         if "Can't locate revision" in text or "No such revision" in text:
             return f"{text}; known revisions: {', '.join(_known_revisions())} (or head, base)"

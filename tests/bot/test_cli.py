@@ -265,3 +265,21 @@ def test_db_upgrade_on_postgresql_with_the_readmes_url(
         assert "jobs" in tables.split()
     finally:
         postgres_server.drop_database(name)
+
+
+def test_db_upgrade_on_a_postgresql_that_cannot_fold_case_is_its_fix(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """A database with LC_CTYPE 'C': one line with the CREATE DATABASE that fixes it, not an
+    exception class name."""
+    name = postgres_server.create_database(options="LC_CTYPE 'C' LC_COLLATE 'C'")
+    try:
+        url = postgres_server.url(name)
+        env = clean_environ(IMAGINE_DATABASE__URL=url)
+        proc = run_imagine(["-q", "db", "upgrade"], tmp_path, env)
+    finally:
+        postgres_server.drop_database(name)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"imagine: the PostgreSQL database '{name}'")
+    assert "LC_CTYPE 'C.UTF-8'" in lines[0] and "UnsupportedDatabase" not in lines[0]
