@@ -22,7 +22,7 @@ from PIL import Image
 from generation.errors import RequestError
 from generation.params import MAX_ASPECT, MIN_SIDE, SIZE_MULTIPLE
 
-__all__ = ["FILL", "Canvas", "Direction", "outpaint_canvas"]
+__all__ = ["FILL", "Canvas", "Direction", "fit_within", "outpaint_canvas"]
 
 #: Grey for the area to be painted: the inpainting pipeline masks it out anyway, and a neutral
 #: value keeps the VAE's encoding of the seam calm.
@@ -102,6 +102,21 @@ def outpaint_canvas(
     mask = Image.new("L", (out_w, out_h), 255)
     mask.paste(0, box)
     return Canvas(image=image, mask=mask, box=box)
+
+
+def fit_within(source: Image.Image, max_pixels: int) -> Image.Image:
+    """`source` scaled down, proportions kept and sides rounded down to multiples of
+    `SIZE_MULTIPLE`, to hold at most `max_pixels`; `source` itself when it already does.
+
+    For tools that redraw a source at its own size (Vary) when the source is an upscale,
+    which may hold up to 4x the budget.
+    """
+    width, height = source.size
+    if width * height <= max_pixels:
+        return source
+    scale = math.sqrt(max_pixels / (width * height))
+    size = (_round_down(width * scale), _round_down(height * scale))
+    return source.convert("RGB").resize(size, Image.Resampling.LANCZOS)
 
 
 def _round_down(value: float) -> int:

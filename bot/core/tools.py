@@ -25,7 +25,7 @@ from PIL import Image
 
 from bot.db.models import JobKind
 from bot.services.history import JobView
-from generation.canvas import Direction, outpaint_canvas
+from generation.canvas import Direction, fit_within, outpaint_canvas
 from generation.params import NO_GUIDANCE, Limits
 from generation.request import GenerationRequest, Operation, variation_steps
 
@@ -102,6 +102,10 @@ def tool_request(
     (generation) when the canvas cannot be built (a pan past 4:1).
     """
     params = job.params
+    if tool.strength is not None and not tool.operation.upscales:
+        # Vary on an upscale (which may hold 4x `max_pixels`): redrawn within the budget,
+        # as Zoom and Pan scale their canvas down.
+        source = fit_within(source, limits.max_pixels)
     fields: dict[str, Any] = {
         "seed": None,
         "strength": None,

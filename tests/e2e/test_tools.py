@@ -266,3 +266,33 @@ async def test_tool_buttons_work_after_restart(
             kept = image.convert("RGB").crop((*box, box[0] + SIZE, box[1] + SIZE))
             assert kept.tobytes() == stored(bot, job_id, 2).tobytes()
     assert fake.violations == []
+
+
+@pytest.mark.sqlite_only  # sizes, not storage
+async def test_vary_on_an_upscale_larger_than_max_pixels(
+    make_settings: SettingsFactory, fake: FakeDiscord, world: World
+) -> None:
+    """An upscale may reach 4x `max_pixels`, and it shows every tool: pressing Vary on it
+    makes a grid scaled down to fit `max_pixels` (as Zoom/Pan do), not a refusal to 'ask for a
+    smaller size' that the member never chose; its reroll too."""
+    kind = "vary_subtle"
+    max_pixels = 96 * 96  # the 64x64 default fits; its 128x128 upscale does not
+    settings = make_settings(model=EXTRA_MODELS, generation={"max_pixels": max_pixels})
+    async with running(settings, fake) as bot:
+        await fake.wait_for_commands(["imagine"], guild=world.guild, timeout=TIMEOUT)
+        job_id, single = await single_image(fake, world)
+        upscaled = await use_tool(fake, world, single, "upscale", job_id, 1)
+        assert png_size(upscaled) == (2 * SIZE, 2 * SIZE)
+        up_job = job_of(upscaled)
+        before = await used(bot, world)
+        result = await use_tool(fake, world, upscaled, kind, up_job, 1)
+        record = await bot.services.history.require(job_of(result))
+        params = record.params
+        assert (record.kind.value, record.parent_job_id) == (kind, up_job)
+        assert params.width * params.height <= max_pixels
+        assert params.width == params.height and params.width % 8 == 0
+        assert await used(bot, world) == before + params.count
+        rerolled = await fake.click(result, f"imagine:r:{job_of(result)}", world.alice)
+        again = await rerolled.wait_original(has_image, timeout=TIMEOUT)
+        assert (await bot.services.history.require(job_of(again))).params.width == params.width
+    assert fake.violations == []

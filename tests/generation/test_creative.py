@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.canvas import FILL, Direction, outpaint_canvas
+from generation.canvas import FILL, Direction, fit_within, outpaint_canvas
 from generation.engine import DiffusersEngine
 from generation.errors import RequestError
 from generation.loading import ModelSpec
@@ -81,6 +81,21 @@ def test_canvas_over_budget_scales_the_source_down_first() -> None:
     assert canvas.size == (768, 768)  # not 1024x1024
     assert canvas.box == (192, 192, 576, 576)  # the source, shrunk to 384x384, centred
     assert canvas.size[0] * canvas.size[1] <= BUDGET
+
+
+@pytest.mark.parametrize(
+    ("size", "fitted"),
+    [((1024, 1024), (768, 768)), ((1536, 768), (1080, 536)), ((512, 512), (512, 512))],
+)
+def test_fit_within_scales_an_upscale_down_to_the_budget(
+    size: tuple[int, int], fitted: tuple[int, int]
+) -> None:
+    """Vary redraws a source at its own size: an upscale (up to 4x the budget) is scaled
+    down first, proportions kept, sides multiples of 8; a source within budget is untouched."""
+    source = gradient(*size)
+    out = fit_within(source, BUDGET)
+    assert out.size == fitted and out.size[0] * out.size[1] <= BUDGET
+    assert (out is source) is (size == fitted)
 
 
 def test_pan_past_four_to_one_is_refused() -> None:
