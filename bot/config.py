@@ -470,6 +470,11 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
                 tomllib.load(handle)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:  # e.g. saved as UTF-16 by a Windows editor
+            raise ConfigError(
+                f"{toml_path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it "
+                "as UTF-8"
+            ) from exc
         except OSError as exc:
             raise ConfigError(f"cannot read {toml_path}: {exc.strerror or exc}") from exc
 

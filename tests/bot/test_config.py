@@ -296,3 +296,20 @@ def test_tiers_are_checked_across_fields() -> None:
     assert "tiers.role_fast_seconds for roles [7] is negative" in problems
     with pytest.raises(ConfigError, match=r"tiers\.default"):
         load_settings(None, tiers={"default": "turbo"})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[generation]\nsteps = 20\n".encode("utf-16"),
+        b"\xff\xfe\x00",
+        "[model]\nid = 'é'\n".encode("latin-1"),
+    ],
+)
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path, data: bytes) -> None:
+    """A file saved in another encoding (a Windows editor's UTF-16) is named, not a
+    UnicodeDecodeError traceback from tomllib."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(data)
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text .*; save it as UTF-8"):
+        load_settings(cfg)
