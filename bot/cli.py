@@ -379,9 +379,29 @@ def _preflight(settings: Settings) -> str | None:
         check_url(settings.database.url)
     except DatabaseSetupError as exc:
         return str(exc)
+    problem = _check_writable_folder(settings.storage.images_dir, "storage.images_dir")
+    if problem is not None:
+        return problem
     return check_device(settings.model.device) or check_model_available(
         settings.model.id, settings.model.variant, settings.model.cache_dir
     )
+
+
+def _check_writable_folder(folder: Path, key: str) -> str | None:
+    """Create `folder` if missing and write a scratch file there; the problem, or None.
+
+    Without this, a folder the bot cannot write starts a bot whose every job fails when
+    its images are stored."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"cannot write to {key} = {folder}: {reason}; choose a folder the bot may write"
+    return None
 
 
 if __name__ == "__main__":

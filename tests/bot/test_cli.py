@@ -283,3 +283,23 @@ def test_db_upgrade_on_a_postgresql_that_cannot_fold_case_is_its_fix(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"imagine: the PostgreSQL database '{name}'")
     assert "LC_CTYPE 'C.UTF-8'" in lines[0] and "UnsupportedDatabase" not in lines[0]
+
+
+@pytest.mark.parametrize("images_dir", ["/proc/imagine-images", "{file}/images"])
+def test_run_refuses_an_images_folder_it_cannot_write_before_loading(
+    tmp_path: Path, images_dir: str
+) -> None:
+    """`storage.images_dir` that cannot be written: one line at start, before the model
+    loads or Discord is called (it started a bot whose every job failed when storing)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = clean_environ(
+        DISCORD_TOKEN="x",
+        IMAGINE_MODEL__ID="someone/not-loaded",
+        IMAGINE_STORAGE__IMAGES_DIR=images_dir.format(file=blocker),
+    )
+    proc = run_imagine(["-q", "run"], tmp_path, env, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write to storage.images_dir = " in lines[0], proc.stderr
+    assert "not-loaded" not in proc.stderr
