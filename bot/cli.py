@@ -240,6 +240,13 @@ def _run_worker(
     # A service, like the bot: structured log lines, start-up stages among them.
     configure_bot_logging(settings.log.format, settings.log.level, verbose=verbose, quiet=quiet)
     model = settings.model
+    if settings.generation.backend != "pool":
+        # Bots with this configuration generate in their own process: no job would come.
+        print(
+            'imagine worker: warning: generation.backend is "local" in this configuration, '
+            'so bots using it send no jobs to workers; set backend = "pool" for them',
+            file=sys.stderr,
+        )
     try:
         config = pool_config(settings)
     except StartupError as exc:

@@ -303,3 +303,15 @@ def test_run_refuses_an_images_folder_it_cannot_write_before_loading(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write to storage.images_dir = " in lines[0], proc.stderr
     assert "not-loaded" not in proc.stderr
+
+
+def test_worker_with_a_local_backend_configuration_says_no_job_would_come(
+    tmp_path: Path,
+) -> None:
+    """`imagine worker` on the default configuration (backend "local", SQLite): a warning
+    that bots with it send no jobs, then the one line saying the pool needs PostgreSQL."""
+    proc = run_imagine(["-q", "worker", "--device", "cpu"], tmp_path, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert 'generation.backend is "local"' in lines[0] and "needs PostgreSQL" in lines[1]
