@@ -375,7 +375,7 @@ def _run_bot(settings: Settings, *, verbose: bool, quiet: bool) -> int:
 
 def _preflight(settings: Settings) -> str | None:
     from bot.db.guard import DatabaseSetupError, check_url
-    from generation.preflight import check_device, check_model_available
+    from generation.preflight import check_device, check_model_available, unwritable_folder
 
     if settings.discord.token is None:
         return (
@@ -386,29 +386,17 @@ def _preflight(settings: Settings) -> str | None:
         check_url(settings.database.url)
     except DatabaseSetupError as exc:
         return str(exc)
-    problem = _check_writable_folder(settings.storage.images_dir, "storage.images_dir")
-    if problem is not None:
-        return problem
+    images_dir = settings.storage.images_dir
+    # Else a bot starts whose every job fails when its images are stored.
+    reason = unwritable_folder(images_dir)
+    if reason is not None:
+        return (
+            f"cannot write to storage.images_dir = {images_dir}: {reason}; choose a folder "
+            "the bot may write"
+        )
     return check_device(settings.model.device) or check_model_available(
         settings.model.id, settings.model.variant, settings.model.cache_dir
     )
-
-
-def _check_writable_folder(folder: Path, key: str) -> str | None:
-    """Create `folder` if missing and write a scratch file there; the problem, or None.
-
-    Without this, a folder the bot cannot write starts a bot whose every job fails when
-    its images are stored."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return f"cannot write to {key} = {folder}: {reason}; choose a folder the bot may write"
-    return None
 
 
 if __name__ == "__main__":

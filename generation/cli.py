@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,12 @@ from generation.errors import GenerationError, RequestError
 from generation.flags import ImagineOptions, merge_options, parse_prompt
 from generation.grid import EXTENSIONS, FORMATS, encode, encode_grid, normalize_format
 from generation.params import SCHEDULERS, GenerationParams, Limits
-from generation.preflight import check_device, check_model_available, hub_offline
+from generation.preflight import (
+    check_device,
+    check_model_available,
+    hub_offline,
+    unwritable_folder,
+)
 from generation.queue_policy import DEFAULT_TIER
 from generation.request import GenerationRequest, parse_aspect
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
@@ -271,13 +275,9 @@ def _check_writable(plan: _Plan) -> None:
         if path.is_dir():
             raise RequestError(f"{path} is a folder; give a file name or an existing folder.")
     folder = plan.out.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise RequestError(f"Cannot write to {folder}: {reason}; choose another --out.") from exc
+    reason = unwritable_folder(folder)
+    if reason is not None:
+        raise RequestError(f"Cannot write to {folder}: {reason}; choose another --out.")
     for path in plan.paths():
         if path.exists() and not os.access(path, os.W_OK):
             raise RequestError(f"Cannot overwrite {path}: permission denied.")

@@ -6,6 +6,7 @@ on every mistake), and the one message that says how to get a model.
 - `check_model_available`: with ``HF_HUB_OFFLINE=1``, a Hub model that is not in the cache; a
   local folder that is not a diffusers model.
 - `download_command`: the `hf download` line fetching only the files the bot loads.
+- `unwritable_folder`: why a folder cannot be written (created if missing), for output folders.
 
 Each returns None when all is well, else one line naming the setting and the fix.
 """
@@ -16,6 +17,7 @@ import importlib.metadata
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from generation.tiny import TINY_MODEL_ID
@@ -26,6 +28,7 @@ __all__ = [
     "check_model_available",
     "download_command",
     "hub_offline",
+    "unwritable_folder",
 ]
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
@@ -38,6 +41,18 @@ _GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg"
 def hub_offline() -> bool:
     """Whether huggingface_hub is told not to use the network (``HF_HUB_OFFLINE``)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def unwritable_folder(folder: Path) -> str | None:
+    """Create `folder` if missing and write a scratch file there: None if that works, else
+    the reason (e.g. "Permission denied"), so a run fails before its work, not after."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def check_device(name: str) -> str | None:
