@@ -296,7 +296,7 @@ class PoolSettings(_Section):
         from sqlalchemy.engine import make_url
 
         url = make_url(database_url)
-        if url.get_backend_name() != "postgresql":
+        if url.get_backend_name() not in ("postgresql", "postgres"):  # old spelling too
             raise ValueError(
                 'generation.backend = "pool" needs PostgreSQL: set database.url to '
                 "postgresql+asyncpg://... or pool.dsn to postgresql://..."

@@ -241,6 +241,8 @@ def test_pool_backend_takes_its_dsn_from_a_postgresql_database_url() -> None:
     assert settings.pool.resolved_dsn(settings.database.url) == (
         "postgresql://bot:s3cret@db.internal:5433/imagine"
     )
+    for url in ("postgresql://bot@db/imagine", "postgres://bot@db/imagine"):  # as documented
+        assert settings.pool.resolved_dsn(url) == "postgresql://bot@db/imagine"
     explicit = load_settings(pool={"dsn": "postgresql://other/db"})
     assert explicit.pool.resolved_dsn("sqlite+aiosqlite:///x.db") == "postgresql://other/db"
     with pytest.raises(ValueError, match="needs PostgreSQL"):
