@@ -229,6 +229,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
             plan = JobPlan(self._request(parsed.prompt, merged), tier=merged.tier)
             await self._start(interaction, plan)
             return
+        if not parsed.prompt and merged.image_weight == 0:
+            # The image alone is the prompt, and --iw 0 ignores it: nothing left to draw.
+            raise MemberError(
+                "`--iw 0` ignores the image, and there is no text to draw instead: raise "
+                "`--iw` or describe what to draw."
+            )
         # Refused before anything is fetched, reserved or queued: nothing is charged.
         self._fetcher.check_url(urls[0])
         source = await self._fetcher.fetch(urls[0])

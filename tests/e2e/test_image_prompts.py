@@ -108,3 +108,18 @@ async def test_links_outside_the_cdn_are_refused(
     assert ix.ephemeral and "not an image uploaded to Discord" in ix.original.content
     assert await used(bot, world) == 0
     assert fake.violations == []
+
+
+@pytest.mark.sqlite_only  # a refusal before any storage
+async def test_link_alone_with_iw_0_is_refused_and_costs_nothing(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """The image alone is the prompt, and `--iw 0` ignores it: the job would draw from an
+    empty prompt, so it is refused (nothing fetched, queued or charged)."""
+    image = fake.make_attachment("dog.png", png(64, 64))
+    ix = await fake.invoke(world.channel, world.alice, "imagine", prompt=f"{image.url} --iw 0")
+    await ix.wait_response(timeout=10)
+    assert ix.ephemeral and "`--iw 0` ignores the image" in ix.original.content
+    assert await used(bot, world) == 0
+    assert (await bot.services.history.list(world.guild.id)).items == []
+    assert fake.violations == []
