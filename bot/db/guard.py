@@ -181,7 +181,13 @@ def backup_sqlite(db_file: Path, now: dt.datetime | None = None) -> Path | None:
         return None
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     target = db_file.with_name(f"{db_file.name}.{stamp}.bak")
-    source = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+    number = 2
+    while target.exists():  # two downgrades within a second keep both backups
+        target = db_file.with_name(f"{db_file.name}.{stamp}-{number}.bak")
+        number += 1
+    # A percent-encoded URI: a '#', '?' or '%' in the path would otherwise end or change
+    # the file name (an empty "backup" of another file, or none).
+    source = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
     try:
         copy = sqlite3.connect(target)
         try:

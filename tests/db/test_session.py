@@ -167,3 +167,30 @@ def test_a_sqlite_file_that_cannot_be_opened_fails_before_any_driver_thread(
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fine.db'}")
     assert (tmp_path / "fine.db").is_file()
     assert engine.url.get_backend_name() == "sqlite"
+
+
+@pytest.mark.parametrize("folder", ["plain", "with#hash", "with?mark", "with%20percent", "spa ce"])
+def test_sqlite_backup_copies_the_file_whatever_its_folder_is_called(
+    tmp_path: Path, folder: str
+) -> None:
+    """The backup taken before a downgrade holds the database, also under a folder whose name
+    has URI characters (it was an empty file, or an error, for '#', '?' and '%'); a second
+    backup within the same second does not replace the first."""
+    import sqlite3
+
+    from bot.db.guard import backup_sqlite
+
+    db_file = tmp_path / folder / "imagine.db"
+    db_file.parent.mkdir()
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("CREATE TABLE kept (x)")
+    now = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    first = backup_sqlite(db_file, now)
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("CREATE TABLE later (x)")
+    second = backup_sqlite(db_file, now)
+    assert first is not None and second is not None and first != second
+    for backup, tables in ((first, [("kept",)]), (second, [("kept",), ("later",)])):
+        with sqlite3.connect(backup) as conn:
+            rows = conn.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+        assert rows == tables, backup
