@@ -33,7 +33,10 @@ __all__ = [
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+#: owner/name as the Hub allows them: neither part starts or ends with '.' or '-', and no
+#: '..' or '--' (so "./model" and "../x" are paths, never sent to the Hub as ids).
+_HUB_PART = r"(?![.-])(?!.*(?:\.\.|--))[\w.-]+(?<![.-])"
+_HUB_ID = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
 #: Files that show a GPU driver is present (NVIDIA, WSL's GPU bridge, AMD ROCm).
 _GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia/version", "/dev/dxg", "/dev/kfd")
 

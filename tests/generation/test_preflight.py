@@ -111,3 +111,23 @@ def test_cheap_failures_come_before_torch_is_imported(
     )
     assert expected in proc.stderr
     assert proc.stdout.strip().splitlines()[-1].endswith("[]"), proc.stdout
+
+
+@pytest.mark.parametrize("model_id", ["./nope", "../models", "-a/b", "a/b.", "a--b/c", "a/b..c"])
+def test_a_path_that_is_no_folder_is_not_taken_for_a_hub_id(
+    model_id: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--model ./nope` (a missing folder) says so in one line, online or offline, instead of
+    reaching huggingface_hub's id validation (a traceback offline, a confusing `hf download
+    ./nope` online)."""
+    monkeypatch.chdir(tmp_path)
+    for offline in ("1", "0"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+        problem = str(check_model_available(model_id))
+        assert "is neither a local model folder nor a Hub id" in problem
+
+
+@pytest.mark.parametrize("model_id", ["stable-diffusion-v1-5/stable-diffusion-v1-5", "a.b/c_d"])
+def test_hub_ids_still_pass_while_online(model_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert check_model_available(model_id) is None
