@@ -127,11 +127,35 @@ class ModelSettings(_Section):
     upscaler_id: str | None = None
     # Decode in float32 (fixes black/NaN images from fp16 VAE overflow; ~160 MB more memory).
     vae_float32: bool = False
+    # GiB of GPU memory for the main model plus the optional models kept loaded on it; past it
+    # the least recently used optional model is moved to the CPU. None: no limit.
+    memory_budget_gb: float | None = Field(None, gt=0)
+    # Upscale (Creative) runs in one pass up to upscale_tile x upscale_tile pixels of output,
+    # and in tiles of that side overlapping by at least upscale_overlap pixels past it.
+    upscale_tile: int = Field(768, ge=64, multiple_of=8)
+    upscale_overlap: int = Field(128, ge=0, multiple_of=8)
 
     @field_validator("variant", "inpaint_id", "upscaler_id", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", "none", "None") else value
+
+    @field_validator("memory_budget_gb", mode="before")
+    @classmethod
+    def _empty_is_unlimited(cls, value: Any) -> Any:
+        return None if value in ("", "none", "None", "unlimited") else value
+
+    @model_validator(mode="after")
+    def _tiles_advance(self) -> ModelSettings:
+        """Two tiles may share at most half a tile: past that the blend has nothing of its own
+        in the middle of a tile, and the tile count explodes."""
+        if self.upscale_overlap > self.upscale_tile // 2:
+            raise ValueError(
+                f"model.upscale_overlap = {self.upscale_overlap} is over half of "
+                f"model.upscale_tile = {self.upscale_tile}; allowed: 0 to "
+                f"{self.upscale_tile // 2 // 8 * 8}"
+            )
+        return self
 
 
 #: The generation package's documented defaults; `[generation]` starts from these.
@@ -572,7 +596,9 @@ def _describe_errors(
             lines.append(_unknown_key(loc, variable))
             continue
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "value_error" and message.startswith(("generation.", "tiers.")):
+        if error["type"] == "value_error" and message.startswith(
+            ("generation.", "tiers.", "model.")
+        ):
             lines.extend(message.splitlines())  # whole-section checks name their keys
             continue
         origin = f" (from {variable})" if variable else ""

@@ -47,12 +47,15 @@ from generation.loading import (
     load_inpainter,
     load_model,
     load_upscaler,
+    main_modules,
 )
-from generation.params import GenerationParams
+from generation.params import SIZE_MULTIPLE, GenerationParams
 from generation.png_info import attach_parameters
 from generation.progress import Stages
 from generation.request import GenerationRequest, Operation
+from generation.residency import GIB, Residency, module_bytes
 from generation.text import cut_text, graphemes
+from generation.tiling import blend_tiles, plan_tiles
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -62,6 +65,13 @@ log = logging.getLogger(__name__)
 _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
     {getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError}
 )
+
+
+#: The optional model each operation needs, by the name the logs and members see.
+_OPTIONAL: dict[Operation, str] = {
+    Operation.OUTPAINT: "inpainting model",
+    Operation.UPSCALE: "upscaler",
+}
 
 
 class _Stopped(Exception):
@@ -77,7 +87,8 @@ class DiffusersEngine:
     a `FastPath` with `cuda_only` applies on CUDA only). `stages` shows loading, warm-up and
     bucket compiling as they happen (default: nothing shown; see `generation.progress`).
     The optional inpainting and upscaling pipelines (`ModelSpec.inpaint_id`/`upscaler_id`) are
-    loaded on their first request, next to the main one and sharing what it can.
+    loaded on their first request, next to the main one and sharing what it can; which of them
+    stay on the device is `generation.residency`'s call, under `ModelSpec.memory_budget_gb`.
     """
 
     def __init__(
@@ -88,8 +99,24 @@ class DiffusersEngine:
         self._stages = stages or Stages()
         self._model: LoadedModel | None = None
         self._batch: StepBatch | None = None
-        self._inpainter: Any = None
-        self._upscaler: Any = None
+        self._residency: Residency | None = None
+
+    def loading_note(self, operation: Operation) -> str | None:
+        """A sentence for the member when `operation`'s optional model loads first (so the
+        job's first step waits for it), else None."""
+        name = _OPTIONAL.get(operation)
+        if name is None or not self.supports(operation):
+            return None
+        if self._residency is not None and self._residency.loaded(name):
+            return None
+        return f"Loading the {name} on first use (this takes a moment)."
+
+    @property
+    def residency(self) -> Residency:
+        """The optional models and the memory budget (after `load`)."""
+        if self._residency is None:
+            raise RuntimeError("engine not loaded: call load() first")
+        return self._residency
 
     def supports(self, operation: Operation) -> bool:
         """Whether `operation` can run here: its model is configured (not yet loaded, maybe)."""
@@ -128,12 +155,20 @@ class DiffusersEngine:
                     cache["cache_dir"] = str(compile_cache_dir(fast.cache_dir))
                 with self._stages.stage("apply fast path", parts=",".join(fast.parts), **cache):
                     fast.apply(model)
+            budget = self.spec.memory_budget_gb
+            self._residency = Residency(
+                model.device,
+                None if budget is None else int(budget * GIB),
+                module_bytes(main_modules(model)),
+            )
 
     def close(self) -> None:
         device = self._model.device if self._model is not None else None
         if self._batch is not None:
             self._batch.close()
-        self._model = self._inpainter = self._upscaler = None
+        if self._residency is not None:
+            self._residency.clear()
+        self._model = self._residency = None
         self._batch = None
         gc.collect()
         if device is not None and device.type == "cuda":
@@ -264,14 +299,53 @@ class DiffusersEngine:
                 if request.mask_image is not None:
                     masks.append(request.mask_image.convert("L"))
         if operation is Operation.UPSCALE:
-            images = self._upscale(prompts, init_images, generators, first, on_step, should_stop)
-            return images, {}, False
+            return (*self._upscale(prompts, init_images, generators, first, on_step, should_stop),
+                    False)
         if operation is Operation.OUTPAINT:
             pipe = self._inpaint_pipeline()
         else:
             pipe = model.img2img if first.is_variation else model.txt2img
+        kwargs: dict[str, Any] = {"prompt": prompts, "negative_prompt": negatives}
+        if operation is Operation.OUTPAINT:
+            kwargs.update(
+                image=init_images,
+                mask_image=masks,
+                width=first.params.width,
+                height=first.params.height,
+                strength=1.0,
+            )
+        elif first.is_variation:
+            kwargs.update(strength=first.params.strength)
+            if operation is Operation.UPSCALE_CREATIVE and self._tiled(first.params):
+                seeds = [seed for request in requests for seed in request.seeds]
+                return self._tiles(pipe, kwargs, seeds, init_images, first, on_step, should_stop)
+            kwargs.update(image=init_images)
+        else:
+            kwargs.update(width=first.params.width, height=first.params.height)
+        images, failures, interrupted = self._call(
+            pipe, kwargs, generators, first, on_step, should_stop
+        )
+        if operation is Operation.OUTPAINT and not interrupted:
+            # The kept area is the source itself, not its VAE round trip: paste it back.
+            images = [
+                PILImage.composite(image, canvas, mask)
+                for image, canvas, mask in zip(images, init_images, masks, strict=True)
+            ]
+        return images, failures, interrupted
+
+    def _call(
+        self,
+        pipe: Any,
+        kwargs: dict[str, Any],
+        generators: list[torch.Generator],
+        first: GenerationRequest,
+        on_step: ProgressCallback | None,
+        should_stop: StopCheck | None,
+    ) -> tuple[list[Image], dict[int, str], bool]:
+        """One call of `pipe` with `kwargs` (prompts, images...) and the request's settings,
+        decoded and checked: (images, failures, interrupted)."""
         # A fresh scheduler per call: schedulers hold per-run state.
-        pipe.scheduler = build_scheduler(first.params.scheduler, model.scheduler_config)
+        pipe.scheduler = build_scheduler(first.params.scheduler, self.model.scheduler_config)
         interrupted = False
 
         def step_end(pipeline: Any, index: int, timestep: Any, tensors: dict) -> dict:
@@ -283,53 +357,81 @@ class DiffusersEngine:
                 on_step(index + 1, pipeline.num_timesteps)
             return tensors
 
-        kwargs: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": negatives,
-            "num_inference_steps": first.params.steps,
-            "guidance_scale": first.params.guidance,
-            "generator": generators,
-            "num_images_per_prompt": 1,
-            "output_type": "latent",
-            "callback_on_step_end": step_end,
-        }
-        if operation is Operation.OUTPAINT:
-            kwargs.update(
-                image=init_images,
-                mask_image=masks,
-                width=first.params.width,
-                height=first.params.height,
-                strength=1.0,
-            )
-        elif first.is_variation:
-            kwargs.update(image=init_images, strength=first.params.strength)
-        else:
-            kwargs.update(width=first.params.width, height=first.params.height)
-        output = pipe(**kwargs)
+        output = pipe(
+            **kwargs,
+            num_inference_steps=first.params.steps,
+            guidance_scale=first.params.guidance,
+            generator=generators,
+            num_images_per_prompt=1,
+            output_type="latent",
+            callback_on_step_end=step_end,
+        )
         if interrupted:
             return [], {}, True
         images, failures = self._decode(pipe, output.images)
-        if operation is Operation.OUTPAINT:
-            # The kept area is the source itself, not its VAE round trip: paste it back.
-            images = [
-                PILImage.composite(image, canvas, mask)
-                for image, canvas, mask in zip(images, init_images, masks, strict=True)
-            ]
         return images, failures, False
 
+    def _tiled(self, params: GenerationParams) -> bool:
+        """Whether a creative upscale to `params`' size runs in tiles (past one pass)."""
+        return params.width * params.height > self.spec.upscale_tile**2
+
+    def _tiles(
+        self,
+        pipe: Any,
+        kwargs: dict[str, Any],
+        seeds: list[int],
+        images: list[Image],
+        first: GenerationRequest,
+        on_step: ProgressCallback | None,
+        should_stop: StopCheck | None,
+    ) -> tuple[list[Image], dict[int, str], bool]:
+        """img2img on overlapping tiles of `images` (one call per tile position, every image
+        of the batch in it, each with its own seed), blended (`generation.tiling`). An image
+        fails when any of its tiles does."""
+        params = first.params
+        overlap = self.spec.upscale_overlap
+        boxes = plan_tiles(
+            params.width, params.height, self.spec.upscale_tile, overlap, SIZE_MULTIPLE
+        )
+        log.info(
+            "creative upscale to %dx%d in %d tiles of up to %d px (overlap %d)",
+            params.width, params.height, len(boxes), self.spec.upscale_tile, overlap,
+        )
+        pieces: list[list[tuple[tuple[int, int, int, int], Image]]] = [[] for _ in images]
+        failures: dict[int, str] = {}
+        for number, box in enumerate(boxes):
+            generators = [
+                torch.Generator(self.model.generator_device).manual_seed(seed) for seed in seeds
+            ]
+
+            def tile_step(step: int, total: int, number: int = number) -> None:
+                if on_step is not None:
+                    on_step(number * total + step, total * len(boxes))
+
+            crops = [image.crop(box) for image in images]
+            done, failed, interrupted = self._call(
+                pipe, {**kwargs, "image": crops}, generators, first, tile_step, should_stop
+            )
+            if interrupted:
+                return [], {}, True
+            for index, reason in failed.items():
+                failures.setdefault(index, reason)
+            for index, tile in enumerate(done):
+                pieces[index].append((box, tile))
+        size = (params.width, params.height)
+        return [blend_tiles(size, tiles, overlap) for tiles in pieces], failures, False
+
     def _inpaint_pipeline(self) -> Any:
-        if self._inpainter is None:
-            if not self.supports(Operation.OUTPAINT):
-                raise RequestError("Zoom Out and Pan need an inpainting model (model.inpaint_id).")
-            self._inpainter = load_inpainter(self.model, self.spec)
-        return self._inpainter
+        if not self.supports(Operation.OUTPAINT):
+            raise RequestError("Zoom Out and Pan need an inpainting model (model.inpaint_id).")
+        name = _OPTIONAL[Operation.OUTPAINT]
+        return self.residency.use(name, lambda: load_inpainter(self.model, self.spec))
 
     def _upscale_pipeline(self) -> Any:
-        if self._upscaler is None:
-            if not self.supports(Operation.UPSCALE):
-                raise RequestError("Upscale (Subtle) needs an upscaler model (model.upscaler_id).")
-            self._upscaler = load_upscaler(self.model, self.spec)
-        return self._upscaler
+        if not self.supports(Operation.UPSCALE):
+            raise RequestError("Upscale (Subtle) needs an upscaler model (model.upscaler_id).")
+        name = _OPTIONAL[Operation.UPSCALE]
+        return self.residency.use(name, lambda: load_upscaler(self.model, self.spec))
 
     def _upscale(
         self,
@@ -339,8 +441,9 @@ class DiffusersEngine:
         first: GenerationRequest,
         on_step: ProgressCallback | None,
         should_stop: StopCheck | None,
-    ) -> list[Image]:
-        """The latent x2 upscaler. Its pipeline has only the legacy per-step callback and no
+    ) -> tuple[list[Image], dict[int, str]]:
+        """The latent x2 upscaler; its latents are decoded and checked like every other kind's
+        (`generation.decoding`). Its pipeline has only the legacy per-step callback and no
         interrupt flag, so a stop request ends the call by raising from that callback."""
         from diffusers import EulerDiscreteScheduler
 
@@ -360,12 +463,13 @@ class DiffusersEngine:
                 num_inference_steps=first.params.steps,
                 guidance_scale=first.params.guidance,
                 generator=generators,
-                output_type="pil",
+                output_type="latent",
                 callback=step,
             )
         except _Stopped:
             raise JobCancelledError("The job was cancelled while it ran.") from None
-        return [_exact(image, first) for image in output.images]
+        decoded, failures = self._decode(pipe, output.images)
+        return [_exact(image, first) for image in decoded], failures
 
     def _decode(self, pipe: Any, latents: torch.Tensor) -> tuple[list[Image], dict[int, str]]:
         """Latents to images with `pipe`'s own VAE (the inpainting model has its own), with

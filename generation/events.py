@@ -102,9 +102,14 @@ class JobQueued:
 
 @dataclass(frozen=True)
 class JobStarted:
-    """The worker took the job; `batch_images` counts all images in the shared pipeline call."""
+    """The worker took the job; `batch_images` counts all images in the shared pipeline call.
+
+    `note` is a sentence for the member when the start waits on something (an optional model
+    loading on its first use), else None.
+    """
 
     batch_images: int = 0
+    note: str | None = None
 
 
 @dataclass(frozen=True)

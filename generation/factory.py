@@ -43,6 +43,9 @@ def build_service(
     inpaint_id: str | None = None,
     upscaler_id: str | None = None,
     vae_float32: bool = False,
+    memory_budget_gb: float | None = None,
+    upscale_tile: int = 768,
+    upscale_overlap: int = 128,
     min_steps: int = 1,
     max_steps: int = 100,
     max_guidance: float = 30.0,
@@ -69,7 +72,8 @@ def build_service(
     `fast_path` is "auto" (the GPU fast path on for CUDA only), "on" or "off", or the
     switches themselves (`FastPath.configured`); `overlap_decode` overrides that choice for the
     decode overlap alone (None: keep it); `warm_buckets` compiles its batch buckets at
-    start (default: `warmup`); `stages` shows loading, warm-up and compiling as they happen
+    start (default: `warmup`); `memory_budget_gb` and `upscale_tile`/`upscale_overlap`: see
+    `ModelSpec`; `stages` shows loading, warm-up and compiling as they happen
     (`generation.progress.startup_stages`); `server_shares` gives servers more than one job per
     turn of the fair queue; `freeze_gc`: see `GenerationService`.
     """
@@ -82,6 +86,9 @@ def build_service(
         inpaint_id=inpaint_id,
         upscaler_id=upscaler_id,
         vae_float32=vae_float32,
+        memory_budget_gb=memory_budget_gb,
+        upscale_tile=upscale_tile,
+        upscale_overlap=upscale_overlap,
     )
     limits = Limits(
         min_steps=min_steps,

@@ -37,14 +37,13 @@ from generation.params import SCHEDULERS
 from generation.preflight import check_model_available, hub_offline, model_problem
 from generation.progress import Stages
 from generation.random_models import RANDOM_MODELS, ensure_random_model
+from generation.residency import Loaded
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE, TinyKind, ensure_tiny_model
 
 if TYPE_CHECKING:
     from diffusers import (
         SchedulerMixin,
         StableDiffusionImg2ImgPipeline,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionLatentUpscalePipeline,
         StableDiffusionPipeline,
     )
     from PIL.Image import Image
@@ -74,6 +73,14 @@ class ModelSpec:
     #: Decode with the VAE in float32 even where the pipeline runs in float16: the fix for
     #: models whose fp16 VAE overflows into black or NaN images (about 160 MB more memory).
     vae_float32: bool = False
+    #: GiB of device memory for the main pipeline plus the optional models kept on the device
+    #: (`generation.residency`); None: no limit, every optional model stays once loaded.
+    memory_budget_gb: float | None = None
+    #: Upscale (Creative) runs in one pass up to this side squared in pixels, and in
+    #: overlapping tiles of this side past it (`generation.tiling`); `upscale_overlap` is
+    #: the least overlap of two tiles, in pixels.
+    upscale_tile: int = 768
+    upscale_overlap: int = 128
 
     @property
     def is_test_model(self) -> bool:
@@ -347,8 +354,9 @@ def _pretrained(
         raise ModelNotFoundError(model_problem(model_id, reason, spec.variant)) from exc
 
 
-def load_inpainter(model: LoadedModel, spec: ModelSpec) -> StableDiffusionInpaintPipeline:
-    """The inpainting pipeline for Zoom Out and Pan, next to the loaded main pipeline.
+def load_inpainter(model: LoadedModel, spec: ModelSpec) -> Loaded:
+    """The inpainting pipeline for Zoom Out and Pan, next to the loaded main pipeline; its own
+    module (the UNet) is left on the CPU for `generation.residency` to place.
 
     Only the inpainting model's UNet is loaded: the text encoder, tokenizer and VAE of SD v1.x
     inpainting models are SD v1.x's own, so they are shared with the main pipeline
@@ -369,16 +377,17 @@ def load_inpainter(model: LoadedModel, spec: ModelSpec) -> StableDiffusionInpain
             f"{spec.inpaint_id} is not an inpainting model: its UNet takes {channels} channels, "
             "an SD v1.x inpainting UNet takes 9 (latents, masked image, mask)."
         )
-    pipe = StableDiffusionInpaintPipeline.from_pipe(model.txt2img, unet=unet.to(model.device))
+    pipe = StableDiffusionInpaintPipeline.from_pipe(model.txt2img, unet=unet)
     pipe.set_progress_bar_config(disable=True)
-    log.info("loaded inpainting model %s on %s", spec.inpaint_id, model.device)
-    return pipe
+    log.info("loaded inpainting model %s", spec.inpaint_id)
+    return Loaded(pipe, [unet])
 
 
-def load_upscaler(model: LoadedModel, spec: ModelSpec) -> StableDiffusionLatentUpscalePipeline:
+def load_upscaler(model: LoadedModel, spec: ModelSpec) -> Loaded:
     """The latent x2 upscaler for Upscale Subtle, sharing the main pipeline's VAE (the upscaler
     works in SD v1.x's latent space). Its text encoder is its own: it reads the pooled output
-    and last hidden states of CLIP, which need not be the main model's fine-tuned copy.
+    and last hidden states of CLIP, which need not be the main model's fine-tuned copy. Its
+    own modules (UNet, text encoder) are left on the CPU for `generation.residency` to place.
     Raises `ModelNotFoundError`. Runs on the worker thread.
     """
     from diffusers import StableDiffusionLatentUpscalePipeline
@@ -394,10 +403,18 @@ def load_upscaler(model: LoadedModel, spec: ModelSpec) -> StableDiffusionLatentU
         model.dtype,
         vae=model.txt2img.vae,
     )
-    pipe.to(model.device)
     pipe.set_progress_bar_config(disable=True)
-    log.info("loaded upscaler %s on %s", spec.upscaler_id, model.device)
-    return pipe
+    log.info("loaded upscaler %s", spec.upscaler_id)
+    return Loaded(pipe, [pipe.unet, pipe.text_encoder])
+
+
+def main_modules(model: LoadedModel) -> list[torch.nn.Module]:
+    """The main pipeline's modules (shared by txt2img and img2img) and the safety checker:
+    what the memory budget counts as always resident."""
+    modules = [c for c in model.txt2img.components.values() if isinstance(c, torch.nn.Module)]
+    if model.safety_checker is not None:
+        modules.append(model.safety_checker)
+    return modules
 
 
 def dtype_keyword() -> str:

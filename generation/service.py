@@ -457,8 +457,12 @@ class GenerationService:
         for job in jobs:
             self._progress.pop(job.id, None)
         images = sum(job.request.params.count for job in jobs)
+        # Engines with optional models say when the first use loads one (the wait is then
+        # the load, not the queue); others have nothing to say.
+        loading_note = getattr(self._engine, "loading_note", None)
+        note = loading_note(jobs[0].request.operation) if loading_note is not None else None
         for job in jobs:
-            job.publish(JobStarted(batch_images=images))
+            job.publish(JobStarted(batch_images=images, note=note))
         self._publish_positions()
         log.debug("running %d job(s), %d image(s)", len(jobs), images)
         try:

@@ -1011,7 +1011,7 @@ def _progress_text(caption: Caption, event: JobEvent) -> str | None:
         eta = _in(event.eta_seconds) if event.eta_seconds is not None else None
         return queued_text(caption, event.position, eta, event.note)
     if isinstance(event, JobStarted):
-        return running_text(caption, 0, caption.params.steps)
+        return running_text(caption, 0, caption.params.steps, event.note)
     if isinstance(event, JobStep):
         return running_text(caption, event.step, event.total)
     return None

@@ -159,8 +159,10 @@ def _tier_note(job: Caption) -> str:
     return job.tier_note or ""
 
 
-def running_text(job: Caption, step: int, total: int) -> str:
-    """Running: step i of n and a percentage."""
+def running_text(job: Caption, step: int, total: int, note: str | None = None) -> str:
+    """Running: step i of n and a percentage, or `note` (a model loading) before step 1."""
+    if note is not None and step == 0:
+        return _compose(job, note)
     percent = int(100 * step / total) if total else 0
     return _compose(job, f"Generating: step {step}/{total} ({percent}%)", _tier_note(job))
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from generation.canvas import FILL, Direction, fit_within, outpaint_canvas
@@ -223,3 +224,76 @@ def test_not_an_inpainting_model_is_refused(tiny_cache: Path) -> None:
             engine.generate([outpaint(gradient(64, 64), zoom=2).validated()])
     finally:
         engine.close()
+
+
+# -- Upscale (Creative) in tiles ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiling(tiny_cache: Path) -> Iterator[DiffusersEngine]:
+    """The tiny model with one pass of at most 96x96 pixels: a 2x upscale of 64x64 runs in
+    four overlapping 96x96 tiles (2 columns x 2 rows, 64 pixels shared)."""
+    engine = DiffusersEngine(ModelSpec(TINY_MODEL_ID, device="cpu", cache_dir=tiny_cache,
+                                       upscale_tile=96, upscale_overlap=32))
+    engine.load()
+    yield engine
+    engine.close()
+
+
+def test_creative_upscale_past_one_pass_runs_in_tiles(tiling: DiffusersEngine) -> None:
+    source = gradient(64, 64)
+    request = upscale(source, Operation.UPSCALE_CREATIVE, count=2).validated()
+    steps: list[tuple[int, int]] = []
+    [result] = tiling.generate([request], on_step=lambda i, n: steps.append((i, n)))
+    assert [image.size for image in result.images] == [(128, 128)] * 2
+    assert not result.failures
+    # 4 tiles, each the same img2img steps: progress counts them all, in order, once.
+    total = steps[-1][1]
+    assert total % 4 == 0 and steps == [(i, total) for i in range(1, total + 1)]
+    assert result.images[0].tobytes() != result.images[1].tobytes()  # each image its seed
+
+
+def test_a_nan_tile_fails_its_image(tiling: DiffusersEngine) -> None:
+    from generation.decoding import NAN_REASON
+    from tests.generation.numerical import nan, poisoned
+
+    request = upscale(gradient(64, 64), Operation.UPSCALE_CREATIVE, count=2).validated()
+    calls = iter(range(100))
+    # Poison image 1 in the third tile's UNet call only.
+    with poisoned(tiling.model.img2img.unet, {1}, nan, count=2,
+                  when=lambda tensor: next(calls) == 2):
+        [result] = tiling.generate([request])
+    assert result.failures == {1: NAN_REASON}
+
+
+# -- Upscale (Subtle) goes through the checked decode ------------------------------------------
+
+
+def test_upscale_subtle_nan_fails_the_image(creative: DiffusersEngine) -> None:
+    from generation.decoding import NAN_REASON
+    from tests.generation.numerical import nan, poisoned
+
+    request = upscale(gradient(64, 64), Operation.UPSCALE).validated()
+    clean = creative.generate([request])[0]
+    assert not clean.failures
+    upscaler = creative.residency.use("upscaler", lambda: pytest.fail("loaded already"))
+    with poisoned(upscaler.unet, None, nan):
+        [result] = creative.generate([request])
+    assert result.all_failed and result.failures == {0: NAN_REASON}
+
+
+def test_upscale_subtle_decode_overflow_is_retried_in_float32(creative: DiffusersEngine) -> None:
+    from generation.loading import vae_decoder_modules
+    from tests.generation.numerical import inf, poisoned
+
+    request = upscale(gradient(64, 64), Operation.UPSCALE).validated()
+    vae = creative.model.txt2img.vae  # the upscaler decodes with the main model's VAE
+    for module in vae_decoder_modules(vae):
+        module.to(torch.float16)
+    try:
+        with poisoned(vae.decoder, None, inf, when=lambda t: t.dtype == torch.float16):
+            [result] = creative.generate([request])
+    finally:
+        for module in vae_decoder_modules(vae):
+            module.to(torch.float32)
+    assert not result.failures and result.images[0].size == (128, 128)

@@ -40,6 +40,12 @@ def test_running_shows_step_and_percentage() -> None:
     assert "step 5/20 (25%)" in running_text(JOB, 5, 20)
 
 
+def test_running_says_a_model_is_loading_until_the_first_step() -> None:
+    note = "Loading the upscaler on first use (this takes a moment)."
+    assert note in running_text(JOB, 0, 20, note)
+    assert note not in running_text(JOB, 1, 20, note)
+
+
 def test_finished_lists_seeds_parameters_and_withheld() -> None:
     """Finished: seed range, size, steps, cfg, and a note on withheld images."""
     text = finished_text(JOB, [10, 11, 12, 13], withheld=1)
