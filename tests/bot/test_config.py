@@ -36,6 +36,20 @@ def test_example_config_loads_with_documented_defaults() -> None:
     assert settings.database.url == f"sqlite+aiosqlite:///{REPO / 'imagine.db'}"
     assert settings.storage.images_dir == REPO / "data" / "images"
     assert settings.discord.token is None
+    # Optional models stay loaded without a budget; creative upscales tile past 768x768.
+    assert settings.model.memory_budget_gb is None
+    assert (settings.model.upscale_tile, settings.model.upscale_overlap) == (768, 128)
+
+
+def test_memory_budget_and_tiles_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGINE_MODEL__MEMORY_BUDGET_GB", "10.5")
+    monkeypatch.setenv("IMAGINE_MODEL__UPSCALE_TILE", "512")
+    settings = load_settings()
+    assert settings.model.memory_budget_gb == 10.5 and settings.model.upscale_tile == 512
+    monkeypatch.setenv("IMAGINE_MODEL__MEMORY_BUDGET_GB", "unlimited")
+    assert load_settings().model.memory_budget_gb is None
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,6 +155,10 @@ def _problems(tmp_path: Path, text: str) -> tuple[str, ...]:
         ("[generation]\nguidance = 5\nmax_guidance = 0.5\n", "generation.max_guidance = 0.5"),
         ("[generation]\nmax_guidance = 5\n", "is over generation.max_guidance; allowed: 1 to 5"),
         ("generation = 5\n", "generation = 5: must be a table of settings (a [generation]"),
+        ("[model]\nupscale_tile = 500\n", "model.upscale_tile = 500: must be a multiple of 8"),
+        ("[model]\nupscale_tile = 256\nupscale_overlap = 136\n",
+         "model.upscale_overlap = 136 is over half of model.upscale_tile = 256; allowed: 0 to 128"),
+        ("[model]\nmemory_budget_gb = 0\n", "model.memory_budget_gb = 0: must be greater than 0"),
     ],
 )
 def test_whole_configuration_is_checked_one_line_per_problem(
