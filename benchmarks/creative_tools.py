@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_throughput import build_sd15_random, emit
 from generation.canvas import Direction, outpaint_canvas
 from generation.engine import DiffusersEngine
-from generation.loading import ModelSpec, _dtype_keyword
-from generation.params import GenerationParams
+from generation.loading import ModelSpec, dtype_keyword
+from generation.params import NO_GUIDANCE, GenerationParams
 from generation.request import GenerationRequest, Operation
+from generation.tiling import plan_tiles
 
 PROMPT = "a lighthouse on a cliff at dusk"
 
@@ -43,7 +44,7 @@ PROMPT = "a lighthouse on a cliff at dusk"
 def _load_main(folder: Path) -> Any:
     from diffusers import StableDiffusionPipeline
 
-    kwargs = {_dtype_keyword(): torch.float16}
+    kwargs = {dtype_keyword(): torch.float16}
     return StableDiffusionPipeline.from_pretrained(folder, variant="fp16", **kwargs)
 
 
@@ -123,7 +124,7 @@ def requests(source: Any, size: int, steps: int) -> dict[str, GenerationRequest]
         "vary_strong_x4": GenerationRequest(replace(img2img, strength=0.7), init_image=source),
         "vary_subtle_x4": GenerationRequest(replace(img2img, strength=0.35), init_image=source),
         "upscale_subtle_x1": GenerationRequest(
-            replace(base, steps=20, guidance=0.0, **double),
+            replace(base, steps=20, guidance=NO_GUIDANCE, negative_prompt="", **double),
             init_image=source,
             operation=Operation.UPSCALE,
         ),
@@ -152,6 +153,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--upscale-tile", type=int, default=768,
+                        help="model.upscale_tile: Upscale (Creative) tiles past this side squared")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sync = args.device.startswith("cuda")
@@ -162,7 +165,8 @@ def main() -> int:
         build_inpaint(main_dir, inpaint_dir, args.tiny)
         build_upscaler(main_dir, upscaler_dir, args.tiny)
         spec = ModelSpec(str(main_dir), device=args.device, safety_checker=False,
-                         inpaint_id=str(inpaint_dir), upscaler_id=str(upscaler_dir))
+                         inpaint_id=str(inpaint_dir), upscaler_id=str(upscaler_dir),
+                         upscale_tile=args.upscale_tile)
         print("models built", file=sys.stderr, flush=True)
         engine = DiffusersEngine(spec)
         engine.load()
@@ -171,7 +175,8 @@ def main() -> int:
         )
         source = engine.generate([GenerationRequest(source_params).validated()])[0].images[0]
         results: dict[str, Any] = {"device": args.device, "tiny": args.tiny,
-                                   "size": args.size, "steps": args.steps, "tools": {}}
+                                   "size": args.size, "steps": args.steps,
+                                   "upscale_tile": args.upscale_tile, "tools": {}}
         for name, request in requests(source, args.size, args.steps).items():
             request = request.validated()
             if sync:
@@ -195,6 +200,11 @@ def main() -> int:
                 "median_s": round(statistics.median(times), 3),
                 "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if sync else None,
             }
+            if request.operation is Operation.UPSCALE_CREATIVE:
+                side = spec.upscale_tile
+                results["tools"][name]["tiles"] = len(plan_tiles(
+                    request.params.width, request.params.height, side, spec.upscale_overlap, 8
+                )) if request.params.width * request.params.height > side * side else 1
             print(name, results["tools"][name], file=sys.stderr, flush=True)
         engine.close()
     emit(results, args.out)

@@ -299,8 +299,10 @@ class DiffusersEngine:
                 if request.mask_image is not None:
                     masks.append(request.mask_image.convert("L"))
         if operation is Operation.UPSCALE:
-            return (*self._upscale(prompts, init_images, generators, first, on_step, should_stop),
-                    False)
+            images, failures = self._upscale(
+                prompts, init_images, generators, first, on_step, should_stop
+            )
+            return images, failures, False
         if operation is Operation.OUTPAINT:
             pipe = self._inpaint_pipeline()
         else:
