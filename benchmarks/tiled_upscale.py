@@ -15,9 +15,7 @@ Prints one JSON object: per setting the tiles, median seconds, and (CUDA) peak G
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gpu_throughput import emit
+from benchmarks.gpu_throughput import emit, timed
 from generation.engine import DiffusersEngine
 from generation.loading import ModelSpec
 from generation.params import GenerationParams
@@ -66,22 +64,13 @@ def main() -> int:
     for name, tile in (("one_pass", 4 * args.size), ("tiled", args.tile)):
         engine.spec = replace(base, upscale_tile=tile)
         tiles = len(plan_tiles(2 * args.size, 2 * args.size, tile, args.overlap, 8))
-        engine.generate([request])  # warm-up
-        seconds = []
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        for _ in range(args.repeats):
-            if cuda:
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            [result] = engine.generate([request])
-            if cuda:
-                torch.cuda.synchronize()
-            seconds.append(time.perf_counter() - started)
+        median, [result] = timed(lambda: engine.generate([request]), args.repeats, cuda)
         report["runs"][name] = {
             "tile": tile,
             "tiles": tiles,
-            "median_s": round(statistics.median(seconds), 3),
+            "median_s": round(median, 3),
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "failures": len(result.failures),
         }
