@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from generation.continuous import StepOutcome
     from generation.events import GenerationResult, QueueStats, WorkerInfo
     from generation.job import QueuedJob
@@ -129,6 +131,28 @@ class GenerationBackend(Protocol):
         Raises `RequestError` (bad request, unknown tier, job id in use) or `QueueFullError` (the
         queue or the owner's share of it is full, or the backend is shutting down). The handle's
         first event is `JobQueued`; its `request` is the validated one (concrete seed).
+        """
+        ...
+
+    async def enlist(
+        self,
+        connection: AsyncConnection,
+        request: GenerationRequest,
+        owner: str,
+        job_id: str,
+        tier: str = "fast",
+    ) -> None:
+        """Record the job durably inside the caller's open database transaction, so that it
+        exists exactly when the caller's other writes (quota reservation, history row) commit.
+
+        `connection`: the SQLAlchemy `AsyncConnection` of that transaction; `request`: the
+        validated request (concrete seed) the caller then passes to `submit`, with the same
+        `owner`, `job_id` and `tier`, before it commits. `submit` then only starts following
+        the job; without an `enlist` first (a restart re-queueing stored jobs) it queues the
+        job itself.
+        The in-process service records nothing (its durable record is the caller's job row);
+        a pool adds its queue entry through `connection`. Raises `GenerationError` when the
+        job cannot be recorded (the caller rolls back).
         """
         ...
 

@@ -331,6 +331,18 @@ class GenerationService:
         self._wakeup.set()
         return job
 
+    async def enlist(
+        self,
+        connection: object,
+        request: GenerationRequest,
+        owner: str,
+        job_id: str,
+        tier: str = DEFAULT_TIER,
+    ) -> None:
+        """Nothing to record: this queue lives in memory, and the job's durable record is the
+        history row the caller writes in the same transaction (a restart queues it again
+        from there). See `GenerationBackend.enlist`."""
+
     def _cancel(self, job: QueuedJob) -> bool:
         if job.state is JobState.QUEUED and self._policy.remove(job):
             self._end(job, JobCancelled())

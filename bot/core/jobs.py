@@ -9,14 +9,17 @@ fixed order, so a refused request leaves nothing behind:
 2. validation (steps, size, guidance...) with a concrete seed drawn;
 3. the tier (`fast`/`relax`, see `bot.services.tiers`): the one asked for, or the default;
    fast falls back to relax, with a note, when the member may not use fast or has no fast
-   time left (never a refusal); then the quota reservation for the images asked for (none for
-   a re-made image: the member paid for it with its grid; it is still recorded, so it counts
-   as GPU work). Relax jobs count against the image quota like fast ones: the image quota
-   limits how much a member makes, the tiers only decide who goes first on the GPU;
-4. the generation queue in that tier (owner = "guild:user", so the service's round-robin is
-   per member);
-5. the history record, with the message that shows the job (so a restart can update it), and
-   the live registry (for Cancel).
+   time left (never a refusal);
+4. in one database transaction: the quota reservation for the images asked for (none for a
+   re-made image: the member paid for it with its grid; it is still recorded, so it counts as
+   GPU work; relax jobs count against the image quota like fast ones: the image quota limits
+   how much a member makes, the tiers only decide who goes first on the GPU), the history
+   record with the message that shows the job (so a restart can update it), and the
+   generation queue in that tier (owner = "guild:user", so fairness is per member): the
+   backend's `enlist` records the job through the same connection (a worker pool defers its
+   task there) and `submit` queues it. Everything commits together or nothing does, so a job
+   is queued exactly when it is charged for;
+5. the live registry (for Cancel).
 
 Jobs are durable: on shutdown (`stop`) the waiting ones stay queued in the database with their
 reservation, and `recover` at the next start queues them again in their original order, runs
@@ -321,24 +324,43 @@ class JobOrchestrator:
         params = request.params
         await self.admit(requester, params.prompt, params.negative_prompt)
         request = request.validated(self._generation.limits)
+        plan = replace(plan, request=request)
         job_id = uuid.uuid4().hex
         choice = await services.tiers.choose(
             requester.guild_id, requester.user_id, requester.role_ids, plan.tier
         )
-        if plan.kind is not JobKind.REMAKE:
-            await services.quota.reserve(
-                requester.guild_id,
-                requester.user_id,
-                requester.role_ids,
-                request.params.count,
-                job_id,
-            )
+        owner = requester.owner
+        queued: QueuedJob | None = None
         try:
-            queued = self._generation.submit(
-                request, owner=requester.owner, job_id=job_id, tier=choice.tier
-            )
+            async with services.transaction() as session:
+                if plan.kind is not JobKind.REMAKE:
+                    await services.quota.reserve(
+                        requester.guild_id,
+                        requester.user_id,
+                        requester.role_ids,
+                        request.params.count,
+                        job_id,
+                        session=session,
+                    )
+                await services.history.create_job(
+                    self._record(job_id, requester, plan, choice.tier), session=session
+                )
+                if shown_at is not None or requester.channel_nsfw:
+                    await services.history.set_shown_at(
+                        job_id, shown_at, channel_nsfw=requester.channel_nsfw, session=session
+                    )
+                if plan.source_image is not None:
+                    await self._images.save(job_id, [(SOURCE, plan.source_image)])
+                await self._generation.enlist(
+                    await session.connection(), request, owner, job_id, tier=choice.tier
+                )
+                queued = self._generation.submit(
+                    request, owner=owner, job_id=job_id, tier=choice.tier
+                )
         except BaseException:
-            await services.quota.refund(job_id)
+            # After the rollback (the session is closed): nothing is reserved or recorded.
+            if queued is not None:
+                queued.cancel()
             raise
         submission = Submission(
             job_id,
@@ -348,18 +370,6 @@ class JobOrchestrator:
             tier=choice.tier,
             tier_note=choice.note,
         )
-        try:
-            await services.history.create_job(self._record(submission))
-            if shown_at is not None or requester.channel_nsfw:
-                await services.history.set_shown_at(
-                    job_id, shown_at, channel_nsfw=requester.channel_nsfw
-                )
-            if plan.source_image is not None:
-                await self._images.save(job_id, [(SOURCE, plan.source_image)])
-        except BaseException:
-            queued.cancel()
-            await services.quota.refund(job_id)
-            raise
         self._live[job_id] = submission
         return submission
 
@@ -669,17 +679,17 @@ class JobOrchestrator:
         except Exception:
             log.exception("job bookkeeping failed")
 
-    def _record(self, submission: Submission) -> JobRecord:
-        plan, who = submission.plan, submission.requester
+    def _record(self, job_id: str, who: Requester, plan: JobPlan, tier: str) -> JobRecord:
+        """The history row of a job (`plan.request` validated: concrete seed) in `tier`."""
         return JobRecord(
-            id=submission.job_id,
+            id=job_id,
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             user_id=who.user_id,
-            params=submission.request.params,
+            params=plan.request.params,
             model_id=self._generation.model_id,
             kind=plan.kind,
             parent_job_id=plan.parent_job_id,
             image_index=plan.image_index - 1 if plan.image_index is not None else None,
-            tier=Tier(submission.tier),
+            tier=Tier(tier),
         )

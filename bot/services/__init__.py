@@ -7,11 +7,14 @@ back into messages. Build them once at start-up with `build_services`.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import JobKind, JobStatus, NsfwPolicy, Period, QuotaScope
+from bot.services._session import unit
 from bot.services.audit import AuditService
 from bot.services.clock import Clock, utcnow
 from bot.services.history import HistoryService
@@ -49,6 +52,16 @@ class Services:
     audit: AuditService
     preferences: PreferencesService
     tiers: TierService
+    sessions: async_sessionmaker[AsyncSession]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One database transaction for several service calls (pass it as their `session=`):
+        committed when the block ends, rolled back when it raises. The job gate uses it so
+        the quota reservation, the history row and the generator's queue entry commit
+        together or not at all."""
+        async with unit(self.sessions) as session:
+            yield session
 
 
 def build_services(
@@ -68,4 +81,5 @@ def build_services(
         moderation=ModerationService(sessions, clock=now),
         audit=AuditService(sessions, clock=now),
         preferences=PreferencesService(sessions, clock=now),
+        sessions=sessions,
     )

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import JobKind, JobStatus, StoredJob, Tier
 from bot.errors import InvalidArgument, InvalidTransition, NotFound
 from bot.services._guilds import ensure_guild
+from bot.services._session import unit
 from bot.services.clock import Clock, utcnow
 from generation.params import PARAM_FIELDS, GenerationParams
 
@@ -235,8 +236,11 @@ class HistoryService:
         self._sessions = sessions
         self._now = clock
 
-    async def create_job(self, record: JobRecord) -> str:
-        """Store a queued job; returns its id (`record.id`, or a new uuid hex)."""
+    async def create_job(self, record: JobRecord, *, session: AsyncSession | None = None) -> str:
+        """Store a queued job; returns its id (`record.id`, or a new uuid hex).
+
+        `session`: the caller's open transaction (`Services.transaction`), committed by it.
+        """
         job_id = record.id or uuid.uuid4().hex
         if len(job_id) > 32:
             raise InvalidArgument(f"Job ids have at most 32 characters, got {job_id!r}.")
@@ -257,10 +261,10 @@ class HistoryService:
             status=JobStatus.QUEUED,
             created_at=now,
         )
-        async with self._sessions() as session:
+        async with unit(self._sessions, session) as session:
             await ensure_guild(session, record.guild_id, now)
             session.add(job)
-            await session.commit()
+            await session.flush()
         return job_id
 
     async def mark_running(self, job_id: str) -> bool:
@@ -315,10 +319,16 @@ class HistoryService:
         return await self._transition(job_id, JobStatus.QUEUED, started_at=None)
 
     async def set_shown_at(
-        self, job_id: str, shown: ShownAt | None, *, channel_nsfw: bool = False
+        self,
+        job_id: str,
+        shown: ShownAt | None,
+        *,
+        channel_nsfw: bool = False,
+        session: AsyncSession | None = None,
     ) -> None:
         """Remember the message (and interaction) that shows the job, for restarts, and
-        whether its channel is age-restricted (the NSFW policy of a resumed job needs it)."""
+        whether its channel is age-restricted (the NSFW policy of a resumed job needs it).
+        `session`: the caller's open transaction, committed by it."""
         values: dict[str, Any] = {"channel_nsfw": channel_nsfw}
         if shown is not None:
             values.update(
@@ -328,7 +338,7 @@ class HistoryService:
                 interaction_token=shown.token,
                 interaction_created_at=shown.created_at,
             )
-        await self._update(job_id, **values)
+        await self._update(job_id, session=session, **values)
 
     async def set_message_id(self, job_id: str, message_id: int) -> None:
         """The id of the message that shows the job, once Discord answered with it."""
@@ -372,12 +382,13 @@ class HistoryService:
         async with self._sessions() as session:
             return [_view(row) for row in (await session.scalars(query)).all()]
 
-    async def _update(self, job_id: str, **values: Any) -> None:
-        async with self._sessions() as session:
+    async def _update(
+        self, job_id: str, *, session: AsyncSession | None = None, **values: Any
+    ) -> None:
+        async with unit(self._sessions, session) as session:
             result = await session.execute(update(JOBS).where(JOBS.c.id == job_id).values(**values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 raise NotFound(f"There is no job `{job_id}`.")
-            await session.commit()
 
     async def set_result_message(self, job_id: str, channel_id: int, message_id: int) -> None:
         """Remember where the result was posted (for links and `/show`)."""

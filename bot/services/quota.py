@@ -34,6 +34,7 @@ from bot.db.upsert import insert_ignore
 from bot.errors import InvalidArgument, QuotaExceeded
 from bot.services._guilds import ensure_guild
 from bot.services._rules import delete_rule, save_rule
+from bot.services._session import unit
 from bot.services.audit import record
 from bot.services.clock import Clock, utcnow
 
@@ -163,20 +164,31 @@ class QuotaService:
     # -- member side ---------------------------------------------------------------------
 
     async def reserve(
-        self, guild_id: int, user_id: int, role_ids: Iterable[int], n: int, job_id: str
+        self,
+        guild_id: int,
+        user_id: int,
+        role_ids: Iterable[int],
+        n: int,
+        job_id: str,
+        *,
+        session: AsyncSession | None = None,
     ) -> Reservation:
         """Set aside `n` images for `job_id`, or raise QuotaExceeded and change nothing.
 
         Steps: find the effective limit and cap, record the reservation in the ledger,
         then take `n` from the member's counter and the guild's, each a conditional
         UPDATE; if either refuses, roll everything back.
+
+        `session`: the caller's open transaction (`Services.transaction`), so the reservation
+        commits together with the caller's other writes (the job's history row and queue
+        entry) or not at all; a refusal then rolls back that whole transaction.
         """
         if n < 1:
             raise InvalidArgument(f"A reservation needs at least 1 image, got {n}.")
         role_ids = tuple(role_ids)
         now = self._now()
         starts = _starts(now)
-        async with self._sessions() as session:
+        async with unit(self._sessions, session) as session:
             rules = await self._load_rules(session, guild_id, user_id, role_ids)
             own = self._effective(rules, user_id, role_ids)
             cap = rules.get((QuotaScope.CAP, GUILD_TOTAL))
@@ -214,7 +226,6 @@ class QuotaService:
                     session, guild_id, GUILD_TOTAL, starts, cap.period, n, cap.limit_images,
                     QuotaSource.CAP.value, now,
                 )
-            await session.commit()
 
         remaining = None if own.limit is None else own.limit - used
         return Reservation(

@@ -1,9 +1,14 @@
 """`PoolBackend`: the bot's side of the worker pool, a `GenerationBackend` like the local
 `GenerationService`.
 
-- `submit` validates and returns a `QueuedJob` at once (the protocol is synchronous); the job is
-  deferred as a procrastinate task in the background, under `queueing_lock = job id` so a job
-  id is never queued twice. A failed defer fails the job (the caller refunds it).
+- `enlist` defers the job as a procrastinate task through the bot's own database connection,
+  inside the transaction that reserves its quota and writes its history row
+  (`generation.pool.enlist`), under `queueing_lock = job id` so a job id is never queued twice:
+  the task exists exactly when the job is charged for. `submit`, called next in that
+  transaction, validates and returns a `QueuedJob` and only starts following the task. A job
+  submitted without `enlist` (a restarted bot re-queueing its stored jobs) re-attaches to its
+  task, or is deferred in the background when it has none; a failed defer fails the job (the
+  caller refunds it).
 - Progress: workers NOTIFY on `imagine_pool_events`; one LISTEN connection per bot process
   turns them into `JobStarted` / `JobStep` events of the jobs this process owns.
 - A poll every `poll_seconds` reads the state of this process's jobs (a missed notification,
@@ -24,11 +29,12 @@ import json
 import logging
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
 from procrastinate import App, PsycopgConnector
+from procrastinate.exceptions import ProcrastinateException
 
 from generation.errors import GenerationError, RequestError
 from generation.events import (
@@ -44,6 +50,7 @@ from generation.events import (
 from generation.job import QueuedJob
 from generation.params import Limits
 from generation.pool import queries
+from generation.pool.enlist import IDENTITY_SQL, TransactionDeferrer, database_identity
 from generation.pool.janitor import requeue_stalled
 from generation.pool.schema import ensure_schema
 from generation.pool.settings import PoolConfig
@@ -58,6 +65,9 @@ from generation.pool.wire import (
 from generation.queue_policy import DEFAULT_TIER, TIERS, check_room
 from generation.request import GenerationRequest
 from generation.service import ServiceClosedError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
 __all__ = ["PoolBackend", "PoolStatus", "WorkerInfo"]
@@ -68,6 +78,14 @@ log = logging.getLogger(__name__)
 NO_WORKER_NOTE = (
     "No GPU worker is running right now: your job keeps its place and starts when one "
     "comes back."
+)
+
+#: Why a job cannot be enlisted when the pool's database is not the bot's.
+OTHER_DATABASE = (
+    "The worker pool's database (pool.dsn) is not the bot's database (database.url): a job "
+    "must be queued in the same transaction as its quota reservation, so the pool has to "
+    "live in the bot's PostgreSQL database. Leave pool.dsn unset, or point both at one "
+    "database."
 )
 
 
@@ -111,6 +129,11 @@ class PoolBackend:
         self._limits = limits or Limits()
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._app: App | None = None
+        self._deferrer: TransactionDeferrer | None = None
+        #: (database, server start) the pool reaches; the bot's connections must match it.
+        self._database: tuple[str, str] | None = None
+        #: Jobs `enlist` deferred whose `submit` has not come yet: bot job id -> task id.
+        self._enlisted: dict[str, int] = {}
         self._live: dict[str, _Tracked] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -222,11 +245,14 @@ class PoolBackend:
             await pool.open(wait=True, timeout=10)
             async with pool.connection() as conn:
                 await ensure_schema(conn)
+                row = await (await conn.execute(IDENTITY_SQL)).fetchone()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise GenerationError(f"cannot reach the worker pool's database: {exc}") from exc
         self._pool = pool
+        self._database = (str(row[0]), str(row[1])) if row else None
         self._app = App(connector=PsycopgConnector())
         await self._app.open_async(pool)
+        self._deferrer = TransactionDeferrer(self._app, TASK_NAME, self._config.queue)
         listening = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._listen(listening), name="pool-listen"),
@@ -284,6 +310,36 @@ class PoolBackend:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    async def enlist(
+        self,
+        connection: AsyncConnection,
+        request: GenerationRequest,
+        owner: str,
+        job_id: str,
+        tier: str = DEFAULT_TIER,
+    ) -> None:
+        """Defer the job's procrastinate task through `connection`, inside the caller's open
+        transaction (see `GenerationBackend.enlist`); `submit` must follow before the commit.
+
+        Raises `GenerationError` when the bot's database is not the pool's, or the task
+        cannot be deferred (the caller rolls back: nothing is queued or charged).
+        """
+        if self._deferrer is None or not self._accepting:
+            raise ServiceClosedError(
+                "The image generator is shutting down and takes no new requests."
+            )
+        if await database_identity(connection) != self._database:
+            raise GenerationError(OTHER_DATABASE)
+        if tier not in TIERS:
+            raise RequestError(f"Unknown tier {tier!r}; choose one of: {', '.join(TIERS)}.")
+        args = task_args(job_id, owner, request.validated(self._limits), tier)
+        try:
+            pid = await self._deferrer.defer(connection, job_id, args)
+        except ProcrastinateException as exc:
+            log.exception("deferring job %s failed", job_id)
+            raise GenerationError(f"The job could not be queued: {type(exc).__name__}") from exc
+        self._enlisted[job_id] = pid
+
     def submit(
         self,
         request: GenerationRequest,
@@ -294,9 +350,12 @@ class PoolBackend:
         """Validate and queue in `tier` (relax jobs are claimed after every waiting fast
         job, see `queries.CLAIM_ORDER`); raises `RequestError` or `QueueFullError`.
 
-        The first event is `JobQueued` with the position known now (the pool's waiting jobs
-        plus one); later positions follow the fair order as polled.
+        After `enlist` (same job id) this only starts following the task enlist deferred;
+        otherwise the task is found again by job id (a restart) or deferred in the
+        background. The first event is `JobQueued` with the position known now (the pool's
+        waiting jobs plus one); later positions follow the fair order as polled.
         """
+        enlisted = self._enlisted.pop(job_id, None) if job_id is not None else None
         if job_id is not None and job_id in self._live:
             raise RequestError(f"job id {job_id} is already in use")
         if not self._accepting or self._pool is None:
@@ -315,7 +374,11 @@ class PoolBackend:
         self._live[job.id] = tracked
         position = self.queue_length()
         job.publish(JobQueued(position, self.estimate_wait(position), self.queue_note))
-        self._spawn(self._defer(tracked))
+        if enlisted is not None:
+            tracked.pid = enlisted
+            tracked.deferred.set_result(enlisted)
+        else:
+            self._spawn(self._defer(tracked))
         return job
 
     async def _defer(self, tracked: _Tracked) -> None:
@@ -363,10 +426,25 @@ class PoolBackend:
         if pid is None or self._app is None:
             return
         try:
-            await self._app.job_manager.cancel_job_by_id_async(pid, abort=True)
+            if not await self._app.job_manager.cancel_job_by_id_async(pid, abort=True):
+                await self._drop_if_absent(tracked, pid)
         except Exception:
             log.exception("aborting job %s failed", tracked.job.id)
         self._poke.set()
+
+    async def _drop_if_absent(self, tracked: _Tracked, pid: int) -> None:
+        """End a cancelled job whose task is not in the database: the transaction that
+        enlisted it rolled back (the caller cancels the handle after the rollback), so no
+        poll would ever see it end."""
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT 1 FROM procrastinate_jobs WHERE id = %s", (pid,))
+            ).fetchone()
+        if row is None and self._live.get(tracked.job.id) is tracked and not tracked.settling:
+            tracked.settling = True
+            self._live.pop(tracked.job.id, None)
+            tracked.job.publish(JobCancelled())
 
     # -- following jobs --------------------------------------------------------------------
 
