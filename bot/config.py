@@ -291,8 +291,9 @@ class DatabaseSettings(_Section):
 class PoolSettings(_Section):
     """The GPU worker pool (`[generation] backend = "pool"`); see the README's deployment."""
 
-    # libpq URL of the pool's PostgreSQL; default: `database.url` without its driver suffix
-    # (the pool lives in the bot's own database).
+    # libpq URL of the pool's PostgreSQL; default: `database.url` without its driver suffix.
+    # It must reach the bot's own database: jobs are queued in the transaction that reserves
+    # their quota (the pool backend refuses to queue otherwise).
     dsn: str | None = None
     # procrastinate queue name: bots sharing a database use different queues.
     queue: str = "imagine"

@@ -65,10 +65,10 @@ from generation.pool.wire import (
 from generation.queue_policy import DEFAULT_TIER, TIERS, check_room
 from generation.request import GenerationRequest
 from generation.service import ServiceClosedError
+from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
-from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
 __all__ = ["PoolBackend", "PoolStatus", "WorkerInfo"]
 
@@ -382,9 +382,10 @@ class PoolBackend:
         return job
 
     async def _defer(self, tracked: _Tracked) -> None:
-        """Defer the job, or re-attach to it when its id is already in the pool (a bot that
-        restarted submits its unfinished jobs again: they keep their place, and a result made
-        while the bot was away is delivered, not made twice)."""
+        """For a job submitted without `enlist`: re-attach to its task when its id is already
+        in the pool (a bot that restarted submits its unfinished jobs again: they keep their
+        place, and a result made while the bot was away is delivered, not made twice), or
+        defer it (a stored job that never had a task, e.g. queued under the local backend)."""
         job = tracked.job
         assert self._app is not None and self._pool is not None
         try:
