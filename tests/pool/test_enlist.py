@@ -256,3 +256,17 @@ async def test_an_enlisted_job_is_run_by_a_real_worker_and_charged_once(
         submission.job_id,
     )
     assert status == "succeeded"
+
+
+@pytest.mark.parametrize("bot", DRIVERS, indirect=True)
+async def test_a_job_id_already_waiting_is_refused_by_its_queueing_lock(bot: Bot) -> None:
+    """procrastinate's queueing lock (= job id) holds on both drivers: deferring a waiting
+    job id again is refused as procrastinate's `AlreadyEnqueued`, and rolls back."""
+    request = small().validated(bot.backend.limits)
+    async with bot.services.transaction() as session:
+        await bot.backend.enlist(await session.connection(), request, "1:1", "twice")
+        bot.backend.submit(request, owner="1:1", job_id="twice")
+    with pytest.raises(GenerationError, match="AlreadyEnqueued"):
+        async with bot.services.transaction() as session:
+            await bot.backend.enlist(await session.connection(), request, "1:1", "twice")
+    assert await tasks(bot.dsn) == ["twice"]
