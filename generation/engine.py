@@ -36,6 +36,7 @@ from generation.decoding import (  # noqa: F401  (re-exported: the reasons are p
     decode_checked,
     log_failures,
 )
+from generation.describe import Captioner
 from generation.errors import JobCancelledError, OutOfMemoryError, RequestError
 from generation.events import GenerationResult
 from generation.fastpath import FastPath, compile_cache_dir
@@ -44,6 +45,7 @@ from generation.loading import (
     LoadedModel,
     ModelSpec,
     build_scheduler,
+    load_captioner,
     load_inpainter,
     load_model,
     load_upscaler,
@@ -89,6 +91,8 @@ class DiffusersEngine:
     The optional inpainting and upscaling pipelines (`ModelSpec.inpaint_id`/`upscaler_id`) are
     loaded on their first request, next to the main one and sharing what it can; which of them
     stay on the device is `generation.residency`'s call, under `ModelSpec.memory_budget_gb`.
+    The /describe captioner (`ModelSpec.captioner_id`, a BLIP model sharing nothing with it)
+    loads on the first /describe too; it is not under the memory budget yet (about 1 GB).
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class DiffusersEngine:
         self._model: LoadedModel | None = None
         self._batch: StepBatch | None = None
         self._residency: Residency | None = None
+        self._captioner: Captioner | None = None
 
     def loading_note(self, operation: Operation) -> str | None:
         """A sentence for the member when `operation`'s optional model loads first (so the
@@ -124,6 +129,8 @@ class DiffusersEngine:
             return self.spec.inpaint_id is not None
         if operation is Operation.UPSCALE:
             return self.spec.upscaler_id is not None
+        if operation is Operation.DESCRIBE:
+            return self.spec.captioner_id is not None
         return True
 
     @property
@@ -168,7 +175,7 @@ class DiffusersEngine:
             self._batch.close()
         if self._residency is not None:
             self._residency.clear()
-        self._model = self._residency = None
+        self._model = self._residency = self._captioner = None
         self._batch = None
         gc.collect()
         if device is not None and device.type == "cuda":
@@ -244,6 +251,8 @@ class DiffusersEngine:
         if any(r.batch_key != first.batch_key for r in requests):
             raise RequestError("requests with different sizes/steps/settings cannot share a call")
         model = self.model
+        if first.operation is Operation.DESCRIBE:
+            return self._describe(requests)
         warnings = [self._prompt_warnings(r) for r in requests]
         started = time.perf_counter()
         try:
@@ -434,6 +443,36 @@ class DiffusersEngine:
             raise RequestError("Upscale (Subtle) needs an upscaler model (model.upscaler_id).")
         name = _OPTIONAL[Operation.UPSCALE]
         return self.residency.use(name, lambda: load_upscaler(self.model, self.spec))
+
+    def _describe(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Prompt suggestions for each request's image (`generation.describe`), from its
+        seed; the captioner is loaded on the first /describe."""
+        if self._captioner is None:
+            if not self.supports(Operation.DESCRIBE):
+                raise RequestError("/describe needs a captioner model (model.captioner_id).")
+            self._captioner = load_captioner(self.spec, self.model.device, self.model.dtype)
+        results = []
+        for request in requests:
+            assert request.init_image is not None  # checked by `GenerationRequest.validated`
+            started = time.perf_counter()
+            try:
+                captions = self._captioner.describe(request.init_image, request.seeds[0])
+            except _OOM_ERRORS as exc:
+                raise self._out_of_memory([request], exc) from exc
+            results.append(
+                GenerationResult(
+                    images=[],
+                    seeds=request.seeds,
+                    nsfw=[],
+                    warnings=[],
+                    request=request,
+                    model_id=self._captioner.model_id,
+                    gpu_seconds=time.perf_counter() - started,
+                    safety_checked=False,
+                    captions=captions,
+                )
+            )
+        return results
 
     def _upscale(
         self,

@@ -46,6 +46,7 @@ class GenerationResult:
     in (shared calls are split by image count). `failures` maps the 0-based index of each
     image that came out unusable (NaN, infinite or uniformly black pixels) to the reason, in
     words for the member; `images[i]` is then a black placeholder, not to be shown or charged.
+    `captions`: a DESCRIBE request's prompt suggestions, best first (its `images` is empty).
     """
 
     images: list[Image] = field(repr=False)
@@ -57,6 +58,7 @@ class GenerationResult:
     gpu_seconds: float
     safety_checked: bool = True
     failures: dict[int, str] = field(default_factory=dict)
+    captions: list[str] = field(default_factory=list)
 
     @property
     def all_failed(self) -> bool:

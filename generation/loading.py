@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     )
     from PIL.Image import Image
 
+    from generation.describe import Captioner
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,8 @@ class ModelSpec:
     `cache_dir` is where `builtin:tiny-random` is saved (default ``~/.cache/imagine``) and is
     passed to huggingface_hub as its cache for Hub models (default: huggingface_hub's own).
     `inpaint_id` (an SD v1.x inpainting model, 9-channel UNet: Zoom Out and Pan) and
-    `upscaler_id` (a latent x2 upscaler: Upscale Subtle) are optional; None turns the tool off.
+    `upscaler_id` (a latent x2 upscaler: Upscale Subtle) and `captioner_id` (a BLIP image
+    captioner, a transformers model: /describe) are optional; None turns the tool off.
     ``builtin:tiny-random`` names the tiny random-weight version of each.
     """
 
@@ -70,6 +73,7 @@ class ModelSpec:
     cache_dir: Path | None = None
     inpaint_id: str | None = None
     upscaler_id: str | None = None
+    captioner_id: str | None = None
     #: Decode with the VAE in float32 even where the pipeline runs in float16: the fix for
     #: models whose fp16 VAE overflows into black or NaN images (about 160 MB more memory).
     vae_float32: bool = False
@@ -303,9 +307,10 @@ def model_source(spec: ModelSpec) -> str:
 def _resolve_source(
     spec: ModelSpec, model_id: str | None = None, kind: TinyKind = TinyKind.PIPELINE
 ) -> str:
-    """The folder or Hub id to hand to `from_pretrained` (`model_id`: default the main one);
+    """The folder or Hub id to hand to `from_pretrained` (`model_id`: default the main one;
+    `kind` says which tiny model ``builtin:tiny-random`` is, and which file a real one has);
     what is certain to fail (a bad folder, an offline Hub model missing from the cache) fails
-    here, before diffusers waits."""
+    here, before diffusers or transformers waits."""
     model_id = model_id or spec.model_id
     if model_id == TINY_MODEL_ID:
         return str(ensure_tiny_model(spec.cache_dir, kind))
@@ -316,7 +321,7 @@ def _resolve_source(
         raise ModelNotFoundError(
             f"Unknown built-in model {model_id!r}; the built-in ones are {known}."
         )
-    problem = check_model_available(model_id, spec.variant, spec.cache_dir)
+    problem = check_model_available(model_id, spec.variant, spec.cache_dir, kind.marker)
     if problem is not None:
         raise ModelNotFoundError(problem)
     path = Path(model_id).expanduser()
@@ -333,15 +338,25 @@ def _from_pretrained(spec: ModelSpec, source: str, dtype: torch.dtype) -> Stable
 
 
 def _pretrained(
-    cls: Any, spec: ModelSpec, model_id: str, source: str, dtype: torch.dtype, **extra: Any
+    cls: Any,
+    spec: ModelSpec,
+    model_id: str,
+    source: str,
+    dtype: torch.dtype | None,
+    marker: str = "model_index.json",
+    **extra: Any,
 ) -> Any:
     """`cls.from_pretrained(source)`: the `fp16` variant first, plain weights when the model has
-    none; missing models become `ModelNotFoundError` saying how to get them."""
-    kwargs: dict[str, Any] = {dtype_keyword(): dtype, **extra}
+    none; missing models become `ModelNotFoundError` saying how to get them. `dtype` None:
+    not weights (a processor), loaded with neither dtype nor variant."""
+    kwargs: dict[str, Any] = {**extra}
+    if dtype is not None:
+        library = "diffusers" if marker == "model_index.json" else "transformers"
+        kwargs[dtype_keyword(library)] = dtype
     if spec.cache_dir is not None and not model_id.startswith("builtin:"):
         kwargs["cache_dir"] = str(spec.cache_dir)
     try:
-        if spec.variant:
+        if spec.variant and dtype is not None:
             try:
                 return cls.from_pretrained(source, variant=spec.variant, **kwargs)
             except (ValueError, OSError) as exc:
@@ -351,7 +366,7 @@ def _pretrained(
         return cls.from_pretrained(source, **kwargs)
     except (OSError, ConnectionError, ValueError) as exc:  # huggingface_hub's HTTP errors too
         reason = _why_not_loaded(exc, spec.variant)
-        raise ModelNotFoundError(model_problem(model_id, reason, spec.variant)) from exc
+        raise ModelNotFoundError(model_problem(model_id, reason, spec.variant, marker)) from exc
 
 
 def load_inpainter(model: LoadedModel, spec: ModelSpec) -> Loaded:
@@ -417,13 +432,41 @@ def main_modules(model: LoadedModel) -> list[torch.nn.Module]:
     return modules
 
 
-def dtype_keyword() -> str:
-    """`dtype` from diffusers 0.40 on (it deprecates `torch_dtype` there, following
-    transformers), `torch_dtype` before: decided by the installed version, a public fact."""
-    import diffusers
+def load_captioner(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> Captioner:
+    """The BLIP image captioner for /describe (`BlipForConditionalGeneration` and its
+    `BlipProcessor`) from `spec.captioner_id`: a Hub id such as
+    ``Salesforce/blip-image-captioning-base``, a local folder, or ``builtin:tiny-random`` (the
+    tiny random-weight one: its captions are noise). It shares nothing with the SD pipeline.
+    Raises `ModelNotFoundError` (the same one-line message as the other models) or
+    `GenerationError`. Runs on the worker thread.
+    """
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    from generation.describe import Captioner
+
+    model_id = spec.captioner_id
+    if model_id is None:
+        raise GenerationError("No captioner model is configured (model.captioner_id).")
+    quiet_progress_bars()
+    kind = TinyKind.CAPTIONER
+    source = _resolve_source(spec, model_id, kind)
+    model = _pretrained(BlipForConditionalGeneration, spec, model_id, source, dtype, kind.marker)
+    processor = _pretrained(BlipProcessor, spec, model_id, source, None, kind.marker)
+    model.to(device).eval()
+    log.info("loaded captioner %s on %s", model_id, device)
+    return Captioner(model_id, model, processor, device, dtype)
+
+
+def dtype_keyword(library: str = "diffusers") -> str:
+    """`dtype` from diffusers 0.40 (transformers 4.56) on, which deprecate `torch_dtype`,
+    `torch_dtype` before: decided by the installed version of `library`, a public fact."""
+    import importlib
+
     from packaging.version import Version
 
-    return "dtype" if Version(diffusers.__version__) >= Version("0.40.0.dev0") else "torch_dtype"
+    first = {"diffusers": "0.40.0.dev0", "transformers": "4.56.0"}[library]
+    version = importlib.import_module(library).__version__
+    return "dtype" if Version(version) >= Version(first) else "torch_dtype"
 
 
 def _is_missing_variant(exc: BaseException, variant: str) -> bool:

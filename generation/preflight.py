@@ -83,46 +83,55 @@ def check_device(name: str) -> str | None:
 
 
 def check_model_available(
-    model_id: str, variant: str | None = "fp16", cache_dir: str | os.PathLike[str] | None = None
+    model_id: str,
+    variant: str | None = "fp16",
+    cache_dir: str | os.PathLike[str] | None = None,
+    marker: str = "model_index.json",
 ) -> str | None:
     """None if `model_id` may load, else why not and what to run: checked without the network
-    (only what is certain: an offline Hub model missing from the cache, a bad local folder)."""
+    (only what is certain: an offline Hub model missing from the cache, a bad local folder).
+
+    `marker` is the file every model of its kind has: ``model_index.json`` for a diffusers
+    pipeline, ``config.json`` for a transformers model (the /describe captioner)."""
     if model_id == TINY_MODEL_ID:
         return None
     path = Path(model_id).expanduser()
+    library = "diffusers" if marker == "model_index.json" else "transformers"
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
+        if not (path / marker).is_file():
             return (
-                f"model.id {model_id!r} is a folder with no model_index.json, so not a "
-                f"diffusers model; fill it with: {download_command('<hub id>', variant, path)}"
+                f"model {model_id!r} is a folder with no {marker}, so not a {library} "
+                f"model; fill it with: {download_command('<hub id>', variant, path, marker)}"
             )
         return None
     if not _HUB_ID.fullmatch(model_id):
         return (
             f"model.id {model_id!r} is neither a local model folder nor a Hub id like "
             "stable-diffusion-v1-5/stable-diffusion-v1-5; to make that folder run "
-            f"`{download_command('<hub id>', variant, path)}`"
+            f"`{download_command('<hub id>', variant, path, marker)}`"
         )
     if not hub_offline():
         return None
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(
-        model_id, "model_index.json", cache_dir=str(cache_dir) if cache_dir else None
+        model_id, marker, cache_dir=str(cache_dir) if cache_dir else None
     )
     if not isinstance(cached, str):
-        return model_problem(model_id, "offline", variant)
+        return model_problem(model_id, "offline", variant, marker)
     return None
 
 
-def model_problem(model_id: str, reason: str, variant: str | None = "fp16") -> str:
+def model_problem(
+    model_id: str, reason: str, variant: str | None = "fp16", marker: str = "model_index.json"
+) -> str:
     """The one message for a model that cannot load: which, why, and the command that fixes it.
 
     `reason`: "offline" (not cached, HF_HUB_OFFLINE set), "not found" (no such repository, or
     private), "gated" (licence not accepted / not logged in), "no variant" (no `variant`
     weights), or any other text (shown as it is).
     """
-    command = download_command(model_id, variant)
+    command = download_command(model_id, variant, marker=marker)
     if reason == "offline":
         return (
             f"model {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
@@ -148,16 +157,24 @@ def model_problem(model_id: str, reason: str, variant: str | None = "fp16") -> s
 
 
 def download_command(
-    model_id: str, variant: str | None = "fp16", local_dir: str | os.PathLike[str] | None = None
+    model_id: str,
+    variant: str | None = "fp16",
+    local_dir: str | os.PathLike[str] | None = None,
+    marker: str = "model_index.json",
 ) -> str:
     """`hf download` for the files `StableDiffusionPipeline` loads, nothing else (no
-    single-file checkpoints, no .ckpt/.bin duplicates, no EMA weights)."""
-    weights = (
-        [f"*/*.{variant}.safetensors"]
-        if variant
-        else ["*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
-    )
-    patterns = ["model_index.json", "*/*.json", "*/*.txt", *weights]
+    single-file checkpoints, no .ckpt/.bin duplicates, no EMA weights); with `marker`
+    ``config.json``, those of a transformers model in one folder (the captioner: its configs,
+    tokenizer and safetensors weights, which it ships in one precision only)."""
+    if marker != "model_index.json":
+        patterns = ["*.json", "*.txt", "*.safetensors"]
+    else:
+        weights = (
+            [f"*/*.{variant}.safetensors"]
+            if variant
+            else ["*/diffusion_pytorch_model.safetensors", "*/model.safetensors"]
+        )
+        patterns = ["model_index.json", "*/*.json", "*/*.txt", *weights]
     # huggingface_hub's `hf` (1.x) takes one pattern per --include.
     include = " --include ".join(f"'{p}'" for p in patterns)
     command = f"hf download {model_id} --include {include}"

@@ -32,12 +32,16 @@ class Operation(enum.StrEnum):
       `params.strength` on the main model, so the diffusion model adds detail.
     - OUTPAINT: the inpainting model (`[model] inpaint_id`) fills the white part of
       `mask_image` on the `init_image` canvas (see `generation.canvas`).
+    - DESCRIBE: the captioner (`[model] captioner_id`) suggests prompts for `init_image`
+      (`generation.describe`); the result has `captions` and no images. `params.count` is 1
+      (one job; what it is charged when the admin charges /describe), the size is unused.
     """
 
     GENERATE = "generate"
     UPSCALE = "upscale"
     UPSCALE_CREATIVE = "upscale_creative"
     OUTPAINT = "outpaint"
+    DESCRIBE = "describe"
 
     @property
     def upscales(self) -> bool:
@@ -109,6 +113,8 @@ class GenerationRequest:
         operation = self.operation
         if operation is not Operation.GENERATE and self.init_image is None:
             raise RequestError(f"A {operation.value} request needs a source image.")
+        if operation is Operation.DESCRIBE and self.params.count != 1:
+            raise RequestError("A describe request is one job: its count must be 1.")
         if (operation is Operation.OUTPAINT) != (self.mask_image is not None):
             raise RequestError("A mask image goes with an outpaint request, and only with one.")
         if operation.upscales:

@@ -570,6 +570,10 @@ class GenerationService:
     def _work(self, request: GenerationRequest, step: int = 0, total: int | None = None) -> Work:
         """`request` as the ETA sees it, `step` of `total` steps done (None: not started)."""
         params = request.params
+        if request.operation is Operation.DESCRIBE:
+            # A caption costs a fraction of one denoising step: no steps, no load, so it is
+            # kept out of what the estimate learns.
+            return Work(params.count, 0.0, 0, _size(request), False)
         if total is None:
             strength = params.strength if params.strength is not None else 1.0
             total = max(1, round(params.steps * strength))

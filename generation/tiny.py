@@ -26,21 +26,33 @@ TINY_MODEL_ID = "builtin:tiny-random"
 #: Bump when the architecture or weights below change, so stale caches are not reused.
 TINY_MODEL_VERSION = "tiny-random-v1"
 TINY_MODEL_NOTE = "builtin:tiny-random is a random-weight test model: its images are noise"
+#: Shown with /describe's suggestions when they come from the tiny captioner.
+TINY_CAPTIONER_NOTE = (
+    "builtin:tiny-random's captioner has random weights: its suggestions are noise"
+)
 
 
 class TinyKind(enum.StrEnum):
     """The tiny models, each in its own folder: the txt2img pipeline, an inpainting pipeline
-    (9-channel UNet, for Zoom Out and Pan) and a latent x2 upscaler (Upscale Subtle)."""
+    (9-channel UNet, for Zoom Out and Pan), a latent x2 upscaler (Upscale Subtle) and a BLIP
+    image captioner (/describe; a transformers model, not a diffusers pipeline)."""
 
     PIPELINE = "pipeline"
     INPAINT = "inpaint"
     UPSCALER = "upscaler"
+    CAPTIONER = "captioner"
+
+    @property
+    def marker(self) -> str:
+        """The file whose presence says the model folder is complete."""
+        return "config.json" if self is TinyKind.CAPTIONER else "model_index.json"
 
 
 _FOLDERS = {
     TinyKind.PIPELINE: TINY_MODEL_VERSION,
     TinyKind.INPAINT: "tiny-random-inpaint-v1",
     TinyKind.UPSCALER: "tiny-random-upscaler-v1",
+    TinyKind.CAPTIONER: "tiny-random-captioner-v1",
 }
 
 _SEED = 1234
@@ -67,19 +79,24 @@ def ensure_tiny_model(
     cache_dir: str | os.PathLike[str] | None = None, kind: TinyKind = TinyKind.PIPELINE
 ) -> Path:
     """Return the tiny model's folder, building and saving it first if it is not there yet."""
+    if kind is TinyKind.CAPTIONER:
+        return ensure_built(tiny_model_path(cache_dir, kind), _save_tiny_captioner, kind.marker)
     return ensure_built(
         tiny_model_path(cache_dir, kind), lambda folder: _save_tiny_pipeline(folder, kind)
     )
 
 
-def ensure_built(target: Path, save: Callable[[Path], None]) -> Path:
-    """`target`, after `save(folder)` wrote a model there if it had none yet.
+def ensure_built(
+    target: Path, save: Callable[[Path], None], marker: str = "model_index.json"
+) -> Path:
+    """`target`, after `save(folder)` wrote a model there if it had none yet (`marker`: the
+    file a complete model folder has).
 
     The folder only ever appears complete: it is written under a temporary name in the same
     parent and renamed into place; a process that loses the race throws its copy away (the
     built-in models are seeded, so every copy is identical).
     """
-    if (target / "model_index.json").is_file():
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -88,7 +105,7 @@ def ensure_built(target: Path, save: Callable[[Path], None]) -> Path:
         try:
             tmp.rename(target)
         except OSError:
-            if not (target / "model_index.json").is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         if tmp.exists():
@@ -308,3 +325,63 @@ def _build_tokenizer():  # -> transformers.CLIPTokenizer
     vocab[_BOS] = len(vocab)
     vocab[_EOS] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=_MAX_TOKENS)
+
+
+#: The tiny captioner's words: whole words, so its (random) captions read as words, not
+#: word pieces. No "-" or ":" in them, so a caption never looks like an /imagine flag.
+_CAPTION_WORDS = (
+    "a an the of in on with and at by near under over dog cat man woman child bird horse "
+    "tree house car boat street field sky water beach mountain flower table room city "
+    "forest river bridge red blue green yellow white black small large old young sitting "
+    "standing walking running sleeping flying looking painting photo picture view close up"
+).split()
+
+
+def _save_tiny_captioner(folder: Path) -> None:
+    """A BLIP captioner (`BlipForConditionalGeneration` + `BlipProcessor`) at a few thousand
+    random weights: Salesforce/blip-image-captioning-base's wiring (ViT image encoder, BERT
+    text decoder reading it by cross-attention, ``[DEC]`` start token, ``[SEP]`` end token)
+    with a 32-pixel image encoder and a ~100-word vocabulary written locally (no download).
+    Its captions are noise. Saved in fp32 plus an ``fp16`` variant, like the others."""
+    import torch
+    import transformers
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration
+
+    from generation.loading import quiet_progress_bars
+
+    quiet_progress_bars()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = list(dict.fromkeys(_CAPTION_WORDS))
+    vocab = {token: i for i, token in enumerate([*specials, *words, "[DEC]"])}
+    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]", model_max_length=40)
+    # transformers 5 splits image processors into a torchvision and a PIL backend.
+    processor_cls = getattr(transformers, "BlipImageProcessorPil", transformers.BlipImageProcessor)
+    image_processor = processor_cls(size={"height": 32, "width": 32})
+    tiny = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "projection_dim": 32}
+    config = BlipConfig(
+        vision_config={**tiny, "image_size": 32, "patch_size": 8},
+        text_config={
+            **tiny,
+            "vocab_size": len(vocab),
+            "encoder_hidden_size": 32,
+            "max_position_embeddings": 40,
+            "bos_token_id": tokenizer.bos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+        },
+        projection_dim=32,
+        image_text_hidden_size=32,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        model = BlipForConditionalGeneration(config)
+    processor = transformers.BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    model.save_pretrained(folder)
+    model.to(torch.float16).save_pretrained(folder, variant="fp16")
+    (folder / "README.md").write_text(
+        f"# {TINY_MODEL_ID} (captioner)\n\n{TINY_CAPTIONER_NOTE}.\n\n"
+        "Built locally by imagine's generation/tiny.py; safe to delete (it is rebuilt on demand).\n"
+    )
