@@ -125,6 +125,9 @@ class ModelSettings(_Section):
     inpaint_id: str | None = None
     # A latent x2 upscaler (stabilityai/sd-x2-latent-upscaler) for Upscale (Subtle).
     upscaler_id: str | None = None
+    # A BLIP image captioner (Salesforce/blip-image-captioning-base) for /describe; unset (or
+    # "") leaves /describe out of the commands.
+    captioner_id: str | None = None
     # Decode in float32 (fixes black/NaN images from fp16 VAE overflow; ~160 MB more memory).
     vae_float32: bool = False
     # GiB of GPU memory for the main model plus the optional models kept loaded on it; past it
@@ -135,7 +138,7 @@ class ModelSettings(_Section):
     upscale_tile: int = Field(768, ge=64, multiple_of=8)
     upscale_overlap: int = Field(128, ge=0, multiple_of=8)
 
-    @field_validator("variant", "inpaint_id", "upscaler_id", mode="before")
+    @field_validator("variant", "inpaint_id", "upscaler_id", "captioner_id", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", "none", "None") else value
@@ -333,6 +336,8 @@ class QuotaSettings(_Section):
     # Images a member may generate per period when no server rule applies; None: unlimited.
     default_limit: int | None = Field(100, ge=0)
     default_period: Literal["day", "week"] = "day"
+    # /describe counts as one image against the quota (refunded when it fails); default free.
+    charge_describe: bool = False
 
 
 class TierSettings(_Section):

@@ -105,6 +105,7 @@ def build_generation(settings: Settings) -> GenerationBackend:
         cache_dir=model.cache_dir,
         inpaint_id=model.inpaint_id,
         upscaler_id=model.upscaler_id,
+        captioner_id=model.captioner_id,
         vae_float32=model.vae_float32,
         memory_budget_gb=model.memory_budget_gb,
         upscale_tile=model.upscale_tile,
@@ -196,7 +197,9 @@ async def open_resources(
         raise StartupError(str(exc)) from exc
     except (GenerationError, OSError) as exc:
         raise StartupError(f"cannot load the model {settings.model.id!r}: {exc}") from exc
-    orchestrator = JobOrchestrator(services, generation, images)
+    orchestrator = JobOrchestrator(
+        services, generation, images, charge_describe=settings.quotas.charge_describe
+    )
     return Resources(settings, threads, engine, services, images, generation, orchestrator)
 
 

@@ -23,11 +23,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from generation.text import cut_text
 
 if TYPE_CHECKING:
+    import torch
     from PIL.Image import Image
 
 __all__ = ["CANDIDATES", "MAX_SUGGESTION_CHARS", "SUGGESTIONS", "Captioner", "clean_caption"]
@@ -76,6 +75,8 @@ class Captioner:
         """Up to `count` distinct captions of `image`, best first (see the module doc):
         deterministic for the same image and `seed`. May be fewer when the model keeps
         repeating itself (never empty strings)."""
+        import torch  # not at import: the bot's Discord-free core reads this module's numbers
+
         pixels = self.processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         common = {"max_new_tokens": MAX_NEW_TOKENS, "min_new_tokens": MIN_NEW_TOKENS}

@@ -1,4 +1,5 @@
-"""`/imagine` and the buttons under its results (U, V, reroll, delete, cancel).
+"""`/imagine`, `/describe`, and the buttons under their results (U, V, reroll, delete, cancel,
+the tools, /describe's suggestions).
 
 The Discord side of a job, in order:
 
@@ -9,6 +10,10 @@ The Discord side of a job, in order:
    position, ETA and a Cancel button;
 4. follow the job in a background task, editing that message at most every 2 seconds;
 5. deliver the grid (edit, else channel, else DM; see `bot.delivery`) with the buttons.
+
+`/describe` (registered only when `[model] captioner_id` is set) is a job of its own kind
+through the same flow: the image is fetched like an image prompt, the captioner's suggestions
+are moderated and stored with the job, and each suggestion's button starts an `/imagine` of it.
 
 Buttons carry the job id; their state comes from the database, so they survive restarts.
 So do jobs: `resume_jobs` (at start-up) follows the jobs a previous run left queued or running
@@ -37,7 +42,7 @@ from bot.core.flags import (
     parse_prompt,
 )
 from bot.core.image_fetch import ImageFetcher, find_image_links
-from bot.core.image_store import withheld_tile
+from bot.core.image_store import SOURCE, withheld_tile
 from bot.core.jobs import (
     ImageFate,
     JobPlan,
@@ -46,6 +51,7 @@ from bot.core.jobs import (
     Requester,
     Submission,
     decide_fates,
+    describe_request,
     request_from_job,
 )
 from bot.core.remix import RemixAction, RemixScope, edited_params, parse_remix, remix_text
@@ -68,11 +74,14 @@ from bot.presentation.delivery import (
     respond,
     upload_limit,
 )
+from bot.presentation.describe_command import build_describe_command
 from bot.presentation.imagine_command import build_imagine_command
 from bot.presentation.messages import (
     Caption,
     cancelled_text,
     caption_of,
+    describe_text,
+    describing_text,
     failed_text,
     finished_text,
     moved_text,
@@ -83,12 +92,13 @@ from bot.presentation.messages import (
 )
 from bot.presentation.permissions import can_manage_messages
 from bot.presentation.remix import RemixTarget, remix_modal, submitted_text
-from bot.presentation.views import grid_view, queued_view, single_view
+from bot.presentation.views import describe_view, grid_view, queued_view, single_view
 from bot.services.history import JobView, ShownAt
 from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
 from generation.params import GenerationParams
-from generation.request import GenerationRequest, parse_aspect, variation_steps
+from generation.request import GenerationRequest, Operation, parse_aspect, variation_steps
+from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -105,6 +115,8 @@ ALREADY_CANCELLED = "Already cancelled. Nothing was counted against your quota."
 PENDING_WAIT = 5.0
 PENDING_NOTE = "I could not deliver this result when it was ready; here it is:"
 _MEMBER_ACTIONS = (discord.InteractionType.application_command, discord.InteractionType.component)
+#: The label of /describe jobs' messages.
+DESCRIBE_LABEL = "describe"
 
 
 class ImagineCog(commands.Cog, name="Imagine"):
@@ -120,6 +132,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
             max_guidance=gen.max_guidance,
             min_steps=gen.min_steps,
         )
+        # Offered only when a captioner is configured (like the tools' buttons).
+        self._describe_command = (
+            build_describe_command(self._describe)
+            if bot.settings.model.captioner_id is not None
+            else None
+        )
         self._followers: set[asyncio.Task[None]] = set()
         # Members (user ids) with results that reached nobody.
         self._undelivered: set[int] = set()
@@ -134,6 +152,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self._command)
+        if self._describe_command is not None:
+            self.bot.tree.add_command(self._describe_command)
+            if not self.bot.generation.supports(Operation.DESCRIBE):
+                log.warning(
+                    "model.captioner_id is set, but this image generator (a GPU worker pool) "
+                    "cannot run /describe: members who use it are told so"
+                )
         self.bot.imagine_actions = self
         self.bot.add_shutdown_hook(self.drain)
         # Loaded from setup_hook, after login: REST works, the gateway is not connected yet.
@@ -141,6 +166,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self._command.name)
+        if self._describe_command is not None:
+            self.bot.tree.remove_command(self._describe_command.name)
         if self.bot.imagine_actions is self:
             self.bot.imagine_actions = None
 
@@ -191,6 +218,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if job.status is JobStatus.FAILED:
             return Outcome(
                 job.id, OutcomeStatus.FAILED, error=job.error, refunded=job.params.count
+            )
+        if job.kind is JobKind.DESCRIBE:
+            suggestions = job.suggestions or ()
+            status = OutcomeStatus.SUCCEEDED if suggestions else OutcomeStatus.BLOCKED
+            return Outcome(
+                job.id, status, seeds=job.seeds or (), error=job.error, suggestions=suggestions
             )
         settings = await self.bot.services.moderation.get_settings(job.guild_id)
         flags = list(job.nsfw or ())
@@ -245,6 +278,49 @@ class ImagineCog(commands.Cog, name="Imagine"):
             tier=merged.tier,
         )
         await self._start(interaction, plan, label="image prompt")
+
+    # -- /describe ------------------------------------------------------------------------
+
+    async def _describe(self, interaction: discord.Interaction, image_url: str) -> None:
+        """/describe: the image fetched like an image prompt (refused before anything is
+        reserved or queued: nothing charged), then a job of its own kind."""
+        if not self.bot.generation.supports(Operation.DESCRIBE):
+            raise MemberError(
+                "/describe is not available here: this bot's GPU worker pool cannot run the "
+                "captioning model. Ask an admin."
+            )
+        self._fetcher.check_url(image_url)
+        source = await self._fetcher.fetch(image_url)
+        request = describe_request(self.bot.settings.generation.params(""), source)
+        plan = JobPlan(request, kind=JobKind.DESCRIBE, source_image=source)
+        await self._start(interaction, plan, label=DESCRIBE_LABEL)
+
+    async def check_suggestion(self, interaction: discord.Interaction, job_id: str) -> None:
+        """A /describe job's suggestion buttons are for the member who asked for it."""
+        job = await self.bot.services.history.get(job_id)
+        if job is not None and job.user_id != interaction.user.id:
+            raise MemberError(
+                "Only the member who asked for these suggestions can use their buttons; "
+                "run /describe with your image to get your own."
+            )
+
+    async def imagine_suggestion(
+        self, interaction: discord.Interaction, job_id: str, index: int
+    ) -> None:
+        """A suggestion's button: `/imagine` with its text, through the whole gate
+        (moderation again, quota, history), charged to the presser like any /imagine."""
+        job = await self._job(interaction, job_id)
+        suggestions = job.suggestions or ()
+        if not 1 <= index <= len(suggestions):
+            raise MemberError(f"This /describe has no suggestion #{index}.")
+        parsed = parse_prompt(suggestions[index - 1])
+        options = merge_options(ImagineOptions(), parsed.options)
+        await self._start(
+            interaction,
+            JobPlan(self._request(parsed.prompt, options)),
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+        )
 
     def _request(
         self, prompt: str, options: ImagineOptions, source: Image.Image | None = None
@@ -394,7 +470,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
         view = queued_view(submission.job_id)
 
         async def on_progress(event: JobEvent) -> None:
-            text = _progress_text(caption, event)
+            text = _progress_text(caption, event, submission.plan.kind)
             if text is None or not throttle.ready():
                 return
             await deliverer.update(
@@ -526,7 +602,9 @@ class ImagineCog(commands.Cog, name="Imagine"):
         kind: JobKind,
     ) -> OutgoingMessage:
         """The final message of a job; a tool that makes one image gets the single-image
-        buttons, the rest a grid's."""
+        buttons, /describe its suggestions', the rest a grid's."""
+        if kind is JobKind.DESCRIBE:
+            return await self._describe_message(interaction, job_id, caption, outcome)
         withheld = outcome.withheld
         note = self.bot.generation.model_note or ""
         text = finished_text(
@@ -554,6 +632,29 @@ class ImagineCog(commands.Cog, name="Imagine"):
             )
             name = f"imagine_{job_id[:8]}.{ext}"
             files.append(Attachment(name, data, spoiler=outcome.spoiler))
+        return OutgoingMessage(text, mention=caption.user_id, files=files, view=view)
+
+    async def _describe_message(
+        self, interaction: Target, job_id: str, caption: Caption, outcome: Outcome
+    ) -> OutgoingMessage:
+        """/describe's answer: the suggestions with their buttons, and the image described
+        (the stored source, re-encoded to fit the upload limit)."""
+        note = TINY_CAPTIONER_NOTE if self.bot.settings.model.captioner_id == TINY_MODEL_ID else ""
+        text = describe_text(
+            caption,
+            outcome.suggestions,
+            error=outcome.error,
+            refunded=outcome.refunded,
+            note=note,
+        )
+        files: list[Attachment] = []
+        source = await self.bot.images.load(job_id, SOURCE)
+        if source is not None:
+            data, ext = await self.bot.threads.run(
+                encode, source, limit_bytes=upload_limit(interaction)
+            )
+            files.append(Attachment(f"describe_{job_id[:8]}.{ext}", data))
+        view = describe_view(job_id, len(outcome.suggestions))
         return OutgoingMessage(text, mention=caption.user_id, files=files, view=view)
 
     # -- buttons (ImagineActions) ---------------------------------------------------------
@@ -973,6 +1074,8 @@ def _label(job: JobView) -> str:
         return f"{TOOL_LOOKS[job.kind].title} of image #{job.image_index + 1}"
     if job.kind is JobKind.IMAGE_PROMPT:
         return "image prompt"
+    if job.kind is JobKind.DESCRIBE:
+        return DESCRIBE_LABEL
     if job.kind is JobKind.REROLL:
         return "Reroll"
     return ""
@@ -1006,7 +1109,11 @@ def _check_image(job: JobView, index: int) -> bool:
     return flagged
 
 
-def _progress_text(caption: Caption, event: JobEvent) -> str | None:
+def _progress_text(
+    caption: Caption, event: JobEvent, kind: JobKind = JobKind.TXT2IMG
+) -> str | None:
+    if kind is JobKind.DESCRIBE and isinstance(event, JobStarted | JobStep):
+        return describing_text(caption)  # no denoising steps to count
     if isinstance(event, JobQueued):
         eta = _in(event.eta_seconds) if event.eta_seconds is not None else None
         return queued_text(caption, event.position, eta, event.note)

@@ -54,6 +54,7 @@ from bot.db.models import JobKind, JobStatus, NsfwPolicy, Tier
 from bot.errors import Restarting, ServiceError
 from bot.services import Services
 from bot.services.history import JobRecord, JobView, ShownAt
+from generation.describe import SUGGESTIONS
 from generation.errors import GenerationError, NumericalError
 from generation.events import (
     GenerationResult,
@@ -66,7 +67,8 @@ from generation.events import (
 )
 from generation.interfaces import GenerationBackend
 from generation.job import QueuedJob
-from generation.request import GenerationRequest
+from generation.params import GenerationParams
+from generation.request import GenerationRequest, Operation
 
 __all__ = [
     "ImageFate",
@@ -78,6 +80,7 @@ __all__ = [
     "Requester",
     "Submission",
     "decide_fates",
+    "describe_request",
     "request_from_job",
 ]
 
@@ -175,6 +178,8 @@ class Outcome:
     refunded: int = 0
     #: Fast GPU seconds charged for the job (0: a relax job, or nothing charged).
     fast_seconds: float = 0.0
+    #: A /describe job's prompt suggestions (moderated, best first).
+    suggestions: tuple[str, ...] = ()
 
     @property
     def withheld(self) -> tuple[int, ...]:
@@ -257,15 +262,38 @@ def _logged(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def describe_request(params: GenerationParams, image: Image.Image) -> GenerationRequest:
+    """The request that asks the captioner for prompt suggestions for `image` (/describe):
+    one job (count 1), no prompt; the other parameters are unused."""
+    return GenerationRequest(
+        replace(params, prompt="", negative_prompt="", count=1, strength=None),
+        init_image=image,
+        operation=Operation.DESCRIBE,
+    )
+
+
 class JobOrchestrator:
-    """Submits jobs through the gate and settles them; holds the live ones for cancelling."""
+    """Submits jobs through the gate and settles them; holds the live ones for cancelling.
+
+    `charge_describe`: a /describe job counts as one image against the quota (refunded when
+    it fails); by default it is free (recorded, never reserved).
+    """
 
     def __init__(
-        self, services: Services, generation: GenerationBackend, images: ImageStore
+        self,
+        services: Services,
+        generation: GenerationBackend,
+        images: ImageStore,
+        *,
+        charge_describe: bool = False,
     ) -> None:
         self._services = services
         self._generation = generation
         self._images = images
+        #: Kinds that reserve nothing: re-made images (paid for with their grid), and
+        #: /describe unless the admin charges it.
+        free = {JobKind.REMAKE} if charge_describe else {JobKind.REMAKE, JobKind.DESCRIBE}
+        self._free = frozenset(free)
         self._live: dict[str, Submission] = {}
         self._accepting = True
         # Waiting jobs the shutdown takes out of the queue: kept queued in the database.
@@ -316,8 +344,8 @@ class JobOrchestrator:
         """Run the gate and queue the job; raises ServiceError/RequestError/QueueFullError.
 
         `shown_at`: the interaction that will show the job (its message id follows with
-        `shown`). A `JobKind.REMAKE` plan reserves nothing. Nothing is reserved or left queued
-        when it raises.
+        `shown`). A `JobKind.REMAKE` plan (and a free /describe) reserves nothing. Nothing is
+        reserved or left queued when it raises.
         """
         services = self._services
         request = plan.request
@@ -333,7 +361,7 @@ class JobOrchestrator:
         queued: QueuedJob | None = None
         try:
             async with services.transaction() as session:
-                if plan.kind is not JobKind.REMAKE:
+                if plan.kind not in self._free:
                     await services.quota.reserve(
                         requester.guild_id,
                         requester.user_id,
@@ -526,6 +554,8 @@ class JobOrchestrator:
         it is not charged, since the member already paid for the image, but it is recorded
         as a `remake` job. Variations need their source image, found (or re-made) the same way.
         """
+        if job.kind is JobKind.DESCRIBE:
+            raise GenerationError("A /describe job made prompt suggestions, not images.")
         if job.seeds is None or not 1 <= index <= len(job.seeds):
             raise GenerationError("That image has no recorded seed, so it cannot be re-made.")
         request = await self._request_again(
@@ -554,8 +584,11 @@ class JobOrchestrator:
         init_image = None
         if from_parent and job.parent_job_id and index is not None:
             init_image = await self.source_image(job.parent_job_id, index, requester)
-        if job.kind is JobKind.IMAGE_PROMPT:
+        if job.kind in (JobKind.IMAGE_PROMPT, JobKind.DESCRIBE):
             init_image = await self.image_prompt_source(job.id)
+        if job.kind is JobKind.DESCRIBE:
+            assert init_image is not None
+            return describe_request(replace(job.params, **changes), init_image)
         if tool is not None:
             if init_image is None:
                 raise GenerationError("The image this one was made from is gone.")
@@ -607,6 +640,8 @@ class JobOrchestrator:
                 fates=(ImageFate.SHOW,) * len(result.images),
                 seeds=tuple(result.seeds),
             )
+        if plan.kind is JobKind.DESCRIBE:
+            return await self._described(submission, result)
         settings = await services.moderation.get_settings(requester.guild_id)
         fates = tuple(
             ImageFate.FAILED if i in result.failures else fate
@@ -645,6 +680,36 @@ class JobOrchestrator:
             seeds=tuple(result.seeds),
             warnings=tuple(result.warnings),
             refunded=refunded,
+            fast_seconds=fast_seconds,
+        )
+
+    async def _described(self, submission: Submission, result: GenerationResult) -> Outcome:
+        """Settle a /describe job: the captions the server's moderation allows (a blocked word
+        is never offered as a prompt), the first `SUGGESTIONS` of them kept with the job for
+        its buttons; charged when reserved. None left: blocked and refunded."""
+        services, job_id = self._services, submission.job_id
+        allowed = await services.moderation.allowed_texts(
+            submission.requester.guild_id, result.captions
+        )
+        suggestions = tuple(allowed[:SUGGESTIONS])
+        await services.history.mark_succeeded(
+            job_id, result.seeds, [], result.gpu_seconds, suggestions=suggestions
+        )
+        if not suggestions:
+            refunded = await services.quota.refund(job_id)
+            why = "every suggestion had a blocked word" if result.captions else "no caption"
+            await services.history.mark_blocked(job_id, why)
+            return Outcome(job_id, OutcomeStatus.BLOCKED, error=why, refunded=refunded)
+        await services.quota.charge(job_id)
+        fast_seconds = 0.0
+        if submission.tier == "fast" and submission.plan.kind not in self._free:
+            # A charged /describe also counts its GPU time, as any fast job.
+            fast_seconds = await services.tiers.charge(job_id, result.gpu_seconds)
+        return Outcome(
+            job_id,
+            OutcomeStatus.SUCCEEDED,
+            seeds=tuple(result.seeds),
+            suggestions=suggestions,
             fast_seconds=fast_seconds,
         )
 

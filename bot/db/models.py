@@ -69,6 +69,8 @@ class JobKind(StrEnum):
     PAN_UP = "pan_up"
     PAN_DOWN = "pan_down"
     IMAGE_PROMPT = "image_prompt"  # /imagine starting from a member's image
+    #: /describe: prompt suggestions for a member's image (the captioner; no image made).
+    DESCRIBE = "describe"
 
 
 class JobStatus(StrEnum):
@@ -234,6 +236,9 @@ class StoredJob(Base):
     result_message_id: Mapped[int | None] = mapped_column(BigInteger)
     # Per-image safety-checker flags (JSON list of bools).
     nsfw: Mapped[list[bool] | None] = mapped_column(JSON)
+    # A /describe job's prompt suggestions as shown (JSON list of strings): its buttons
+    # imagine them, after a restart too.
+    suggestions: Mapped[list[str] | None] = mapped_column(JSON)
 
     #: The parameter columns as one `GenerationParams`, in its field order.
     params: Mapped[GenerationParams] = composite(*PARAM_FIELDS)

@@ -29,6 +29,7 @@ import discord
 from bot.db.models import JobKind
 from bot.presentation.deadline import DeferStyle, arm
 from bot.presentation.delivery import respond
+from bot.presentation.messages import keycap
 
 __all__ = [
     "ALL_BUTTONS",
@@ -38,6 +39,7 @@ __all__ = [
     "ImagineActions",
     "PressRegistry",
     "RerollButton",
+    "SuggestionButton",
     "ToolButton",
     "UpscaleButton",
     "VariationButton",
@@ -120,6 +122,13 @@ class ImagineActions(Protocol):
 
     async def tool(
         self, interaction: discord.Interaction, job_id: str, index: int, kind: JobKind
+    ) -> None: ...
+
+    async def check_suggestion(self, interaction: discord.Interaction, job_id: str) -> None:
+        """Raise a member-facing error unless the presser asked for the /describe job."""
+
+    async def imagine_suggestion(
+        self, interaction: discord.Interaction, job_id: str, index: int
     ) -> None: ...
 
 
@@ -357,6 +366,24 @@ class RerollButton(_JobButton, template=rf"imagine:r:{_JOB}"):
         )
 
 
+class SuggestionButton(_ImageButton, template=rf"imagine:s:{_JOB}:{_INDEX}"):
+    """Under /describe's suggestions: `/imagine` suggestion i; the member who asked only."""
+
+    action = "imagine_suggestion"
+    check = "check_suggestion"
+
+    def __init__(self, job_id: str, index: int, *, row: int | None = 0) -> None:
+        super().__init__(
+            job_id,
+            index,
+            # The keycap digit, as in the message's list of suggestions.
+            emoji=keycap(index),
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"imagine:s:{job_id}:{index}",
+            row=row,
+        )
+
+
 class DeleteButton(_JobButton, template=rf"imagine:d:{_JOB}"):
     """Delete the message it is on; the requester or an admin only."""
 
@@ -402,4 +429,5 @@ ALL_BUTTONS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     RerollButton,
     DeleteButton,
     CancelButton,
+    SuggestionButton,
 )

@@ -26,8 +26,11 @@ __all__ = [
     "Caption",
     "cancelled_text",
     "caption_of",
+    "describe_text",
+    "describing_text",
     "failed_text",
     "finished_text",
+    "keycap",
     "moved_text",
     "neutralise",
     "queued_text",
@@ -265,3 +268,42 @@ def suspended_text(job: Caption) -> str:
         f"{_headline(job)}\nThe bot is restarting: this job keeps its place in the queue and "
         "starts when the bot is back (usually within a minute)."
     )
+
+
+def keycap(number: int) -> str:
+    """The keycap emoji of a digit (1 -> 1️⃣): /describe's suggestions and their buttons."""
+    return f"{number}\N{VARIATION SELECTOR-16}\N{COMBINING ENCLOSING KEYCAP}"
+
+
+#: A suggestion's echo in /describe's message (its full text is what the button imagines).
+_SUGGESTION_SHOWN = 300
+
+
+def describing_text(job: Caption) -> str:
+    """A /describe job the captioner is working on."""
+    return _compose(job, "Describing the image…")
+
+
+def describe_text(
+    job: Caption,
+    suggestions: Sequence[str],
+    *,
+    error: str | None = None,
+    refunded: int = 0,
+    note: str = "",
+) -> str:
+    """/describe's answer: the numbered prompt suggestions (neutralised: they are model text)
+    and what their buttons do; or, with none, why (`error`) and what was refunded."""
+    if not suggestions:
+        refund = " Nothing was counted against your quota." if refunded else ""
+        lines = [f"No prompt suggestion to offer for this image: {error or 'none came out'}."
+                 f"{refund}"]
+    else:
+        lines = [
+            f"{keycap(i)} {shown(text, _SUGGESTION_SHOWN)}"
+            for i, text in enumerate(suggestions, 1)
+        ]
+        lines.append("Press a number to imagine that prompt.")
+    if note:
+        lines.append(note)
+    return _compose(job, *lines)

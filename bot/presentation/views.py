@@ -12,12 +12,13 @@ from bot.presentation.buttons import (
     CancelButton,
     DeleteButton,
     RerollButton,
+    SuggestionButton,
     ToolButton,
     UpscaleButton,
     VariationButton,
 )
 
-__all__ = ["grid_view", "queued_view", "single_view"]
+__all__ = ["describe_view", "grid_view", "queued_view", "single_view"]
 
 
 def queued_view(job_id: str) -> discord.ui.View:
@@ -64,4 +65,13 @@ def single_view(job_id: str, index: int, tools: Collection[JobKind] = ()) -> dis
         if kind in tools:
             view.add_item(ToolButton(job_id, index, kind, row=_TOOL_ROWS[kind]))
     view.add_item(DeleteButton(job_id, row=2))
+    return view
+
+
+def describe_view(job_id: str, count: int) -> discord.ui.View:
+    """Under /describe's `count` suggestions: one button each (imagines it), and delete."""
+    view = discord.ui.View(timeout=None)
+    for index in range(1, count + 1):
+        view.add_item(SuggestionButton(job_id, index, row=0))
+    view.add_item(DeleteButton(job_id, row=0 if count < 5 else 1))
     return view

@@ -201,6 +201,8 @@ class JobView:
     tier: Tier = Tier.FAST
     #: Fast GPU seconds charged (None: never charged; 0: refunded).
     fast_seconds: float | None = None
+    #: A /describe job's prompt suggestions as shown, once it succeeded.
+    suggestions: tuple[str, ...] | None = None
 
     @property
     def cursor(self) -> Cursor:
@@ -277,8 +279,13 @@ class HistoryService:
         seeds: Sequence[int],
         nsfw: Sequence[bool],
         gpu_seconds: float | None,
+        suggestions: Sequence[str] | None = None,
     ) -> bool:
-        """-> succeeded, with the concrete seeds, per-image NSFW flags and GPU time."""
+        """-> succeeded, with the concrete seeds, per-image NSFW flags and GPU time (and a
+        /describe job's `suggestions`, as shown)."""
+        values: dict[str, Any] = {}
+        if suggestions is not None:
+            values["suggestions"] = [str(text) for text in suggestions]
         return await self._transition(
             job_id,
             JobStatus.SUCCEEDED,
@@ -287,6 +294,7 @@ class HistoryService:
             seeds=[int(s) for s in seeds],
             nsfw=[bool(f) for f in nsfw],
             gpu_seconds=gpu_seconds,
+            **values,
         )
 
     async def mark_failed(self, job_id: str, error: str) -> bool:
@@ -539,6 +547,7 @@ def _view(job: StoredJob) -> JobView:
         delivered=job.delivered,
         tier=job.tier,
         fast_seconds=job.fast_seconds,
+        suggestions=tuple(job.suggestions) if job.suggestions is not None else None,
     )
 
 

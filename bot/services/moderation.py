@@ -329,6 +329,13 @@ class ModerationService:
         if word is not None:
             raise BlockedWord(word)
 
+    async def allowed_texts(self, guild_id: int, texts: Iterable[str]) -> list[str]:
+        """`texts` without those containing one of the guild's blocked words (same matching
+        as `check`), in order: what the bot may offer as prompts (/describe's suggestions)."""
+        async with self._sessions() as session:
+            words = await _blocked_words(session, guild_id)
+        return [text for text in texts if find_blocked(text, words) is None]
+
     # -- settings --------------------------------------------------------------------------
 
     async def get_settings(self, guild_id: int) -> GuildSettings:

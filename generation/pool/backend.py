@@ -63,7 +63,7 @@ from generation.pool.wire import (
     task_args,
 )
 from generation.queue_policy import DEFAULT_TIER, TIERS, check_room
-from generation.request import GenerationRequest
+from generation.request import GenerationRequest, Operation
 from generation.service import ServiceClosedError
 from generation.tiny import TINY_MODEL_ID, TINY_MODEL_NOTE
 
@@ -160,6 +160,12 @@ class PoolBackend:
     @property
     def limits(self) -> Limits:
         return self._limits
+
+    def supports(self, operation: Operation) -> bool:
+        """Only `Operation.GENERATE` (txt2img and img2img): the pool's wire format carries
+        no mask, upscale or captioning work, so those tools (and /describe) are not offered
+        with a pool."""
+        return operation is Operation.GENERATE
 
     @property
     def status(self) -> PoolStatus:

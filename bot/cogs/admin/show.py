@@ -24,7 +24,7 @@ from PIL import Image
 
 from bot.core.image_store import withheld_tile
 from bot.core.jobs import ImageFate, Requester, decide_fates
-from bot.db.models import JobStatus
+from bot.db.models import JobKind, JobStatus
 from bot.errors import MemberError
 from bot.presentation.access import NO_MENTIONS, guild_id_of, requester_of
 from bot.presentation.deadline import DEFER_STYLE, DeferStyle
@@ -113,6 +113,10 @@ class ShowCog(commands.Cog, name="Show"):
             interaction, self.bot.services.moderation
         ):
             raise MemberError("Only the member who made this job, or a server admin, can show it.")
+        if record.kind is JobKind.DESCRIBE:
+            raise MemberError(
+                f"Job `{shown}` is a /describe: it made prompt suggestions, not images."
+            )
         if record.status is JobStatus.BLOCKED:
             raise MemberError(
                 f"Job `{shown}`'s images were all withheld by this server's safety settings."
