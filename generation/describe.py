@@ -70,12 +70,29 @@ class Captioner:
     processor: Any
     device: torch.device
     dtype: torch.dtype
+    #: Intra-op threads while captioning (None: torch's setting). The tiny test captioner on
+    #: a CPU runs on one: its 32-wide matrices gain nothing from threads, and a shared or
+    #: loaded CPU made thread hand-offs cost 15-30x the arithmetic (measured 0.4 s on one
+    #: thread against 7-15 s on two, on a 2-core machine under load).
+    threads: int | None = None
 
     def describe(self, image: Image, seed: int, count: int = CANDIDATES) -> list[str]:
         """Up to `count` distinct captions of `image`, best first (see the module doc):
         deterministic for the same image and `seed`. May be fewer when the model keeps
         repeating itself (never empty strings)."""
         import torch  # not at import: the bot's Discord-free core reads this module's numbers
+
+        if self.threads is None:
+            return self._describe(image, seed, count)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # process-wide: only the worker thread runs torch
+        try:
+            return self._describe(image, seed, count)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _describe(self, image: Image, seed: int, count: int) -> list[str]:
+        import torch
 
         pixels = self.processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
         pixels = pixels.to(device=self.device, dtype=self.dtype)
