@@ -11,7 +11,7 @@ details the way Midjourney's four suggestions do. The samples are drawn from the
 seed, so the same image and seed give the same suggestions (after a restart too); the remaining
 beams fill in when sampling repeats itself. Candidates are cleaned (whitespace, length) and
 deduplicated ignoring case and punctuation; up to `CANDIDATES` come back best first, so that
-the caller can drop any its moderation refuses and still show `SUGGESTIONS`.
+the caller can drop any its moderation refuses and still show four.
 
 With ``builtin:tiny-random`` the captioner has random weights: its captions are noise (random
 words from a tiny vocabulary); they exercise the whole path, not the model.
@@ -29,11 +29,10 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-__all__ = ["CANDIDATES", "MAX_SUGGESTION_CHARS", "SUGGESTIONS", "Captioner", "clean_caption"]
+__all__ = ["CANDIDATES", "MAX_SUGGESTION_CHARS", "Captioner", "clean_caption"]
 
-#: Suggestions /describe shows.
-SUGGESTIONS = 4
-#: Distinct candidates returned, best first (room for the ones moderation drops).
+#: Distinct candidates returned, best first: twice the four /describe shows, so that some may
+#: be dropped by moderation.
 CANDIDATES = 8
 #: A suggestion's longest text, in code points (it becomes an /imagine prompt and a line of a
 #: message: well within both limits).
@@ -75,6 +74,13 @@ class Captioner:
     #: loaded CPU made thread hand-offs cost 15-30x the arithmetic (measured 0.4 s on one
     #: thread against 7-15 s on two, on a 2-core machine under load).
     threads: int | None = None
+
+    @property
+    def is_test_model(self) -> bool:
+        """The built-in tiny captioner (random weights: its captions are noise)."""
+        from generation.tiny import TINY_MODEL_ID
+
+        return self.model_id == TINY_MODEL_ID
 
     def describe(self, image: Image, seed: int, count: int = CANDIDATES) -> list[str]:
         """Up to `count` distinct captions of `image`, best first (see the module doc):

@@ -58,6 +58,7 @@ from generation.request import GenerationRequest, Operation
 from generation.residency import GIB, Residency, module_bytes
 from generation.text import cut_text, graphemes
 from generation.tiling import blend_tiles, plan_tiles
+from generation.tiny import TINY_CAPTIONER_NOTE
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -464,10 +465,11 @@ class DiffusersEngine:
                     images=[],
                     seeds=request.seeds,
                     nsfw=[],
-                    warnings=[],
                     request=request,
                     model_id=self._captioner.model_id,
                     gpu_seconds=time.perf_counter() - started,
+                    # Said wherever its captions are shown: the tiny captioner's are noise.
+                    warnings=[TINY_CAPTIONER_NOTE] if self._captioner.is_test_model else [],
                     safety_checked=False,
                     captions=captions,
                 )

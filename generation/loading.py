@@ -455,8 +455,10 @@ def load_captioner(spec: ModelSpec, device: torch.device, dtype: torch.dtype) ->
     model.to(device).eval()
     log.info("loaded captioner %s on %s", model_id, device)
     # The tiny test captioner runs on one CPU thread (see `Captioner.threads`).
-    threads = 1 if model_id == TINY_MODEL_ID and device.type == "cpu" else None
-    return Captioner(model_id, model, processor, device, dtype, threads)
+    captioner = Captioner(model_id, model, processor, device, dtype)
+    if captioner.is_test_model and device.type == "cpu":
+        captioner.threads = 1
+    return captioner
 
 
 def dtype_keyword(library: str = "diffusers") -> str:

@@ -98,7 +98,6 @@ from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
 from generation.params import GenerationParams
 from generation.request import GenerationRequest, Operation, parse_aspect, variation_steps
-from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -639,13 +638,13 @@ class ImagineCog(commands.Cog, name="Imagine"):
     ) -> OutgoingMessage:
         """/describe's answer: the suggestions with their buttons, and the image described
         (the stored source, re-encoded to fit the upload limit)."""
-        note = TINY_CAPTIONER_NOTE if self.bot.settings.model.captioner_id == TINY_MODEL_ID else ""
         text = describe_text(
             caption,
             outcome.suggestions,
             error=outcome.error,
             refunded=outcome.refunded,
-            note=note,
+            # The engine's notes: the test captioner says its captions are noise.
+            note="\n".join(outcome.warnings),
         )
         files: list[Attachment] = []
         source = await self.bot.images.load(job_id, SOURCE)

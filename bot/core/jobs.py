@@ -54,7 +54,6 @@ from bot.db.models import JobKind, JobStatus, NsfwPolicy, Tier
 from bot.errors import Restarting, ServiceError
 from bot.services import Services
 from bot.services.history import JobRecord, JobView, ShownAt
-from generation.describe import SUGGESTIONS
 from generation.errors import GenerationError, NumericalError
 from generation.events import (
     GenerationResult,
@@ -71,6 +70,7 @@ from generation.params import GenerationParams
 from generation.request import GenerationRequest, Operation
 
 __all__ = [
+    "SUGGESTIONS",
     "ImageFate",
     "JobOrchestrator",
     "JobPlan",
@@ -85,6 +85,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Prompt suggestions a /describe shows (the captioner offers more; moderation may drop some).
+SUGGESTIONS = 4
 
 ProgressCallback = Callable[[JobEvent], Awaitable[None]]
 
@@ -699,7 +702,13 @@ class JobOrchestrator:
             refunded = await services.quota.refund(job_id)
             why = "every suggestion had a blocked word" if result.captions else "no caption"
             await services.history.mark_blocked(job_id, why)
-            return Outcome(job_id, OutcomeStatus.BLOCKED, error=why, refunded=refunded)
+            return Outcome(
+                job_id,
+                OutcomeStatus.BLOCKED,
+                warnings=tuple(result.warnings),
+                error=why,
+                refunded=refunded,
+            )
         await services.quota.charge(job_id)
         fast_seconds = 0.0
         if submission.tier == "fast" and submission.plan.kind not in self._free:
@@ -709,6 +718,7 @@ class JobOrchestrator:
             job_id,
             OutcomeStatus.SUCCEEDED,
             seeds=tuple(result.seeds),
+            warnings=tuple(result.warnings),
             suggestions=suggestions,
             fast_seconds=fast_seconds,
         )

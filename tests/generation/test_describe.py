@@ -13,14 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.describe import CANDIDATES, MAX_SUGGESTION_CHARS, SUGGESTIONS, clean_caption
+from generation.describe import CANDIDATES, MAX_SUGGESTION_CHARS, clean_caption
 from generation.engine import DiffusersEngine
 from generation.errors import ModelNotFoundError, RequestError
 from generation.loading import ModelSpec, load_captioner
 from generation.params import GenerationParams
 from generation.request import GenerationRequest, Operation
 from generation.service import GenerationService
-from generation.tiny import TINY_MODEL_ID, TinyKind, ensure_tiny_model
+from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID, TinyKind, ensure_tiny_model
+
+#: Suggestions /describe shows: the captioner must offer at least these.
+SUGGESTIONS = 4
 
 
 def picture(colour: tuple[int, int, int] = (200, 30, 30)) -> Image.Image:
@@ -60,6 +63,7 @@ def test_tiny_captioner_gives_four_distinct_suggestions_deterministically(
         assert text and text == text.strip() and "\n" not in text
         assert len(text) <= MAX_SUGGESTION_CHARS
     assert result.images == [] and result.seeds == [7]
+    assert result.warnings == [TINY_CAPTIONER_NOTE]  # its captions are noise, and it says so
     (again,) = describer.generate([describe()])
     assert again.captions == captions
     # The best beam leads whatever the seed (beam search is deterministic); samples follow it.
