@@ -333,3 +333,22 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path: Path, data: bytes)
     cfg.write_bytes(data)
     with pytest.raises(ConfigError, match=r"is not UTF-8 text .*; save it as UTF-8"):
         load_settings(cfg)
+
+
+def test_describe_is_off_and_free_unless_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/describe's captioner is optional like the tools' models ("" is unset), and free
+    unless the admin charges it."""
+    example = load_settings(REPO / "config.example.toml")
+    assert example.model.captioner_id is None and example.quotas.charge_describe is False
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\ncaptioner_id = ""\n[quotas]\ncharge_describe = true\n')
+    settings = load_settings(cfg)
+    assert settings.model.captioner_id is None and settings.quotas.charge_describe is True
+    monkeypatch.setenv("IMAGINE_MODEL__CAPTIONER_ID", "Salesforce/blip-image-captioning-base")
+    assert load_settings(cfg).model.captioner_id == "Salesforce/blip-image-captioning-base"
+    assert unknown_environment_variables() == []
+    cfg.write_text("[quotas]\ncharge_describe = 3\n")
+    with pytest.raises(ConfigError, match=r"quotas\.charge_describe"):
+        load_settings(cfg)

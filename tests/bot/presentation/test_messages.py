@@ -151,3 +151,23 @@ def test_the_tier_and_its_note_are_in_the_caption() -> None:
     fast = finished_text(Caption(JOB.params, JOB.user_id, tier="fast"), [10], fast_seconds=1.234)
     assert "· --fast" in fast and "Fast time used: 1.23 GPU seconds." in fast
     assert "--fast" not in finished_text(JOB, [10])  # tier unknown: not shown
+
+
+def test_describe_lists_suggestions_neutralised_with_their_keycaps() -> None:
+    from bot.presentation.messages import describe_text, describing_text, keycap
+
+    caption = Caption(GenerationParams(""), user_id=42, label="describe")
+    text = describe_text(
+        caption, ["a **bold** fox", "@everyone at [dusk](http://x.y)", "an owl", "a cat"],
+        note="the test captioner's suggestions are noise",
+    )
+    lines = text.splitlines()
+    assert lines[1] == f"{keycap(1)} a \\*\\*bold\\*\\* fox"
+    assert "@everyone" not in text and "http://" not in text  # no ping, no link
+    assert lines[4].startswith(keycap(4)) and "Press a number" in text
+    assert lines[-1] == "the test captioner's suggestions are noise"
+    long = describe_text(caption, ["x" * 1000] * 4)
+    assert len(long) <= MAX_CONTENT
+    empty = describe_text(caption, [], error="every suggestion had a blocked word", refunded=1)
+    assert "every suggestion had a blocked word" in empty and "Nothing was counted" in empty
+    assert "Describing" in describing_text(caption)
