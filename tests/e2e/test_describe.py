@@ -11,6 +11,10 @@ import pytest
 from bot.app import ImagineBot
 from bot.config import Settings
 from bot.db.models import JobKind, JobStatus
+from generation.engine import DiffusersEngine
+from generation.loading import ModelSpec
+from generation.request import Operation
+from generation.service import GenerationService
 from generation.tiny import TINY_CAPTIONER_NOTE
 from tests.e2e.conftest import TIMEOUT, SettingsFactory, World, button_ids, has_image, running
 from tests.e2e.test_image_prompts import png, used
@@ -141,3 +145,33 @@ async def test_describe_is_not_offered_without_a_captioner(
         assert bot.tree.get_command("describe") is None
         names = {command["name"] for command in fake.commands(world.guild)}
         assert "imagine" in names and "describe" not in names
+
+
+class NoCaptioning(GenerationService):
+    """A backend that cannot run /describe (as the GPU worker pool reports)."""
+
+    def supports(self, operation: Operation) -> bool:
+        return operation is not Operation.DESCRIBE and super().supports(operation)
+
+
+@pytest.mark.sqlite_only
+async def test_a_backend_without_captioning_says_so(
+    settings: Settings, fake: FakeDiscord, world: World
+) -> None:
+    """Configured, but the generator cannot run it: the member is told why, nothing is
+    charged or recorded."""
+
+    def factory(settings: Settings) -> GenerationService:
+        spec = ModelSpec(settings.model.id, variant=None, device="cpu", safety_checker=False,
+                         cache_dir=settings.model.cache_dir, captioner_id=TINY)
+        return NoCaptioning(DiffusersEngine(spec), warmup=False)
+
+    async with running(settings, fake, generation_factory=factory) as bot:
+        await fake.wait_for_commands(["describe"], guild=world.guild, timeout=TIMEOUT)
+        ix = await fake.invoke(world.channel, world.alice, "describe",
+                               image=fake.make_attachment("cat.png", png(64, 64)))
+        await ix.wait_response(timeout=10)
+        assert ix.ephemeral and "not available here" in ix.original.content
+        assert await used(bot, world) == 0
+        assert (await bot.services.history.list(world.guild.id)).items == []
+    assert fake.violations == []

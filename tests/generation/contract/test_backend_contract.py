@@ -30,6 +30,7 @@ from generation.events import (
 from generation.interfaces import Engine, GenerationBackend
 from generation.job import QueuedJob
 from generation.loading import ModelSpec
+from generation.request import Operation
 from tests.generation.conftest import small_request
 from tests.generation.contract.backends import (
     BACKENDS,
@@ -264,6 +265,10 @@ async def test_the_backend_describes_itself(start: Start) -> None:
     assert backend.limits.max_steps == 50
     stats = backend.queue_stats()
     assert (stats.waiting, stats.running) == (0, 0)
+    # What the bot offers follows `supports`: image jobs everywhere; /describe only where a
+    # captioner is configured (none here: the in-process engine has none, the pool never).
+    assert backend.supports(Operation.GENERATE)
+    assert not backend.supports(Operation.DESCRIBE)
 
 
 async def _started(job: QueuedJob) -> None:
