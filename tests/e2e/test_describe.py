@@ -24,13 +24,21 @@ from tests.fakediscord.models import Message
 TINY = "builtin:tiny-random"
 
 
-@pytest.fixture
-def settings(make_settings: SettingsFactory, fake: FakeDiscord) -> Settings:
-    """The tiny captioner configured; images may come from the fake's CDN (127.0.0.1)."""
+def describe_settings(
+    make_settings: SettingsFactory, fake: FakeDiscord, *, charged: bool = False
+) -> Settings:
+    """The tiny captioner configured (charged or free); images may come from the fake's CDN
+    (127.0.0.1), up to 64 kB."""
     return make_settings(
         model={"captioner_id": TINY},
         image_prompts={"origins": [fake.base_url], "max_bytes": 64 * 1024},
+        quotas={"charge_describe": charged},
     )
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory, fake: FakeDiscord) -> Settings:
+    return describe_settings(make_settings, fake)
 
 
 def has_suggestions(message: Message) -> bool:
@@ -89,11 +97,7 @@ async def test_unusable_files_are_refused_and_cost_nothing(
     make_settings: SettingsFactory, fake: FakeDiscord, world: World,
     name: str, data: bytes, expected: str,
 ) -> None:
-    settings = make_settings(
-        model={"captioner_id": TINY},
-        image_prompts={"origins": [fake.base_url], "max_bytes": 64 * 1024},
-        quotas={"charge_describe": True},
-    )
+    settings = describe_settings(make_settings, fake, charged=True)
     async with running(settings, fake) as bot:
         await fake.wait_for_commands(["describe"], guild=world.guild, timeout=TIMEOUT)
         ix = await fake.invoke(world.channel, world.alice, "describe",
@@ -110,11 +114,7 @@ async def test_charged_describe_and_its_buttons_after_a_restart(
 ) -> None:
     """Charged as one image when the admin says so; the suggestion buttons still start
     jobs after the bot restarted (their texts come from the database)."""
-    settings = make_settings(
-        model={"captioner_id": TINY},
-        image_prompts={"origins": [fake.base_url], "max_bytes": 64 * 1024},
-        quotas={"charge_describe": True},
-    )
+    settings = describe_settings(make_settings, fake, charged=True)
     async with running(settings, fake) as bot:
         await fake.wait_for_commands(["describe"], guild=world.guild, timeout=TIMEOUT)
         answer = await describe(fake, world)
