@@ -1,7 +1,7 @@
 """/describe: the `describe` job kind and the suggestions it shows.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-01
 
 The CHECK constraint on `jobs.kind` gains `describe` (0007's pattern: SQLite cannot alter a
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
