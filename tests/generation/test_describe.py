@@ -85,7 +85,9 @@ async def test_service_runs_describe_jobs_on_its_worker(tiny_cache: Path) -> Non
         job = service.submit(request, owner="1:2")
         result = await job.result()
         assert len(result.captions) >= SUGGESTIONS and result.seeds == job.request.seeds
-        assert service._unit_seconds is None  # no image-step was measured
+        # No denoising steps and no load: the ETA learns nothing from a caption.
+        work = service._work(job.request)
+        assert (work.steps, work.load) == (0, 0.0)
     finally:
         await service.close()
 
