@@ -54,7 +54,14 @@ from bot.core.jobs import (
     describe_request,
     request_from_job,
 )
-from bot.core.remix import RemixAction, RemixScope, edited_params, parse_remix, remix_text
+from bot.core.remix import (
+    IMAGE_IGNORED,
+    RemixAction,
+    RemixScope,
+    edited_params,
+    parse_remix,
+    remix_text,
+)
 from bot.core.tools import TOOLS, tool_request
 from bot.db.models import JobKind, JobStatus
 from bot.errors import Banned, MemberError
@@ -263,10 +270,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             return
         if not parsed.prompt and merged.image_weight == 0:
             # The image alone is the prompt, and --iw 0 ignores it: nothing left to draw.
-            raise MemberError(
-                "`--iw 0` ignores the image, and there is no text to draw instead: raise "
-                "`--iw` or describe what to draw."
-            )
+            raise MemberError(IMAGE_IGNORED)
         # Refused before anything is fetched, reserved or queued: nothing is charged.
         self._fetcher.check_url(urls[0])
         source = await self._fetcher.fetch(urls[0])

@@ -32,7 +32,21 @@ from generation.flags import (
 )
 from generation.params import GenerationParams
 
-__all__ = ["RemixAction", "RemixScope", "edited_params", "parse_remix", "remix_text"]
+__all__ = [
+    "IMAGE_IGNORED",
+    "RemixAction",
+    "RemixScope",
+    "edited_params",
+    "parse_remix",
+    "remix_text",
+]
+
+
+#: An image prompt with no text and `--iw 0` (which ignores the image): nothing to draw.
+IMAGE_IGNORED = (
+    "`--iw 0` ignores the image, and there is no text to draw instead: raise `--iw` or "
+    "describe what to draw."
+)
 
 
 class RemixAction(StrEnum):
@@ -78,16 +92,23 @@ def remix_text(params: GenerationParams, defaults: GenerationParams, scope: Remi
         options["aspect"] = f"{params.width // common}:{params.height // common}"
     if scope.image_weight and params.strength is not None:
         weight = image_weight_of(params.strength)
-        if weight != 1.0:
+        if weight != 1.0 or not params.prompt:
+            # An image alone: its weight is written even at the default, so that the editor
+            # never opens empty (a member could not submit it).
             options["image_weight"] = weight
     return format_flags(params.prompt, ImagineOptions(**options))
 
 
 def parse_remix(text: str, scope: RemixScope) -> ParsedPrompt:
     """The member's edit read by the one parser; raises `FlagError` (a clear message, the same
-    `/imagine` gives) for anything it refuses, and for a flag this button cannot use."""
-    parsed = parse_prompt(text)
+    `/imagine` gives) for anything it refuses, and for a flag this button cannot use.
+
+    An image prompt's edit may leave the text out (the image alone is the prompt, as in
+    `/imagine`), unless `--iw 0` ignores the image too."""
+    parsed = parse_prompt(text, allow_empty=scope.image_weight)
     options = parsed.options
+    if not parsed.prompt and options.image_weight == 0:
+        raise FlagError(IMAGE_IGNORED)
     if options.aspect is not None and not scope.aspect:
         raise FlagError(scope.reason_no_aspect)
     if options.image_weight is not None and not scope.image_weight:

@@ -244,3 +244,35 @@ async def test_an_editor_too_slow_to_open_asks_to_press_again(
     assert await used(bot, world) == before and await job_ids(bot, world) == jobs
     assert [m for m in fake.messages(world.channel) if m.loading and not m.deleted] == []
     assert fake.violations == []
+
+
+@pytest.mark.sqlite_only  # which job an edit makes, not the database's part
+async def test_remix_reroll_of_an_image_alone_needs_no_text(
+    bot: ImagineBot, fake: FakeDiscord, world: World, make_settings: SettingsFactory
+) -> None:
+    """An image prompt with no text (the image alone is the prompt, as `/imagine` allows) opens
+    an editor that is never empty, and an edit with flags alone runs; `--iw 0` with no text is
+    refused as `/imagine` refuses it, charging nothing."""
+    settings = make_settings(image_prompts={"origins": [fake.base_url]})
+    async with running(settings, fake) as bot:
+        await fake.wait_for_commands(["imagine", "prefer"], guild=world.guild, timeout=TIMEOUT)
+        image = fake.make_attachment("cat.png", png(64, 64))
+        ix = await fake.invoke(world.channel, world.alice, "imagine", prompt="--n 1", image=image)
+        grid = await ix.wait_original(has_image, timeout=TIMEOUT)
+        await prefer_remix(fake, world, mode="on")
+        editor = await open_editor(fake, grid, f"imagine:r:{job_of(grid)}", world.alice)
+        assert prefill(editor).strip() and "--iw" in prefill(editor)
+
+        before = await used(bot, world)
+        submit = await fake.submit_modal(editor, {"prompt": "--iw 0 --n 1"})
+        answer = await submit.wait_original(lambda m: not m.loading, timeout=TIMEOUT)
+        assert submit.ephemeral and "`--iw 0` ignores the image" in answer.content
+        assert await used(bot, world) == before
+
+        editor = await open_editor(fake, grid, f"imagine:r:{job_of(grid)}", world.alice)
+        submit = await fake.submit_modal(editor, {"prompt": "--iw 0.5 --n 1"})
+        result = await submit.wait_original(has_image, timeout=TIMEOUT)
+        job = await bot.services.history.require(job_of(result))
+        assert (job.kind, job.parent_job_id) == (JobKind.IMAGE_PROMPT, job_of(grid))
+        assert job.params.prompt == "" and job.params.strength == pytest.approx(0.85)
+    assert fake.violations == []

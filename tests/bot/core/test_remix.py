@@ -135,6 +135,20 @@ def test_image_prompt_prefill_carries_its_image_weight() -> None:
     assert remix_text(plain, DEFAULTS, IMAGE_PROMPT) == "a cat"
 
 
+def test_an_image_alone_is_edited_without_text() -> None:
+    """An image prompt with no text: the editor is never empty (its weight is written even at
+    the default), flags alone are an edit, and `--iw 0` with no text is refused."""
+    alone = replace(DEFAULTS, prompt="", strength=image_strength(None))
+    text = remix_text(alone, DEFAULTS, IMAGE_PROMPT)
+    assert text == "--iw 1"
+    edit = parse_remix(text, IMAGE_PROMPT)
+    assert (edit.prompt, edit.options.image_weight) == ("", 1.0)
+    with pytest.raises(FlagError) as refused:
+        parse_remix("--iw 0 --n 1", IMAGE_PROMPT)
+    assert "`--iw 0` ignores the image" in refused.value.user_message
+    assert parse_remix("a cat --iw 0", IMAGE_PROMPT).prompt == "a cat"
+
+
 @pytest.mark.parametrize(
     ("text", "scope", "problem"),
     [
