@@ -8,8 +8,10 @@ it would mean typed into `/imagine`.
 What the text holds depends on what the button makes (`RemixScope`):
 - a reroll of a text-to-image job makes a new grid like `/imagine`: every flag, `--ar` included;
 - a reroll of an image prompt keeps its image: `--iw` instead of a size;
-- a variation or Vary keeps its image's size and makes the configured grid: no `--ar`, and
-  `--steps` only where the job's steps are the member's (not an img2img job's derived ones).
+- a variation or Vary keeps its image's size and makes the configured grid: no `--ar`.
+`--steps` is written where the job ran other steps than the default would have made: a reroll
+or variation of an img2img job (its steps raised only where too few would denoise nothing)
+keeps them, as it does with remix off.
 Flags equal to the configured default are left out (the text stays short; leaving one out
 means "the default", as in `/imagine`). The seed is never written: a reroll or a variation
 makes new images; a member may type `--seed N` to pin one.
@@ -31,6 +33,7 @@ from generation.flags import (
     parse_prompt,
 )
 from generation.params import GenerationParams
+from generation.request import variation_steps
 
 __all__ = [
     "IMAGE_IGNORED",
@@ -82,8 +85,12 @@ def remix_text(params: GenerationParams, defaults: GenerationParams, scope: Remi
         options["negative_prompt"] = params.negative_prompt
     if params.guidance != defaults.guidance:
         options["guidance"] = params.guidance
-    if params.strength is None and params.steps != defaults.steps:
-        # An img2img job's steps were derived from its strength: not the member's.
+    # An img2img job (an image prompt, a variation) ran the steps asked for, raised where too
+    # few would denoise nothing at its strength: the default is what the default becomes.
+    default_steps = defaults.steps
+    if params.strength is not None:
+        default_steps = variation_steps(defaults.steps, params.strength)
+    if params.steps != default_steps:
         options["steps"] = params.steps
     if scope.count and params.count != defaults.count:
         options["count"] = params.count

@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.db.models import JobKind
 from bot.presentation.deadline import MODAL_TOO_LATE
 from tests.e2e.conftest import (
+    STEPS,
     TIMEOUT,
     SettingsFactory,
     SlowSessions,
@@ -275,4 +276,26 @@ async def test_remix_reroll_of_an_image_alone_needs_no_text(
         job = await bot.services.history.require(job_of(result))
         assert (job.kind, job.parent_job_id) == (JobKind.IMAGE_PROMPT, job_of(grid))
         assert job.params.prompt == "" and job.params.strength == pytest.approx(0.85)
+    assert fake.violations == []
+
+
+@pytest.mark.sqlite_only  # which job an edit makes, not the database's part
+async def test_an_unchanged_edit_of_a_variation_runs_what_remix_off_runs(
+    bot: ImagineBot, fake: FakeDiscord, world: World
+) -> None:
+    """A variation of a grid with its own `--steps` ran those steps: rerolling it with remix
+    on and submitting the editor unchanged runs the same steps, as a reroll with remix off."""
+    grid = await make_grid(fake, world, count=1, steps=STEPS + 10)
+    click = await fake.click(grid, f"imagine:v:{job_of(grid)}:1", world.alice)
+    variation = await click.wait_original(has_image, timeout=TIMEOUT)
+    source = await bot.services.history.require(job_of(variation))
+    assert source.kind is JobKind.VARIATION and source.params.steps == STEPS + 10
+
+    await prefer_remix(fake, world, mode="on")
+    editor = await open_editor(fake, variation, f"imagine:r:{source.id}", world.alice)
+    assert f"--steps {STEPS + 10}" in prefill(editor)
+    submit = await fake.submit_modal(editor, {"prompt": prefill(editor)})
+    result = await submit.wait_original(has_image, timeout=TIMEOUT)
+    job = await bot.services.history.require(job_of(result))
+    assert job.kind is JobKind.VARIATION and job.params.steps == source.params.steps
     assert fake.violations == []

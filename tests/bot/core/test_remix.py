@@ -18,7 +18,7 @@ from bot.core.flags import (
 )
 from bot.core.remix import RemixScope, edited_params, parse_remix, remix_text
 from generation.params import GenerationParams
-from generation.request import parse_aspect
+from generation.request import parse_aspect, variation_steps
 
 DEFAULTS = GenerationParams("", steps=25, guidance=7.5, width=512, height=512, count=4)
 REROLL = RemixScope(aspect=True, count=True)
@@ -118,11 +118,24 @@ def test_reroll_prefill_makes_the_same_job_again() -> None:
 
 def test_variation_prefill_leaves_out_size_count_and_derived_steps() -> None:
     """A variation keeps its image's size and makes the configured grid; an img2img job's
-    steps were derived from its strength, so they are not the member's to edit."""
+    steps, raised from the default by its strength, are the default."""
     job = replace(DEFAULTS, prompt="a cat", count=2, width=704, height=384)
     assert remix_text(job, DEFAULTS, VARY) == "a cat"
-    img2img = replace(DEFAULTS, prompt="a cat", steps=40, strength=0.7)
+    img2img = replace(DEFAULTS, prompt="a cat", steps=25, strength=0.7)
     assert remix_text(img2img, DEFAULTS, VARY) == "a cat"
+    # A few default steps raised so that the variation denoises some: still the default.
+    few = replace(DEFAULTS, steps=4)
+    raised = replace(few, prompt="a cat", steps=variation_steps(4, 0.3), strength=0.3)
+    assert raised.steps > 4 and remix_text(raised, few, VARY) == "a cat"
+
+
+def test_an_img2img_jobs_own_steps_are_kept() -> None:
+    """A variation (or image prompt) of a `--steps 40` job ran 40 steps: its editor says so,
+    so that submitting it unchanged runs what a press with remix off runs."""
+    job = replace(DEFAULTS, prompt="a cat", steps=40, strength=0.7)
+    text = remix_text(job, DEFAULTS, REROLL)
+    assert text == "a cat --steps 40"
+    assert edited_params(DEFAULTS, parse_remix(text, REROLL), DEFAULTS).steps == 40
 
 
 def test_image_prompt_prefill_carries_its_image_weight() -> None:
