@@ -362,6 +362,7 @@ class JobOrchestrator:
         )
         owner = requester.owner
         queued: QueuedJob | None = None
+        source_saved = False
         try:
             async with services.transaction() as session:
                 if plan.kind not in self._free:
@@ -381,6 +382,7 @@ class JobOrchestrator:
                         job_id, shown_at, channel_nsfw=requester.channel_nsfw, session=session
                     )
                 if plan.source_image is not None:
+                    source_saved = True
                     await self._images.save(job_id, [(SOURCE, plan.source_image)])
                 await self._generation.enlist(
                     await session.connection(), request, owner, job_id, tier=choice.tier
@@ -392,6 +394,8 @@ class JobOrchestrator:
             # After the rollback (the session is closed): nothing is reserved or recorded.
             if queued is not None:
                 queued.cancel()
+            if source_saved:  # no job row refers to it any more
+                await self._quietly(self._images.delete(job_id))
             raise
         submission = Submission(
             job_id,

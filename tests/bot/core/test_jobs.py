@@ -18,7 +18,7 @@ from bot.core.jobs import (
 from bot.db.models import JobKind, JobStatus, NsfwPolicy
 from bot.errors import Banned, BlockedWord, ChannelNotAllowed, QuotaExceeded, Restarting
 from bot.services import Services
-from generation.errors import RequestError
+from generation.errors import QueueFullError, RequestError
 from generation.service import GenerationService
 from tests.bot.conftest import FailingEngine, FlaggingEngine, small, tiny_service
 from tests.db.fixtures import FakeClock
@@ -418,3 +418,31 @@ async def test_a_failed_running_mark_does_not_fail_the_job(
     outcome = await orchestrator.run(sub)
     assert outcome.status is OutcomeStatus.SUCCEEDED
     assert await used(services) == 2
+
+
+@pytest.mark.parametrize(
+    "failure", [QueueFullError("your queue share is full"), RuntimeError("backend gone")]
+)
+async def test_a_refused_image_prompt_leaves_no_source_file(
+    orchestrator: JobOrchestrator,
+    services: Services,
+    generation: GenerationService,
+    image_store: ImageStore,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+) -> None:
+    """The source image is written inside the gate's transaction; when that transaction rolls
+    back (the backend refuses the job), no job refers to the file, so it is removed too."""
+    from PIL import Image
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise failure
+
+    monkeypatch.setattr(generation, "submit", refuse)
+    source = Image.new("RGB", (64, 64), "orange")
+    plan = JobPlan(small(count=1, init_image=source, strength=0.5), kind=JobKind.IMAGE_PROMPT,
+                   source_image=source)
+    with pytest.raises(type(failure)):
+        await orchestrator.submit(ALICE, plan)
+    assert (await image_store.usage()).jobs == 0
+    assert await used(services) == 0
