@@ -222,8 +222,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         if job.status is JobStatus.CANCELLED:
             return Outcome(job.id, OutcomeStatus.CANCELLED)
         if job.status is JobStatus.FAILED:
+            charged = self.bot.orchestrator.charges(job.kind)
             return Outcome(
-                job.id, OutcomeStatus.FAILED, error=job.error, refunded=job.params.count
+                job.id,
+                OutcomeStatus.FAILED,
+                error=job.error,
+                refunded=job.params.count if charged else 0,
             )
         if job.kind is JobKind.DESCRIBE:
             suggestions = job.suggestions or ()

@@ -341,6 +341,10 @@ class JobOrchestrator:
             channel_id=requester.allow_list_channel_id,
         )
 
+    def charges(self, kind: JobKind) -> bool:
+        """Whether a job of `kind` reserves quota (so a failure of one is refunded)."""
+        return kind not in self._free
+
     async def submit(
         self, requester: Requester, plan: JobPlan, *, shown_at: ShownAt | None = None
     ) -> Submission:

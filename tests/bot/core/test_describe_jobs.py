@@ -146,3 +146,21 @@ async def test_a_describe_job_has_no_image_to_remake(
     job = await services.history.require(sub.job_id)
     with pytest.raises(GenerationError, match="not images"):
         await orchestrator.regenerate(job, 1, ALICE)
+
+
+@pytest.mark.parametrize("charge_describe", [False, True])
+async def test_which_kinds_are_charged(
+    services: Services, image_store: ImageStore, tiny_cache: Path, charge_describe: bool
+) -> None:
+    """What a failed job's message says was refunded follows this: re-makes are never charged,
+    /describe only when the admin charges it, every other kind always."""
+    orchestrator = JobOrchestrator(
+        services, tiny_service(tiny_cache), image_store, charge_describe=charge_describe
+    )
+    assert orchestrator.charges(JobKind.DESCRIBE) is charge_describe
+    assert not orchestrator.charges(JobKind.REMAKE)
+    assert all(
+        orchestrator.charges(kind)
+        for kind in JobKind
+        if kind not in (JobKind.DESCRIBE, JobKind.REMAKE)
+    )
