@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,7 @@ from bot.presentation.delivery import (
 from bot.presentation.describe_command import build_describe_command
 from bot.presentation.imagine_command import build_imagine_command
 from bot.presentation.messages import (
+    DESCRIBE_LABEL,
     Caption,
     cancelled_text,
     caption_of,
@@ -105,6 +106,7 @@ from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
 from generation.params import GenerationParams
 from generation.request import GenerationRequest, Operation, parse_aspect, variation_steps
+from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -121,9 +123,6 @@ ALREADY_CANCELLED = "Already cancelled. Nothing was counted against your quota."
 PENDING_WAIT = 5.0
 PENDING_NOTE = "I could not deliver this result when it was ready; here it is:"
 _MEMBER_ACTIONS = (discord.InteractionType.application_command, discord.InteractionType.component)
-#: The label of /describe jobs' messages.
-DESCRIBE_LABEL = "describe"
-
 
 class ImagineCog(commands.Cog, name="Imagine"):
     """`/imagine`, and the `ImagineActions` the persistent buttons dispatch to."""
@@ -651,8 +650,7 @@ class ImagineCog(commands.Cog, name="Imagine"):
             outcome.suggestions,
             error=outcome.error,
             refunded=outcome.refunded,
-            # The engine's notes: the test captioner says its captions are noise.
-            note="\n".join(outcome.warnings),
+            note=_describe_note(self.bot.settings.model.captioner_id, outcome.warnings),
         )
         files: list[Attachment] = []
         source = await self.bot.images.load(job_id, SOURCE)
@@ -1071,6 +1069,16 @@ async def _defer(interaction: discord.Interaction) -> None:
 def _edited_tier(edit: ParsedPrompt | None) -> str | None:
     """`--fast`/`--relax` typed in a remix edit (None: the member's default tier)."""
     return edit.options.tier if edit is not None else None
+
+
+def _describe_note(captioner_id: str | None, warnings: Sequence[str]) -> str:
+    """The notes shown with /describe's suggestions: the engine's, and the test captioner's
+    (its captions are noise), which follows from the configured model, so an answer delivered
+    after a restart (no engine warnings kept) says it too."""
+    notes = list(dict.fromkeys(warnings))
+    if captioner_id == TINY_MODEL_ID and TINY_CAPTIONER_NOTE not in notes:
+        notes.append(TINY_CAPTIONER_NOTE)
+    return "\n".join(notes)
 
 
 def _label(job: JobView) -> str:

@@ -22,6 +22,7 @@ from generation.params import GenerationParams
 from generation.text import cut_text
 
 __all__ = [
+    "DESCRIBE_LABEL",
     "MAX_CONTENT",
     "Caption",
     "cancelled_text",
@@ -109,9 +110,15 @@ def shown(text: str, limit: int) -> str:
     return best
 
 
+#: The label of a /describe job: it has no prompt, so the label is its headline.
+DESCRIBE_LABEL = "/describe"
+
+
 def _headline(job: Caption, room: int = MAX_CONTENT) -> str:
     """Prompt (bold), label and requester in at most `room` characters: the prompt is the
-    part that gives way."""
+    part that gives way. A /describe job has no prompt: its headline names the command."""
+    if job.label == DESCRIBE_LABEL and not job.params.prompt:
+        return f"**{DESCRIBE_LABEL}** - <@{job.user_id}>"
     label = f" ({job.label})" if job.label else ""
     frame = f"****{label} - <@{job.user_id}>"
     prompt = job.params.prompt

@@ -154,14 +154,20 @@ def test_the_tier_and_its_note_are_in_the_caption() -> None:
 
 
 def test_describe_lists_suggestions_neutralised_with_their_keycaps() -> None:
-    from bot.presentation.messages import describe_text, describing_text, keycap
+    from bot.presentation.messages import (
+        DESCRIBE_LABEL,
+        describe_text,
+        describing_text,
+        keycap,
+    )
 
-    caption = Caption(GenerationParams(""), user_id=42, label="describe")
+    caption = Caption(GenerationParams(""), user_id=42, label=DESCRIBE_LABEL)
     text = describe_text(
         caption, ["a **bold** fox", "@everyone at [dusk](http://x.y)", "an owl", "a cat"],
         note="the test captioner's suggestions are noise",
     )
     lines = text.splitlines()
+    assert lines[0] == "**/describe** - <@42>"  # no prompt: the command is the headline
     assert lines[1] == f"{keycap(1)} a \\*\\*bold\\*\\* fox"
     assert "@everyone" not in text and "http://" not in text  # no ping, no link
     assert lines[4].startswith(keycap(4)) and "Press a number" in text
@@ -171,3 +177,15 @@ def test_describe_lists_suggestions_neutralised_with_their_keycaps() -> None:
     empty = describe_text(caption, [], error="every suggestion had a blocked word", refunded=1)
     assert "every suggestion had a blocked word" in empty and "Nothing was counted" in empty
     assert "Describing" in describing_text(caption)
+
+
+def test_describe_note_follows_the_configured_captioner() -> None:
+    """The test captioner's note comes from the configuration, so an answer delivered after a
+    restart (its engine warnings not kept) still says its suggestions are noise; once only."""
+    from bot.cogs.imagine import _describe_note
+    from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID
+
+    assert _describe_note(TINY_MODEL_ID, []) == TINY_CAPTIONER_NOTE  # after a restart
+    assert _describe_note(TINY_MODEL_ID, [TINY_CAPTIONER_NOTE]) == TINY_CAPTIONER_NOTE
+    assert _describe_note("Salesforce/blip-image-captioning-base", []) == ""
+    assert _describe_note(None, ["other"]) == "other"
