@@ -20,6 +20,7 @@ bot takes its defaults from its configuration instead (`[generation]`), through 
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -194,9 +195,23 @@ def _values(cls: type, defaults: object, given: dict[str, Any]) -> dict[str, Any
     return values
 
 
+#: Control characters (Unicode Cc) other than tab, line feed and carriage return. They are
+#: refused, not stripped: PostgreSQL text cannot hold NUL, the text encoder's tokenizer drops
+#: them anyway, and removing them after the moderation check could join a blocked word.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def _clean_text(value: object, name: str) -> str:
+    """`value` stripped of surrounding whitespace; raises `RequestError` for non-text and
+    for a control character (naming it and its 1-based position)."""
     if not isinstance(value, str):
         raise RequestError(f"The {name} must be text, got {type(value).__name__}.")
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise RequestError(
+            f"The {name} contains a control character (U+{ord(control[0]):04X}) at position "
+            f"{control.start() + 1}; remove it (only line breaks and tabs are allowed)."
+        )
     return value.strip()
 
 

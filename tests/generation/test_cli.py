@@ -155,6 +155,23 @@ def test_unwritable_out_fails_before_any_work(tmp_path: Path, tiny_cache: Path) 
     assert proc.stdout == ""
 
 
+def test_a_control_character_in_the_prompt_is_refused_in_one_line(
+    tmp_path: Path, tiny_cache: Path
+) -> None:
+    """The real command refuses a prompt with a control character (the same validation as the
+    bot's: a NUL cannot be stored in PostgreSQL) before the model loads; nothing is written."""
+    env = clean_environ(IMAGINE_MODEL__CACHE_DIR=str(tiny_cache), IMAGINE_MODEL__DEVICE="cpu")
+    args = ["generate", "--model", "builtin:tiny-random", "a\x07cat", "--out", "grid.png"]
+    proc = run_imagine(args, tmp_path, env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "imagine generate: The prompt contains a control character (U+0007) at position 2; "
+        "remove it (only line breaks and tabs are allowed)."
+    )
+    assert "Traceback" not in proc.stderr and "loading" not in proc.stderr
+    assert not (tmp_path / "grid.png").exists()
+
+
 def test_seeds_are_printed_even_when_the_run_fails(tmp_path: Path) -> None:
     """A model that fails to load still leaves the seeds on stdout, first."""
     env = clean_environ(HF_HOME=str(tmp_path / "hf"))

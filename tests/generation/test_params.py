@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -74,3 +75,23 @@ def test_batch_key_leaves_out_only_what_each_job_brings() -> None:
                    {"strength": 0.5}):  # fmt: skip
         assert GenerationParams("a fox", **change).batch_key != base.batch_key
     assert len(base.batch_key) == len(PARAM_FIELDS) - 4
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("a\x00cat", "U+0000) at position 2"),  # PostgreSQL text cannot hold NUL
+    ("a cat\x1b[31m", "U+001B) at position 6"),
+    ("\x7f", "U+007F) at position 1"),
+    ("a\x85cat", "U+0085) at position 2"),
+])
+def test_control_characters_are_refused_in_either_prompt(text: str, shown: str) -> None:
+    """Refused with their code point and place, never silently stripped (stripping after the
+    moderation check could join a blocked word); in the prompt and the negative prompt."""
+    expected = re.escape(f"The prompt contains a control character ({shown}")
+    with pytest.raises(RequestError, match=expected):
+        GenerationParams(text).validated()
+    with pytest.raises(RequestError, match="The negative prompt contains a control character"):
+        GenerationParams("a cat", negative_prompt=text).validated()
+
+
+def test_line_breaks_and_tabs_are_kept_inside_a_prompt() -> None:
+    assert GenerationParams(" a\tcat\r\non a mat \n").validated().prompt == "a\tcat\r\non a mat"

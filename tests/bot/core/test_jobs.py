@@ -234,6 +234,17 @@ async def test_invalid_request_reserves_nothing(
     assert await used(services) == 0
 
 
+async def test_a_nul_in_the_prompt_is_refused_before_anything_is_stored(
+    orchestrator: JobOrchestrator, services: Services
+) -> None:
+    """PostgreSQL text cannot hold NUL: the one validation refuses it (a member's message,
+    not a storage failure), so nothing is reserved or recorded, on either database."""
+    with pytest.raises(RequestError, match=r"control character \(U\+0000\) at position 4"):
+        await orchestrator.submit(ALICE, JobPlan(small("a r\x00ed fox")))
+    assert await used(services) == 0
+    assert (await services.history.list(1)).items == []
+
+
 async def test_variation_records_its_parent(
     orchestrator: JobOrchestrator, services: Services, image_store: ImageStore
 ) -> None:
