@@ -301,7 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from generation.bench import run_bench
 
-        return run_bench(args)
+        # Its defaults are a random-weight model's: a configuration file's model replaces them.
+        if find_config_file(_option(args, "config")) is None:  # type: ignore[arg-type]
+            return run_bench(args)
+        return run_bench(args, settings.model, settings.generation)
     if args.command == "db":
         return _run_db(args, settings)
     if args.command == "worker":

@@ -346,18 +346,27 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         "-m",
-        default=defaults.model,
+        default=None,
         help="builtin:tiny-random, builtin:sd15-small-random (1/8-channel SD1.5, for CPUs), "
         "builtin:sd15-random (SD1.5-sized) or a real model id/folder "
-        f"(default {defaults.model})",
+        f"(default: model.id of the configuration file, else {defaults.model})",
     )
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda, cuda:N, mps (default: model.device of the configuration file)",
+    )
     parser.add_argument("--members", "-U", type=int, default=defaults.members)
     parser.add_argument("--servers", "-S", type=int, default=defaults.servers)
     parser.add_argument("--requests", "-R", type=int, default=defaults.requests)
     parser.add_argument("--images", "-N", type=int, default=defaults.images)
     parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default=defaults.scheduler)
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=None,
+        help=f"default: generation.scheduler of the configuration file, else {defaults.scheduler}",
+    )
     parser.add_argument("--size", type=int, default=defaults.size, help="square side in pixels")
     parser.add_argument("--seed-steps", type=int, default=defaults.seed_steps)
     parser.add_argument(
@@ -379,23 +388,47 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "(auto: on for CUDA, off for CPU)",
     )
     parser.add_argument("--no-safety-checker", action="store_true")
-    parser.add_argument("--cache-dir", default=None, help="where built-in models are saved")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where built-in models are saved (default: model.cache_dir)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
 
 
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """The run `args` describe; raises ValueError naming a figure the run could not use
-    (checked before any model loads, with the limits the benchmarked service gets)."""
+def _configured(section: Any, name: str) -> Any:
+    """`section.name`, or None without a configuration file (`section` None): then the bench
+    keeps its own defaults (a random-weight model, not the bot's default Hub model)."""
+    return getattr(section, name) if section is not None else None
+
+
+def config_from_args(
+    args: argparse.Namespace, model: Any = None, gen: Any = None
+) -> BenchConfig:
+    """The run `args` describe, with the model id, device, scheduler and cache folder of the
+    configuration file in use (`model`: its `[model]` section, `gen`: its `[generation]`;
+    None without a file) where no flag gives them.
+
+    Raises ValueError naming a figure the run could not use (checked before any model loads,
+    with the limits the benchmarked service gets)."""
+    defaults = BenchConfig()
     counts = ("members", "servers", "requests", "images", "steps", "size", "seed_steps",
               "seed_requests", "max_batch_images")
     for name in counts:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.servers > args.members:
+        raise ValueError(
+            f"--servers ({args.servers}) is more than --members ({args.members}): every "
+            "server needs at least one member"
+        )
+    scheduler = args.scheduler or _configured(gen, "scheduler") or defaults.scheduler
+    cache_dir = args.cache_dir or _configured(model, "cache_dir")
     sample = GenerationParams(
         "bench",
         steps=args.steps,
-        scheduler=args.scheduler,
+        scheduler=scheduler,
         count=args.images,
         width=args.size,
         height=args.size,
@@ -405,14 +438,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     except RequestError as exc:
         raise ValueError(f"{exc} (--images, --size and --steps make each request)") from None
     return BenchConfig(
-        model=args.model,
-        device=args.device,
+        model=args.model or _configured(model, "id") or defaults.model,
+        device=args.device or _configured(model, "device") or defaults.device,
         members=args.members,
         servers=args.servers,
         requests=args.requests,
         images=args.images,
         steps=args.steps,
-        scheduler=args.scheduler,
+        scheduler=scheduler,
         size=args.size,
         seed_steps=args.seed_steps,
         seed_requests=args.seed_requests,
@@ -421,7 +454,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         freeze_gc=not args.no_gc_freeze,
         overlap_decode={"on": True, "off": False}.get(args.overlap_decode),
         safety_checker=not args.no_safety_checker,
-        cache_dir=args.cache_dir,
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
     )
 
 
@@ -431,14 +464,15 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{value:.{digits}f}{unit}"
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """`imagine bench`: print the figures (rich table), optionally write them as JSON."""
+def run_bench(args: argparse.Namespace, model: Any = None, gen: Any = None) -> int:
+    """`imagine bench`: print the figures (rich table), optionally write them as JSON.
+    `model`/`gen`: the configuration's `[model]`/`[generation]` (see `config_from_args`)."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, model, gen)
     except ValueError as exc:
         console.print(f"[red]imagine bench: {exc}[/red]")
         return 2

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from tests.cli_helpers import run_imagine
 
 
 def test_bench_runs_both_paths_and_writes_json(tiny_cache: Path, tmp_path: Path) -> None:
@@ -74,3 +75,36 @@ def test_bench_refuses_bad_figures(
     assert main(["bench", "--model", "someone/not-loaded", *args, "--no-seed-path"]) == 2
     out = capsys.readouterr().out
     assert message in out and "Traceback" not in out
+
+
+def test_bench_takes_model_device_and_scheduler_from_the_config_file(
+    tiny_cache: Path, tmp_path: Path
+) -> None:
+    """`imagine bench --config FILE` (the real command) benchmarks the configured model on the
+    configured device with the configured scheduler, where no flag says otherwise."""
+    config = tmp_path / "bench.toml"
+    config.write_text(
+        f'[model]\nid = "builtin:tiny-random"\ndevice = "cpu"\ncache_dir = "{tiny_cache}"\n'
+        '[generation]\nscheduler = "ddim"\n'
+    )
+    out = tmp_path / "bench.json"
+    figures = ["-U", "1", "-S", "1", "-N", "1", "--steps", "2", "--size", "64", "--no-seed-path"]
+    proc = run_imagine(["bench", "--config", str(config), *figures, "--json", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ran = json.loads(out.read_text())["config"]
+    assert (ran["model"], ran["device"], ran["scheduler"]) == ("builtin:tiny-random", "cpu", "ddim")
+    # A flag still wins over the file.
+    args = ["bench", "-c", str(config), *figures, "--scheduler", "pndm", "--json", str(out)]
+    assert run_imagine(args, tmp_path).returncode == 0
+    assert json.loads(out.read_text())["config"]["scheduler"] == "pndm"
+
+
+def test_more_servers_than_members_is_refused_before_loading(tmp_path: Path) -> None:
+    """-S above -U would leave servers without a member: one line, exit 2, no model load."""
+    proc = run_imagine(["bench", "-q", "-U", "2", "-S", "3", "--no-seed-path"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout.strip() == (
+        "imagine bench: --servers (3) is more than --members (2): every server needs at "
+        "least one member"
+    )
+    assert "Traceback" not in proc.stderr
