@@ -468,7 +468,7 @@ def find_config_file(
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(_not_a_file(path))
         return path.resolve()
     local = cwd / DEFAULT_CONFIG_NAME
     if local.is_file():
@@ -479,9 +479,18 @@ def find_config_file(
         if not path.is_absolute():
             path = cwd / path
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path} (from {CONFIG_ENV})")
+            raise ConfigError(f"{_not_a_file(path)} (from {CONFIG_ENV})")
         return path.resolve()
     return None
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path` cannot be the configuration file: a folder, or nothing there."""
+    if path.is_dir():
+        inside = path / DEFAULT_CONFIG_NAME
+        hint = f" (did you mean {inside}?)" if inside.is_file() else ""
+        return f"config path {path} is a folder; a TOML file is expected{hint}"
+    return f"config file not found: {path}"
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

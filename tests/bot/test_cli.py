@@ -89,6 +89,25 @@ def test_configuration_errors_are_lines_not_tracebacks(tmp_path: Path) -> None:
     assert "unknown key generation.stepz (did you mean steps?)" in proc.stderr
 
 
+def test_a_folder_given_as_the_config_is_called_a_folder(tmp_path: Path) -> None:
+    """`--config somefolder` (or $IMAGINE_CONFIG naming one) says it is a folder, not "not
+    found", and points at the config.toml inside when there is one; exit 2, one line."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    proc = run_imagine(["db", "upgrade", "--config", str(folder)], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"imagine: config path {folder} is a folder; a TOML file is expected"
+    )
+    _config(folder)
+    proc = run_imagine(["db", "upgrade"], tmp_path, clean_environ(IMAGINE_CONFIG=str(folder)))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"imagine: config path {folder} is a folder; a TOML file is expected "
+        f"(did you mean {folder / 'config.toml'}?) (from IMAGINE_CONFIG)"
+    )
+
+
 _MISSING_DRIVERS = [
     url
     for url, module in (
