@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="grid file to write (the suffix picks the format), or a folder to write into "
         "(an existing one, or any path ending in /), named from the prompt and seed "
-        "(default: the current folder)",
+        "(default: the current folder); a device such as /dev/null is written as given",
     )
     parser.add_argument(
         "--overwrite",
@@ -229,6 +230,10 @@ def _output(
     `--format` wins, else the suffix, else PNG.
     """
     out = Path(given if given is not None else ".")
+    if given is not None and _is_device(out):
+        # /dev/null (to discard), a FIFO or a terminal: written as given, never renamed.
+        suffix = _SUFFIX_FORMATS.get(out.suffix.lower(), "png")
+        return out, normalize_format(fmt) if fmt else suffix
     # pathlib drops a trailing separator, which names a folder (created if missing).
     if given is None or out.is_dir() or given.endswith(("/", os.sep)):
         name = normalize_format(fmt) if fmt else "png"
@@ -266,9 +271,26 @@ def _taken(grid: Path, count: int) -> bool:
     return grid.exists() or any(path.exists() for path in singles)
 
 
+def _is_device(path: Path) -> bool:
+    """An existing path that is neither a folder nor a regular file (/dev/null, a FIFO)."""
+    return path.exists() and not path.is_dir() and not path.is_file()
+
+
 def _check_writable(plan: _Plan) -> None:
     """Refuse, before any work, an output that exists (without --overwrite) or cannot be
-    written; the folder is created if missing."""
+    written; the folder is created if missing. A device is written as given (nothing is
+    replaced), alone: not with --singles, and not standard output (the messages go there)."""
+    if _is_device(plan.out):
+        if plan.singles:
+            raise RequestError(f"--singles needs a file or folder --out, not {plan.out}.")
+        if _is_stdout(plan.out):
+            raise RequestError(
+                f"--out {plan.out} is standard output, where imagine prints the seeds and "
+                "what it wrote; choose a file."
+            )
+        if not os.access(plan.out, os.W_OK):
+            raise RequestError(f"Cannot write to {plan.out}: permission denied.")
+        return
     for path in plan.paths():
         if path.exists() and not plan.overwrite:
             raise RequestError(f"{path} already exists; add --overwrite or choose another --out.")
@@ -281,6 +303,13 @@ def _check_writable(plan: _Plan) -> None:
     for path in plan.paths():
         if path.exists() and not os.access(path, os.W_OK):
             raise RequestError(f"Cannot overwrite {path}: permission denied.")
+
+
+def _is_stdout(path: Path) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # no stdout (closed, or not a real file)
+        return False
 
 
 async def _generate(plan: _Plan, err: Any) -> int:

@@ -219,6 +219,33 @@ def test_out_ending_in_a_slash_is_a_folder(
     assert grid.is_file() and not folder.with_name(f"{folder.name}.png").exists()
 
 
+def test_a_device_out_is_written_as_given(tmp_path: Path, tiny_cache: Path) -> None:
+    """`--out /dev/null` discards the grid (no `/dev/null.png`); a FIFO gets the PNG itself;
+    standard output (where the messages go) and --singles with a device are refused."""
+    env = clean_environ(IMAGINE_MODEL__CACHE_DIR=str(tiny_cache), IMAGINE_MODEL__DEVICE="cpu")
+    base = ["generate", "-q", "--model", "builtin:tiny-random", "a cat", "--steps", "2",
+            "--n", "1", "--width", "64", "--height", "64"]
+    proc = run_imagine([*base, "--out", "/dev/null"], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote /dev/null\n" in proc.stdout and not Path("/dev/null.png").exists()
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    proc = run_imagine([*base, "--out", str(fifo)], tmp_path, env)
+    data, _ = reader.communicate(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert data.startswith(b"\x89PNG")
+
+    for extra, message in (
+        (["--out", "/dev/stdout"], "is standard output"),
+        (["--out", "/dev/null", "--singles"], "--singles needs a file or folder --out"),
+    ):
+        proc = run_imagine([*base, *extra], tmp_path, env)
+        assert proc.returncode == 2 and message in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_pngs_carry_their_parameters(tmp_path: Path) -> None:
     """Grid and single PNGs hold the A1111 `parameters` text: prompt, negative prompt, steps,
     sampler, CFG scale, seed, size and model."""
