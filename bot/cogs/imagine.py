@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +106,6 @@ from generation.events import JobEvent, JobQueued, JobStarted, JobState, JobStep
 from generation.grid import encode, encode_grid
 from generation.params import GenerationParams
 from generation.request import GenerationRequest, Operation, parse_aspect, variation_steps
-from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -650,7 +649,8 @@ class ImagineCog(commands.Cog, name="Imagine"):
             outcome.suggestions,
             error=outcome.error,
             refunded=outcome.refunded,
-            note=_describe_note(self.bot.settings.model.captioner_id, outcome.warnings),
+            # The engine's notes: the test captioner says its captions are noise.
+            note="\n".join(dict.fromkeys(outcome.warnings)),
         )
         files: list[Attachment] = []
         source = await self.bot.images.load(job_id, SOURCE)
@@ -1069,16 +1069,6 @@ async def _defer(interaction: discord.Interaction) -> None:
 def _edited_tier(edit: ParsedPrompt | None) -> str | None:
     """`--fast`/`--relax` typed in a remix edit (None: the member's default tier)."""
     return edit.options.tier if edit is not None else None
-
-
-def _describe_note(captioner_id: str | None, warnings: Sequence[str]) -> str:
-    """The notes shown with /describe's suggestions: the engine's, and the test captioner's
-    (its captions are noise), which follows from the configured model, so an answer delivered
-    after a restart (no engine warnings kept) says it too."""
-    notes = list(dict.fromkeys(warnings))
-    if captioner_id == TINY_MODEL_ID and TINY_CAPTIONER_NOTE not in notes:
-        notes.append(TINY_CAPTIONER_NOTE)
-    return "\n".join(notes)
 
 
 def _label(job: JobView) -> str:

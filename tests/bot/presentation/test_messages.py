@@ -179,13 +179,3 @@ def test_describe_lists_suggestions_neutralised_with_their_keycaps() -> None:
     assert "Describing" in describing_text(caption)
 
 
-def test_describe_note_follows_the_configured_captioner() -> None:
-    """The test captioner's note comes from the configuration, so an answer delivered after a
-    restart (its engine warnings not kept) still says its suggestions are noise; once only."""
-    from bot.cogs.imagine import _describe_note
-    from generation.tiny import TINY_CAPTIONER_NOTE, TINY_MODEL_ID
-
-    assert _describe_note(TINY_MODEL_ID, []) == TINY_CAPTIONER_NOTE  # after a restart
-    assert _describe_note(TINY_MODEL_ID, [TINY_CAPTIONER_NOTE]) == TINY_CAPTIONER_NOTE
-    assert _describe_note("Salesforce/blip-image-captioning-base", []) == ""
-    assert _describe_note(None, ["other"]) == "other"
